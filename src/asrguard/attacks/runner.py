@@ -238,8 +238,9 @@ def report(out_dir: str | Path) -> dict:
     Keys: ``n`` (utterances attempted, skipped ones included), ``success_rate``,
     ``mean_db_x_delta`` and ``median_snr_db`` (over successful examples),
     ``success_rate_with_dropout`` (fraction of all ``n`` transcribed as the target under one
-    seeded dropout draw at the defence rate), ``seconds_per_success`` (total attack wall time
-    divided by the number of successes), plus attack-specific rates when present.
+    seeded dropout draw at the defence rate), ``seconds_per_success`` (total attack wall time,
+    including fitting a universal perturbation, divided by the number of successes), plus
+    attack-specific rates when present.
 
     Example:
         >>> report("runs/cw")["success_rate"]  # doctest: +SKIP
@@ -254,6 +255,7 @@ def report(out_dir: str | Path) -> dict:
     n = len(rows)
     ok = [r for r in rows if r.get("success")]
     seconds = sum(float(r.get("wall_seconds") or 0.0) for r in rows)
+    seconds += float((run.get("fit") or {}).get("fit_seconds") or 0.0)  # universal: fitting δ is part of the cost
     out: dict[str, Any] = {
         "attack": run.get("attack"), "config_hash": run.get("config_hash"), "n": n,
         "n_success": len(ok), "n_skipped": sum(1 for r in rows if r.get("skipped")),

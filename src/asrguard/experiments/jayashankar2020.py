@@ -100,9 +100,10 @@ class Settings:
     def make(cls, quick: bool, seed: int = 0) -> "Settings":
         if not quick:
             return cls(quick=False, seed=seed)
-        fast = {"max_iter": 150, "max_shrinks": 2, "patience": 20}
-        return cls(quick=True, seed=seed, n_sources=24, n_urban=12, batch_size=12,
-                   attack_overrides={name: dict(fast) for name in SPEECH_ATTACKS + ("us",)})
+        # a smoke test of the whole pipeline: one attack batch per attack, shorter optimisation
+        fast = {name: {"max_iter": 300} for name in SPEECH_ATTACKS + ("us",)}
+        fast["ia"]["stage2_iter"] = 60
+        return cls(quick=True, seed=seed, n_sources=12, n_urban=6, batch_size=12, attack_overrides=fast)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
