@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
+
+from _timing import median_seconds
 
 from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
 from asrguard.audio import load_audio
@@ -24,16 +24,6 @@ from asrguard.defaults import DEFAULT_DETECTOR_DIR, EXAMPLE_AUDIO
 from asrguard.detect.classifiers import make_classifier
 from asrguard.detect.detector import Detector
 from asrguard.uncertainty.features import FeatureExtractor, FeatureTable
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def two_second_utterance(rate: int, seconds: float) -> np.ndarray:

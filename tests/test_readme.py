@@ -19,4 +19,4 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_quickstart_installs_torch_first_and_runs_main_job():
     first = readme_commands()[0]
     assert first.index("pip install torch==2.13.0") < first.index("pip install -e .")
-    assert first.rstrip().endswith("asrguard transcribe")
+    assert first.rstrip().endswith("asrguard demo")

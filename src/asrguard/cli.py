@@ -197,13 +197,14 @@ def reproduce(
 @friendly_errors
 def demo(
     out_dir: Path = typer.Option(Path("asrguard-demo"), "--out", help="Folder for the WAVs, the PNG and demo.json."),
-    target: str = typer.Option("open the front door", help="The attacker's command (shortened if it does not fit)."),
+    target: Optional[str] = typer.Option(None, help="The attacker's command [default: 'delete all files'] "
+                                                     "(replaced by a shorter one if it does not fit)."),
     seed: int = typer.Option(0, help="Random seed."),
 ):
     """One-minute attack-and-detect demo: CW on the bundled example, then the shipped detector on both."""
-    from .experiments.demo import run_demo
+    from .experiments.demo import DEFAULT_TARGET, run_demo
 
-    run_demo(out_dir, target=target, seed=seed, verbose=True)
+    run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True)
 
 
 @app.command()

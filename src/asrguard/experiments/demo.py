@@ -3,9 +3,9 @@
 ``run_demo(out_dir)``:
 
 1. loads the shipped model and detector and the bundled benign example
-   (``assets/examples/example.wav``, "turn on the lights");
+   (``assets/examples/example.wav``, "nine one one", made with ``asrguard make-example``);
 2. crafts a Carlini & Wagner example from it against the shipped model, toward a short
-   command ("open the front door" by default);
+   command ("delete all files" by default);
 3. runs the detector on both and writes ``benign.wav``, ``adversarial.wav``,
    ``uncertainty.png`` (the two ``P^char`` histograms side by side) and ``demo.json``;
 4. returns (and with ``verbose=True`` prints) the two verdicts with their evidence.
@@ -25,7 +25,7 @@ from ..audio import load_audio, save_audio
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 
-DEFAULT_TARGET = "open the front door"
+DEFAULT_TARGET = "delete all files"  # fits the 1.2 s example; longer commands need longer audio
 
 
 def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: int = 0, detector=None,
