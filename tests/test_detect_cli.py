@@ -55,3 +55,35 @@ def test_detect_bad_inputs_give_one_clear_line(saved, tmp_path):
                                  "--model", str(tmp_path / "model3")])
     assert result.exit_code == 2 and "fitted for recogniser" in result.output
     del other
+
+
+def test_fit_detector_from_folders_and_an_attack_run_then_detect(saved, tmp_path):
+    root, wav = saved
+    benign, adversarial = tmp_path / "benign", tmp_path / "attack_run"
+    benign.mkdir()
+    (adversarial / "audio").mkdir(parents=True)
+    for i, x in enumerate(clips(6, 3)):
+        sf.write(benign / f"b{i}.wav", x, 16000)
+    rows = []
+    for i, x in enumerate(clips(6, 4, noisy=True)):
+        sf.write(adversarial / "audio" / f"a{i}.wav", x, 16000)
+        rows.append({"id": f"a{i}", "audio": f"audio/a{i}.wav", "success": i != 5})  # a failed attack is skipped
+    (adversarial / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "fitted"
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit-detector", "--benign", str(benign), "--adversarial", str(adversarial),
+                                 "--out", str(out), "--model", str(root / "model0"), "--realizations", "8"])
+    assert result.exit_code == 0, result.output
+    assert "6 benign + 5 adversarial" in result.output
+    document = json.loads((out / DOCUMENT_NAME).read_text())
+    assert document["classifier"]["name"] == "char-svm4" and document["features"]["n"] == 8
+    detected = runner.invoke(app, ["detect", str(wav), "--detector", str(out), "--model", str(root / "model0"),
+                                   "--json"])
+    assert detected.exit_code == 0, detected.output
+
+
+def test_fit_detector_names_a_missing_folder(saved, tmp_path):
+    root, _ = saved
+    result = CliRunner().invoke(app, ["fit-detector", "--benign", str(tmp_path / "nowhere"), "--out",
+                                      str(tmp_path / "d"), "--model", str(root / "model0")])
+    assert result.exit_code == 2 and "nowhere" in result.output and "Traceback" not in result.output

@@ -67,7 +67,7 @@ def _utterance(path: Path, *, id: str, transcript: str, speaker: str, source: st
     )
 
 
-def _is_audio(path: Path) -> bool:
+def is_audio_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
 
 
@@ -86,7 +86,7 @@ def read_fsdd(root) -> list[Utterance]:
     folder = root / "recordings" if (root / "recordings").is_dir() else root
     out, skipped = [], 0
     for path in sorted(folder.iterdir()):
-        if not _is_audio(path):
+        if not is_audio_file(path):
             continue
         match = _FSDD_NAME.match(path.stem)
         if match is None:
@@ -134,7 +134,7 @@ def read_speech_commands(root, include_silence: bool = False) -> list[Utterance]
         if name == "_background_noise_" or (name == "_silence_" and not include_silence):
             continue
         for path in sorted(folder.iterdir()):
-            if not _is_audio(path):
+            if not is_audio_file(path):
                 continue
             stem = path.stem
             if name == "_silence_":

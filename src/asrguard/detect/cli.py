@@ -32,6 +32,29 @@ def _print_explanation(console, path: Path, result: dict) -> None:
     console.print("  P^char (distance: count): " + ", ".join(f"{i}: {hist[i]}" for i in range(last + 1)))
 
 
+def collect_audio(paths: List[Path], what: str) -> list[Path]:
+    """Audio files named by ``paths``: files, folders (searched recursively) or attack-run
+    folders (their *successful* adversarial examples, read from ``manifest.jsonl``)."""
+    from ..data import read_jsonl
+    from ..data.corpora import is_audio_file
+    from ..errors import DataError
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir() and (path / "manifest.jsonl").is_file():
+            found += [path / r["audio"] for r in read_jsonl(path / "manifest.jsonl", allow_partial_tail=True)
+                      if r.get("success") and r.get("audio")]
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if is_audio_file(p))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder ({what})")
+    if not found:
+        raise DataError(f"no {what} audio found in {', '.join(map(str, paths))}")
+    return found
+
+
 def register(app: typer.Typer) -> None:
     """Add ``detect`` to the ``asrguard`` app."""
     from ..cli import friendly_errors
@@ -58,5 +81,47 @@ def register(app: typer.Typer) -> None:
             else:
                 _print_explanation(console, path, result)
 
+    @app.command("fit-detector")
+    @friendly_errors
+    def fit_detector_command(
+        benign: List[Path] = typer.Option(..., "--benign", help="Benign audio: files or folders (repeatable)."),
+        adversarial: Optional[List[Path]] = typer.Option(
+            None, "--adversarial", help="Adversarial audio: files, folders, or `asrguard attack` output folders "
+                                        "(their successful examples). Omit to fit the one-class Gaussian."),
+        out: Path = typer.Option(..., "--out", help="Folder to write the detector to."),
+        classifier: str = typer.Option("char-svm4", help="char-svm4, char-svmf, char-ds, combined, all-svm, "
+                                                         "gaussian, ... (see asrguard.detect.classifiers)."),
+        calibration: Optional[List[Path]] = typer.Option(
+            None, "--calibration", help="Held-out benign audio for the threshold (default: the benign set)."),
+        target_fpr: float = typer.Option(0.05, help="False-positive rate the threshold is chosen for."),
+        realizations: int = typer.Option(50, help="Dropout realisations I."),
+        p: float = typer.Option(0.1, help="Dropout rate at inference."),
+        seed: int = typer.Option(0, help="Seed of the dropout masks."),
+        model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+    ):
+        """Fit a detector on your own benign (and adversarial) audio and save it (JSON + safetensors)."""
+        from rich.progress import track
 
-__all__ = ["register"]
+        from ..defaults import load_recognizer
+        from ..detect.classifiers import make_classifier
+        from ..detect.detector import Detector
+        from ..uncertainty.features import FeatureExtractor, FeatureTable
+
+        recognizer = load_recognizer(model)
+        det = Detector(recognizer, FeatureExtractor(n=realizations, p=p, seed=seed),
+                       make_classifier(classifier, seed=seed), target_fpr=target_fpr)
+
+        def table(paths, what):
+            files = collect_audio(paths, what)
+            return FeatureTable.stack([det.features(f, name=str(f))
+                                       for f in track(files, description=f"{what} features", transient=True)])
+
+        det.fit_features(table(benign, "benign"), table(adversarial, "adversarial") if adversarial else None,
+                         table(calibration, "calibration") if calibration else None)
+        det.save(out)
+        typer.echo(f"saved {det.classifier.name} detector to {out} (threshold {det.threshold:+.3f} for "
+                   f"{100 * det.target_fpr:g} % FPR, fitted on {det.metadata['n_benign']} benign + "
+                   f"{det.metadata['n_adversarial']} adversarial)")
+
+
+__all__ = ["collect_audio", "register"]

@@ -330,6 +330,32 @@ def _by_corpus(cell: dict) -> dict:
     return out
 
 
+#: Targets shorter than this many characters count as "short" in the breakdown by target length.
+SHORT_TARGET_CHARS = 7
+
+
+def _by_target_length(cell: dict, rows: dict) -> dict:
+    """Metrics per classifier with the adversarial side split into short and long targets.
+
+    Each half is scored against all the benign sources of the cell: a one- or two-word
+    target ("go", "stop") leaves little room for dropout transcripts to disagree, so it is
+    the hard case for ``P^char``; the paper only used a 41-character target.
+    """
+    out: dict = {}
+    for name, m in cell.items():
+        if "_scores" not in m:
+            continue
+        labels, scores = m["_labels"], m["_scores"]
+        lengths = np.array([len((rows.get(s) or {}).get("target") or "") if y == 1 else -1
+                            for s, y in zip(m["_sources"], labels)])
+        for label, keep_adv in ((f"target < {SHORT_TARGET_CHARS} chars", (lengths >= 0) & (lengths < SHORT_TARGET_CHARS)),
+                                (f"target >= {SHORT_TARGET_CHARS} chars", lengths >= SHORT_TARGET_CHARS)):
+            keep = (labels == 0) | keep_adv
+            if keep_adv.sum() and (labels == 0).sum():
+                out.setdefault(label, {})[name] = detection_metrics(labels[keep], scores[keep])
+    return out
+
+
 def _train(names: Sequence[str], benign: FeatureSet, adversarial: FeatureSet, seed: int) -> dict:
     from ..detect.classifiers import make_classifier
 
@@ -471,6 +497,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         "cells": {col: {clf: {k: v for k, v in m.items() if not k.startswith("_")} for clf, m in per.items()}
                   for col, per in cells.items()},
         "cells_by_corpus": {col: _by_corpus(per) for col, per in cells.items()},
+        "cells_by_target_length": {col: _by_target_length(cells[col], attacks[attack]["rows"])
+                                   for col, attack, _ in COLUMNS},
         "paper": PAPER, "figures": figures, "timing": timing,
         "columns": [c[0] for c in COLUMNS] + ["US (DR-trained)"],
     }
@@ -580,6 +608,22 @@ def tables_markdown(results: dict) -> str:
                     row.append("–" if not m or m.get("auroc") is None else
                                f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
                 lines.append(f"| {name} | {corpus} | " + " | ".join(row) + " |")
+        lines.append("")
+    by_length = results.get("cells_by_target_length", {})
+    groups = sorted({g for col in columns for g in by_length.get(col, {})})
+    if groups:
+        lines += ["## By target length (AUROC / accuracy %): adversarial examples split by target, scored against "
+                  "all benign sources of the cell", ""]
+        lines.append("| classifier | targets | " + " | ".join(columns) + " |")
+        lines.append("|---|---|" + "---|" * len(columns))
+        for name in ("char-svm4", "all-svm"):
+            for group in groups:
+                row = []
+                for col in columns:
+                    m = by_length.get(col, {}).get(group, {}).get(name)
+                    row.append("–" if not m or m.get("auroc") is None else
+                               f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
+                lines.append(f"| {name} | {group} | " + " | ".join(row) + " |")
         lines.append("")
     n_row = []
     for col in columns + ["US (DR-trained)"]:
