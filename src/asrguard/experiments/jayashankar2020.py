@@ -555,6 +555,24 @@ def _fmt(value, kind: str) -> str:
     return f"{100 * value:.1f}" if kind == "pct" else f"{value:.3f}"
 
 
+def _breakdown(by_group: dict, columns, classifiers, group_label: str, title: str) -> list[str]:
+    """A Markdown table of ``by_group[column][group][classifier]`` metrics (none when empty)."""
+    groups = sorted({g for col in columns for g in by_group.get(col, {})})
+    if not groups:
+        return []
+    lines = [f"## {title}", "", f"| classifier | {group_label} | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for name in classifiers:
+        for group in groups:
+            row = []
+            for col in columns:
+                m = by_group.get(col, {}).get(group, {}).get(name)
+                row.append("–" if not m or m.get("auroc") is None else
+                           f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
+            lines.append(f"| {name} | {group} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def tables_markdown(results: dict) -> str:
     """The paper's Tables 1 and 2 beside ours (``ours / paper``), TPR at low FPR and the attacks."""
     columns = [c[0] for c in COLUMNS]
@@ -594,37 +612,11 @@ def tables_markdown(results: dict) -> str:
     table("auroc", "Table 2: AUROC", "auc", PAPER["auroc"])
     table("tpr_at_1pct_fpr", "TPR [%] at 1 % FPR (ours only)", "pct", None)
     table("tpr_at_5pct_fpr", "TPR [%] at 5 % FPR (ours only)", "pct", None)
-    by_corpus = results.get("cells_by_corpus", {})
-    corpora = sorted({c for col in columns for c in by_corpus.get(col, {})})
-    if corpora:
-        lines += ["## By source corpus (AUROC / accuracy %), same classifiers and test sets", ""]
-        lines.append("| classifier | corpus | " + " | ".join(columns) + " |")
-        lines.append("|---|---|" + "---|" * len(columns))
-        for name in ("char-svm4", "combined", "all-svm"):
-            for corpus in corpora:
-                row = []
-                for col in columns:
-                    m = by_corpus.get(col, {}).get(corpus, {}).get(name)
-                    row.append("–" if not m or m.get("auroc") is None else
-                               f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
-                lines.append(f"| {name} | {corpus} | " + " | ".join(row) + " |")
-        lines.append("")
-    by_length = results.get("cells_by_target_length", {})
-    groups = sorted({g for col in columns for g in by_length.get(col, {})})
-    if groups:
-        lines += ["## By target length (AUROC / accuracy %): adversarial examples split by target, scored against "
-                  "all benign sources of the cell", ""]
-        lines.append("| classifier | targets | " + " | ".join(columns) + " |")
-        lines.append("|---|---|" + "---|" * len(columns))
-        for name in ("char-svm4", "all-svm"):
-            for group in groups:
-                row = []
-                for col in columns:
-                    m = by_length.get(col, {}).get(group, {}).get(name)
-                    row.append("–" if not m or m.get("auroc") is None else
-                               f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
-                lines.append(f"| {name} | {group} | " + " | ".join(row) + " |")
-        lines.append("")
+    lines += _breakdown(results.get("cells_by_corpus", {}), columns, ("char-svm4", "combined", "all-svm"), "corpus",
+                        "By source corpus (AUROC / accuracy %), same classifiers and test sets")
+    lines += _breakdown(results.get("cells_by_target_length", {}), columns, ("char-svm4", "all-svm"), "targets",
+                        "By target length (AUROC / accuracy %): adversarial examples split by target, "
+                        "scored against all benign sources of the cell")
     n_row = []
     for col in columns + ["US (DR-trained)"]:
         m = cells.get(col, {}).get("char-svm4", {})
