@@ -58,7 +58,7 @@ def write_model_card(model_dir: Path | None = None, data_root: Path | None = Non
     )
     card = f"""# Model card: asrguard default CTC recogniser
 
-A DeepSpeech-like character CTC recogniser (`asrguard.asr.ctc`): log-mel (40 bands, 20 Hz–3.8 kHz),
+A DeepSpeech-like character CTC recogniser (`asrguard.asr.ctc`): log-mel ({config['n_mels']} bands, {config['f_min']:g} Hz–{config['f_max'] / 1000:g} kHz),
 per-utterance mean removal, ±{config['context']} frames of context, stride {config['stride']} (20 ms per output frame),
 {config['n_dense']} clipped-ReLU dense layers of {config['dense_size']}, a bidirectional LSTM of {config['lstm_size']} per direction,
 a dense layer and a softmax over blank, space, a–z and apostrophe. {report['n_parameters']:,} parameters.
@@ -77,7 +77,8 @@ Trained only on speakers listed as *train* below; nothing of the held-out speake
   built from their digit words. **Held out: 20 % of speakers by a stable hash** (`split_by_speaker(test_fraction=0.2, seed=0)`).
 - Synthetic speech: {train_config.get('n_tts_sentences', '?')} command sentences × {train_config.get('tts_per_sentence', '?')} voices from
   flite (kal, kal16, awb, rms, slt) and espeak-ng (six voices), including "okay google unlock phone and delete files".
-- Augmentation: speed 0.9–1.1, background noise / white noise at 5–35 dB SNR (p = 0.5), SpecAugment.
+- Augmentation: speed 0.9–1.1, background noise / white noise at 5–35 dB SNR (p = 0.5), SpecAugment,
+  random band-limiting to 4 kHz (p = {train_config.get('band_limit_probability', '?')}) so that 8 kHz FSDD and 16 kHz audio look alike.
 
 ## Held-out results
 Measured by `asrguard model-card` (equivalently `asrguard asr-eval --corpus NAME --split test --json`).
