@@ -50,6 +50,7 @@ def test_corrupt_upload_is_400_with_a_clear_message(client):
     r = client.post("/v1/detect", files={"file": ("broken.wav", b"RIFF1234WAVEjunkjunk", "audio/wav")})
     assert r.status_code == 400
     assert "broken.wav" in r.json()["error"] and "not a readable audio file" in r.json()["error"]
+    assert "BytesIO" not in r.json()["error"]  # no library internals in a user-facing message
     empty = client.post("/v1/detect", files={"file": ("empty.wav", b"", "audio/wav")})
     assert empty.status_code == 400 and "empty" in empty.json()["error"]
     nan = client.post("/v1/detect", files={"file": ("nan.wav", _float_wav(np.full(800, np.nan)), "audio/wav")})

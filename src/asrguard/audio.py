@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def load_audio(
         info = sf.info(str(path))
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types
         raise AudioFileError(
-            f"{path}: not a readable audio file ({_short(exc)}); supported: WAV, FLAC, OGG"
+            f"{path}: not a readable audio file ({short_reason(exc)}); supported: WAV, FLAC, OGG"
         ) from None
     if max_seconds is not None and info.frames > max_seconds * info.samplerate:
         raise InvalidAudioError(
@@ -171,7 +172,7 @@ def load_audio(
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001
-        raise AudioFileError(f"{path}: audio data is corrupt ({_short(exc)})") from None
+        raise AudioFileError(f"{path}: audio data is corrupt ({short_reason(exc)})") from None
     if data.shape[0] == 0:
         raise InvalidAudioError(f"{path}: contains no samples")
     if data.shape[1] > 1:
@@ -235,6 +236,9 @@ def snr_db(signal, noise) -> float:
     return 10.0 * math.log10(signal_energy / noise_energy)
 
 
-def _short(exc: Exception) -> str:
+def short_reason(exc: Exception) -> str:
+    """First line of a library error, without soundfile's in-memory file repr."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # soundfile names in-memory files by their repr; a user only needs the reason
+    text = re.sub(r"^Error opening <[^>]*>: ", "", text)
     return text[:160]

@@ -29,7 +29,7 @@ import soundfile as sf
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from ..audio import resample, validate_waveform
+from ..audio import resample, short_reason, validate_waveform
 from ..errors import AsrguardError, AudioFileError, InvalidAudioError
 
 log = logging.getLogger(__name__)
@@ -56,25 +56,20 @@ def decode_upload(data: bytes, filename: str, sample_rate: int, *, max_seconds: 
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types
-        raise UploadError(f"{filename}: not a readable audio file ({_short(exc)}); supported: WAV, FLAC, OGG") from None
+        raise UploadError(f"{filename}: not a readable audio file ({short_reason(exc)}); supported: WAV, FLAC, OGG") from None
     if info.samplerate > 0 and info.frames > max_seconds * info.samplerate:
         raise UploadError(f"{filename}: is {info.frames / info.samplerate:.1f} s long, over the limit of "
                           f"{max_seconds:g} s; split it into shorter segments", status=413)
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001
-        raise UploadError(f"{filename}: audio data is corrupt ({_short(exc)})") from None
+        raise UploadError(f"{filename}: audio data is corrupt ({short_reason(exc)})") from None
     if samples.shape[0] == 0:
         raise UploadError(f"{filename}: contains no samples")
     waveform = validate_waveform(samples.mean(axis=1), rate, name=filename, max_seconds=max_seconds)
     if rate != sample_rate:
         waveform = resample(waveform, rate, sample_rate)
     return waveform
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
 
 
 def create_app(detector_path: str | os.PathLike | None = None, *, model: str | os.PathLike | None = None,
