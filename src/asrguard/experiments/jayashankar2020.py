@@ -641,8 +641,8 @@ def tables_markdown(results: dict) -> str:
 # ──────────────────────────────────────────────────────────────────────────────
 
 
-def fit_default_detector(run_dir, detector_dir, *, candidates: Sequence[str] = ("char-svm4", "combined"),
-                         target_fpr: float = 0.05, validation_fraction: float = 0.3, progress: bool = False) -> dict:
+def fit_default_detector(run_dir, detector_dir, *,
+                         candidates: Sequence[str] = ("char-svm4", "combined", "all-svm"), target_fpr: float = 0.05, validation_fraction: float = 0.3, progress: bool = False) -> dict:
     """Fit the shipped detector from the cached features of a finished full :func:`run`.
 
     Model selection: the run's *training* sources are split again (70/30 by source); each
