@@ -70,3 +70,13 @@ def test_odd_sample_rates_and_stereo_are_handled(rate, tiny_model, tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["transcribe", "--model", str(tmp_path / "none")])
     assert result.exit_code == 2 and "model.safetensors" in result.output
+
+
+def test_reproduce_refuses_unknown_paper_and_misplaced_fit_detector(tmp_path):
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["reproduce", "smith2021", "--out", str(tmp_path / "r")])
+    assert unknown.exit_code == 2 and "smith2021" in unknown.output
+    misplaced = runner.invoke(app, ["reproduce", "daubener2020", "--out", str(tmp_path / "r"),
+                                    "--fit-detector", str(tmp_path / "d")])
+    assert misplaced.exit_code == 2 and "jayashankar2020 only" in misplaced.output
+    assert not (tmp_path / "r").exists()  # refused before any work
