@@ -54,3 +54,20 @@ def test_tables_put_ours_beside_the_paper():
     assert "| P^char | SVM-4 | **90.0** / 76.7 | **90.0** / 96.5" in md
     assert f"**0.970** / {PAPER['auroc']['char-svm4'][1]:.2f}" in md
     assert "| CW | 10 | 9 | 90.0 % |" in md
+
+
+def test_extra_calibration_items_are_held_out_and_never_run_sources(shared_data):
+    from asrguard.attacks.cli import load_items
+    from asrguard.asr import recipes
+    from asrguard.experiments.jayashankar2020 import Settings, _calibration_items
+
+    settings = Settings(n_sources=20)
+    sources = {i.id for i in load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data)}
+    extra = _calibration_items(settings, shared_data, 16000, sources, 10)
+    assert len(extra) == 10 and not {i.id for i in extra} & sources
+    assert {i.id.split(":")[0] for i in extra} == set(settings.corpora)  # split over both corpora
+    train_speakers = {r.speaker for r in recipes.speech_commands_records(shared_data, "train")}
+    # ".../right/bb05582b_nohash_3" and ".../_unknown_/wow_4290ca61_nohash_1": the speaker precedes _nohash_
+    sc_speakers = {i.id.rsplit("/", 1)[-1].split("_nohash_")[0].split("_")[-1]
+                   for i in extra if i.id.startswith("speech-commands:")}
+    assert sc_speakers and not sc_speakers & train_speakers
