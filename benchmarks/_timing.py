@@ -1,7 +1,8 @@
-"""Timing shared by the benchmark scripts: median of repeated runs after one warm-up."""
+"""Shared by the benchmark scripts: median of repeated runs after one warm-up, and printing."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from typing import Callable
@@ -15,3 +16,13 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    """One JSON line, or one aligned ``key: value`` line per figure."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(len(key) for key in result)
+    for key, value in result.items():
+        print(f"{key:>{width}}: {value:.4f}" if isinstance(value, float) else f"{key:>{width}}: {value}")

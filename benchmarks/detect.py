@@ -11,12 +11,11 @@ classifier. Prints medians over repeated runs in one process and ``ratio_score_o
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
 
-from _timing import median_seconds
+from _timing import median_seconds, print_result
 
 from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
 from asrguard.audio import load_audio
@@ -78,11 +77,7 @@ def main() -> None:
         "features_and_classifier_s": max(score_s - realizations_s, 0.0),
         "ratio_score_over_transcribe": score_s / transcribe_s,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

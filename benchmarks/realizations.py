@@ -9,14 +9,14 @@ Prints medians over repeated runs in one process, and the two ratios the project
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
 
+from _timing import median_seconds, print_result
+
 from asrguard.asr.base import AudioBatch
-from _timing import median_seconds
-from asrguard.asr.ctc import CTCRecognizer, DEFAULT_MODEL_DIR
+from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
 
 
 def main() -> None:
@@ -60,11 +60,7 @@ def main() -> None:
         "ratio_batched_over_single": batched_s / single_s,
         "ratio_loop_over_batched": loop_s / batched_s,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>26}: {value:.4f}" if isinstance(value, float) else f"{key:>26}: {value}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

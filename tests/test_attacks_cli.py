@@ -1,21 +1,10 @@
 import json
 
-import pytest
-import torch
 from typer.testing import CliRunner
 
-from asrguard.asr.ctc import CTCConfig, CTCRecognizer
 from asrguard.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "m"
-    CTCRecognizer(CTCConfig(dense_size=32, lstm_size=16)).save(path)
-    return path
 
 
 def test_attack_help_lists_every_attack():

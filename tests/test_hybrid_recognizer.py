@@ -13,15 +13,6 @@ from asrguard.errors import ConfigError, ModelFileError
 from asrguard.frontend import MFCC
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the models are tiny, and two threads on a busy 2-core machine mostly wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def _audio(seed, n):
     rng = np.random.default_rng(seed)

@@ -15,15 +15,6 @@ TONES = {"one": 400.0, "two": 1000.0, "three": 2200.0}
 RATE = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the models are tiny, and two threads on a busy 2-core machine mostly wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def _tone_utterances(n, seed):
     """Each word is a 0.3-0.45 s tone of its own pitch; pauses are faint noise. Boundaries are exact."""

@@ -286,14 +286,18 @@ class CWAttack(Attack):
                     f"{self.name}: target {t!r} needs {required_frames(t)} output frames but utterance {i} "
                     f"has {n}; choose a shorter target (see asrguard.attacks.targets)")
 
-    # --- the attack ------------------------------------------------------------------------
-    def generate(self, audio_batch, targets: Sequence[str] | None = None) -> list[AttackResult]:
-        clock = Stopwatch()
+    def _prepare(self, audio_batch, targets):
+        """Validated batch and targets, unpadded originals and their clean transcripts."""
         batch = as_batch(audio_batch, self.recognizer.sample_rate)
         targets = self._check_targets(batch, targets)
         self._check_fit(batch, targets)
         originals = batch.unbatch()
-        original_transcripts = self._transcribe_each(originals)
+        return batch, targets, originals, self._transcribe_each(originals)
+
+    # --- the attack ------------------------------------------------------------------------
+    def generate(self, audio_batch, targets: Sequence[str] | None = None) -> list[AttackResult]:
+        clock = Stopwatch()
+        batch, targets, originals, original_transcripts = self._prepare(audio_batch, targets)
         state = self.optimise(batch, targets, clock=clock)
         adversarial = [originals[i] + state["best"][i] if state["best"][i] is not None
                        else originals[i] + state["last"][i] for i in range(len(batch))]

@@ -40,7 +40,7 @@ import torch
 
 from ..asr.base import AudioBatch
 from ..errors import ConfigError
-from .base import AttackResult, Stopwatch, as_batch
+from .base import AttackResult, Stopwatch
 from .cw import BOUND_MARGIN, CWAttack, CWConfig, RowAdam
 
 PSD_FLOOR = 1e-20
@@ -206,11 +206,7 @@ class ImperceptibleAttack(CWAttack):
     def generate(self, audio_batch, targets: Sequence[str] | None = None) -> list[AttackResult]:
         c = self.config
         clock = Stopwatch()
-        batch = as_batch(audio_batch, self.recognizer.sample_rate)
-        targets = self._check_targets(batch, targets)
-        self._check_fit(batch, targets)
-        originals = batch.unbatch()
-        original_transcripts = self._transcribe_each(originals)
+        batch, targets, originals, original_transcripts = self._prepare(audio_batch, targets)
         # thresholds per utterance, on its own samples, before anything is padded
         thresholds = [masking_threshold(x, batch.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length)
                       for x in originals]

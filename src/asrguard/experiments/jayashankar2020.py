@@ -348,7 +348,8 @@ def _by_target_length(cell: dict, rows: dict) -> dict:
         labels, scores = m["_labels"], m["_scores"]
         lengths = np.array([len((rows.get(s) or {}).get("target") or "") if y == 1 else -1
                             for s, y in zip(m["_sources"], labels)])
-        for label, keep_adv in ((f"target < {SHORT_TARGET_CHARS} chars", (lengths >= 0) & (lengths < SHORT_TARGET_CHARS)),
+        short = (lengths >= 0) & (lengths < SHORT_TARGET_CHARS)
+        for label, keep_adv in ((f"target < {SHORT_TARGET_CHARS} chars", short),
                                 (f"target >= {SHORT_TARGET_CHARS} chars", lengths >= SHORT_TARGET_CHARS)):
             keep = (labels == 0) | keep_adv
             if keep_adv.sum() and (labels == 0).sum():
@@ -672,6 +673,7 @@ def fit_default_detector(run_dir, detector_dir, *,
     """
     from ..asr.ctc import CTCRecognizer
     from ..attacks.cli import load_items
+    from ..data import read_jsonl
     from ..detect.classifiers import make_classifier
     from ..detect.detector import Detector
 
@@ -704,17 +706,13 @@ def fit_default_detector(run_dir, detector_dir, *,
         return FeatureSet(kept, kept, FeatureTable.stack(records) if records else None, records)
 
     benign = cached("benign", ids)
+    source_ids = set(ids)
     attack_sets = {}
     for name in SPEECH_ATTACKS:
         a = results["attacks"][name]
-        rows = {}
-        manifest = Path(a["folder"]) / "manifest.jsonl"
-        from ..data import read_jsonl
-
-        for r in read_jsonl(manifest, allow_partial_tail=True):
-            if r.get("success") and r.get("id") in set(ids):
-                rows[r["id"]] = r
-        attack_sets[name] = cached(f"{name}-{a['config_hash']}", list(rows))
+        successful = {r["id"]: None for r in read_jsonl(Path(a["folder"]) / "manifest.jsonl", allow_partial_tail=True)
+                      if r.get("success") and r.get("id") in source_ids}  # manifest order, each id once
+        attack_sets[name] = cached(f"{name}-{a['config_hash']}", list(successful))
 
     selection = {}
     for name in candidates:
@@ -730,8 +728,9 @@ def fit_default_detector(run_dir, detector_dir, *,
                                           round(selection[n]["mean_accuracy"], 4), -candidates.index(n)))
     b, adv = _paired(benign, attack_sets[settings.train_attack], fit_sources)
     detector = Detector(recognizer, extractor, make_classifier(best, seed=settings.seed), target_fpr=target_fpr)
-    calibration = [benign.select(val_sources).table]
-    extra = _calibration_items(settings, Path(results["data_root"]), recognizer.sample_rate, set(ids),
+    validation_benign = benign.select(val_sources)
+    calibration = [validation_benign.table]
+    extra = _calibration_items(settings, Path(results["data_root"]), recognizer.sample_rate, source_ids,
                                extra_calibration)
     if extra:
         with _Bars(progress) as bars:
@@ -746,7 +745,8 @@ def fit_default_detector(run_dir, detector_dir, *,
         scores = detector.score_features(table)
         test[attack] = detection_metrics(labels, scores, threshold=detector.threshold)
     summary = {"classifier": best, "selection": selection, "test_at_calibrated_threshold": test,
-               "n_fit": {"benign": len(b), "adversarial": len(adv)}, "n_calibration": {"validation_sources": len(benign.select(val_sources)), "extra_held_out": len(extra)},
+               "n_fit": {"benign": len(b), "adversarial": len(adv)},
+               "n_calibration": {"validation_sources": len(validation_benign), "extra_held_out": len(extra)},
                "trained_on": f"{settings.train_attack.upper()} examples of {len(fit_sources)} sources from "
                              f"{', '.join(settings.corpora)} (held-out speakers)",
                "run": str(run_dir)}
