@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from asrguard.attacks.imperceptible import (absolute_threshold_db, masked_share, masking_threshold,
-                                            perturbation_psd_db)
+                                            perturbation_psd_db, project_under_threshold)
 from conftest import tone
 
 
@@ -45,3 +45,30 @@ def test_torch_psd_matches_the_numpy_framing_used_for_the_share():
     assert abs(cells - float(np.mean(psd <= theta))) < 1e-3
     # a quieter perturbation is better masked
     assert masked_share(delta * 0.01, theta, psd_max)[0] > masked_share(delta, theta, psd_max)[0]
+
+
+def test_projection_moves_a_perturbation_under_the_threshold_and_leaves_padding_alone():
+    rate = 16000
+    # a tone then silence: in the silent half only the threshold of hearing masks anything
+    x = np.r_[tone(600.0, 0.5, rate, 0.5), np.zeros(8000)]
+    theta, psd_max = masking_threshold(x, rate)
+    delta = torch.tensor(0.01 * np.random.default_rng(1).standard_normal((1, len(x))))
+    padded = torch.nn.functional.pad(delta, (0, 3000))  # batch padding beyond the utterance's frames
+    theta_t = torch.zeros(1, 1 + (padded.shape[1] - 2048 + 511) // 512, theta.shape[1], dtype=torch.float64)
+    theta_t[0, : theta.shape[0]] = torch.from_numpy(theta)
+    frame_mask = torch.zeros(1, theta_t.shape[1], dtype=torch.float64)
+    frame_mask[0, : theta.shape[0]] = 1.0
+    before = masked_share(delta[0].numpy(), theta, psd_max)[0]
+    projected = padded
+    for _ in range(4):
+        projected = project_under_threshold(projected, theta_t, torch.tensor([psd_max]), frame_mask,
+                                            torch.tensor([-1.0], dtype=torch.float64))
+    after = masked_share(projected[0, : len(x)].numpy(), theta, psd_max)[0]
+    assert before < 0.5 and after > 0.98
+    assert torch.isfinite(projected).all()
+    # frames that belong to padding are not touched
+    assert torch.equal(projected[0, -1000:], padded[0, -1000:])
+    # a larger slack allows more: projecting with +20 dB keeps more of the perturbation
+    loose = project_under_threshold(padded, theta_t, torch.tensor([psd_max]), frame_mask,
+                                    torch.tensor([20.0], dtype=torch.float64))
+    assert loose.square().sum() > projected.square().sum()

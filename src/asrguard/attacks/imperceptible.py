@@ -18,15 +18,20 @@ Masking threshold θ_x, computed per utterance on its own samples (never on batc
 Everything is finite for silent frames (the 1e-20 floor; no maskers → threshold of hearing
 only) and for inputs shorter than one window.
 
-The attack: stage 1 is CW with α = 0 (:class:`~asrguard.attacks.cw.CWAttack`). Stage 2 starts
-from the best stage-1 perturbation, keeps its L∞ bound, and minimises
+The attack: stage 1 is CW with α = 0 (:class:`~asrguard.attacks.cw.CWAttack`), stopped at its
+first success (``max_shrinks`` = 1): shrinking the L∞ bound further spreads δ thinly over
+every frame, silent ones included, which is the opposite of what stage 2 needs. Stage 2 starts
+from that perturbation, keeps its L∞ bound, and minimises
 ``ℓ(x + δ, t) + α·mean(max(PSD_δ − θ_x, 0))`` where both are in dB on the same 96-dB scale (a
 hinge in dB is better conditioned than Qin's linear-power hinge and is zero exactly when the
 perturbation is under the threshold; ``hinge="power"`` uses Qin's linear-power form instead,
 normalised by the mean threshold power). α starts at ``alpha``; every ``alpha_up_every`` steps
 it is multiplied by 1.2 if the target is reached, every ``alpha_down_every`` steps by 0.8 if
-not. The successful iterate with the smallest hinge is kept. Each result reports the share
-of the perturbation's energy (and of its time-frequency cells) under the threshold.
+not. After every step δ is also projected under ``θ_x + slack``
+(:func:`project_under_threshold`), with a slack that tightens while the target is still reached
+(see :class:`IAConfig`). The successful iterate with the largest share of its energy under θ_x
+is kept. Each result reports the share of the perturbation's energy (and of its
+time-frequency cells) under the threshold.
 """
 
 from __future__ import annotations
@@ -151,6 +156,49 @@ def perturbation_psd_db(delta: torch.Tensor, psd_max: torch.Tensor, *, n_fft: in
     return 10.0 * torch.log10(power + PSD_FLOOR) + scale[:, None, None]
 
 
+def project_under_threshold(delta: torch.Tensor, theta_db: torch.Tensor, psd_max: torch.Tensor,
+                            frame_mask: torch.Tensor, slack_db: torch.Tensor, *, n_fft: int = 2048,
+                            hop_length: int = 512) -> torch.Tensor:
+    """Scale down the time-frequency cells of ``(B, N)`` perturbations that exceed ``θ_x + slack``.
+
+    Each cell's STFT coefficient above its allowed power is shrunk to it (phase kept) and the
+    removed part is taken out of ``δ`` by weighted overlap-add. Overlapping frames make this an
+    approximate projection; repeated after every optimisation step it converges. Frames outside
+    ``frame_mask`` (padding) are left alone.
+
+    Example:
+        >>> d = torch.randn(1, 4096) * 0.1
+        >>> theta, peak = masking_threshold(np.sin(np.arange(4096) * 0.1), 16000)
+        >>> out = project_under_threshold(d, torch.from_numpy(theta).float()[None], torch.tensor([peak]),
+        ...                               torch.ones(1, theta.shape[0]), torch.zeros(1))
+        >>> bool(out.abs().sum() < d.abs().sum())
+        True
+    """
+    n_batch, n_samples = delta.shape
+    n_frames = theta_db.shape[1]
+    total = n_fft + (n_frames - 1) * hop_length
+    padded = torch.nn.functional.pad(delta, (0, max(0, total - n_samples)))[:, :total]
+    window = torch.hann_window(n_fft, periodic=True, dtype=delta.dtype, device=delta.device)
+    spec = torch.stft(padded, n_fft=n_fft, hop_length=hop_length, window=window, center=False,
+                      return_complex=True)  # (B, F, T)
+    power = (spec.real.square() + spec.imag.square()) * (8.0 / 3.0) / n_fft**2
+    scale = 96.0 - 10.0 * torch.log10(psd_max.clamp(min=PSD_FLOOR))
+    allowed_db = theta_db.transpose(1, 2) + slack_db[:, None, None] - scale[:, None, None]
+    allowed = 10.0 ** (allowed_db / 10.0)
+    gain = torch.sqrt(torch.clamp(allowed / power.clamp(min=PSD_FLOOR), max=1.0))
+    gain = torch.where(frame_mask[:, None, :] > 0, gain, torch.ones_like(gain))
+    removed = torch.fft.irfft(spec * (1.0 - gain), n=n_fft, dim=1) * window[None, :, None]  # (B, n_fft, T)
+    overlap = torch.nn.functional.fold(removed, output_size=(1, total), kernel_size=(1, n_fft),
+                                       stride=(1, hop_length)).reshape(n_batch, total)
+    norm = torch.nn.functional.fold(window.square()[None, :, None].expand(1, n_fft, n_frames).contiguous(),
+                                    output_size=(1, total), kernel_size=(1, n_fft),
+                                    stride=(1, hop_length)).reshape(1, total)
+    # the first and last samples are covered only by window tails: damp, don't amplify
+    correction = overlap / norm.clamp(min=0.1 * float(norm.max()))
+    return delta - correction[:, :n_samples] if total >= n_samples else delta - torch.nn.functional.pad(
+        correction, (0, n_samples - total))
+
+
 def masked_share(delta: np.ndarray, theta_db: np.ndarray, psd_max: float, *, n_fft: int = 2048,
                  hop_length: int = 512) -> tuple[float, float]:
     """(energy share, cell share) of a perturbation's time-frequency power under θ_x."""
@@ -172,20 +220,43 @@ class IAConfig(CWConfig):
             share from 0.23 to 0.50 on 8 tuning utterances, 1 gave 0.42, 100 gave 0.47).
         alpha_up / alpha_up_every: multiply α by 1.2 every 20 steps while the target is reached.
         alpha_down / alpha_down_every: multiply α by 0.8 every 50 steps while it is not.
-        stage2_iter: stage-2 steps per utterance.
-        stage2_learning_rate: Adam step of stage 2 as a fraction of the kept bound.
+        max_shrinks: stage 1 stops at its first success (see the module docstring).
+        stage2_iter: stage-2 steps per utterance. On 16 tuning utterances (masked energy
+            share of the successes): 300 steps at a step of 0.1 gave 0.65, 500 gave 0.68; 500
+            at 0.03 gave 0.77, at 0.01 0.75. 800 at 0.03 is the default measured above.
+        stage2_learning_rate: Adam step of stage 2 as a fraction of the kept bound (larger
+            steps keep pushing energy back over the threshold between projections).
+        project: after every stage-2 step, shrink the time-frequency cells of δ that exceed
+            ``θ_x + slack`` (:func:`project_under_threshold`). The hinge alone cannot stop the
+            optimiser from spending energy in near-silent frames, where θ_x is the threshold of
+            hearing; the projection makes that impossible. On the 100 held-out utterances of
+            ``asrguard attack --attack ia --n 100`` the mean masked energy share of the
+            successful examples rose from 0.58 (hinge only, 200 steps) to 0.88 (success 95 → 96 %).
+        slack_every / slack_decay / slack_step_db / slack_min_db: the projection allows
+            ``θ_x + slack``. The slack starts at the stage-1 perturbation's largest excess over
+            θ_x (so the first projection changes nothing) and is checked every ``slack_every``
+            steps: while the target is reached it drops by ``slack_decay`` of its distance to
+            ``slack_min_db`` (at least ``slack_step_db``), and when the target is lost it rises
+            by ``slack_step_db``. ``slack_min_db`` is below 0 so that re-analysed cells land
+            under θ_x; like CW's bound, the slack only tightens while the attack still works.
         n_fft, hop_length: analysis frames of the psychoacoustic model.
     """
 
+    max_shrinks: int = 1
     alpha: float = 10.0
     alpha_up: float = 1.2
     alpha_up_every: int = 20
     alpha_down: float = 0.8
     alpha_down_every: int = 50
     alpha_min: float = 5e-4
-    stage2_iter: int = 200
-    stage2_learning_rate: float = 0.1
+    stage2_iter: int = 800
+    stage2_learning_rate: float = 0.03
     hinge: str = "db"
+    project: bool = True
+    slack_every: int = 10
+    slack_decay: float = 0.15
+    slack_step_db: float = 1.0
+    slack_min_db: float = -2.0
     n_fft: int = 2048
     hop_length: int = 512
 
@@ -195,6 +266,8 @@ class IAConfig(CWConfig):
             raise ConfigError(f"hinge must be 'db' or 'power', got {self.hinge!r}")
         if self.stage2_iter < 0 or self.alpha < 0 or self.n_fft < 16 or not 0 < self.hop_length <= self.n_fft:
             raise ConfigError("need stage2_iter >= 0, alpha >= 0, n_fft >= 16 and 0 < hop_length <= n_fft")
+        if self.slack_every < 1 or not 0 <= self.slack_decay < 1 or self.slack_step_db <= 0:
+            raise ConfigError("need slack_every >= 1, 0 <= slack_decay < 1 and slack_step_db > 0")
 
 
 class ImperceptibleAttack(CWAttack):
@@ -262,14 +335,26 @@ class ImperceptibleAttack(CWAttack):
             psd_max[j] = pm
         sub_targets = [targets[i] for i in rows]
         alpha = torch.full((n_rows,), float(c.alpha))
+        with torch.no_grad():
+            start_psd = perturbation_psd_db(delta, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)
+            excess = (start_psd[:, :n_frames_total] - theta).masked_fill(frame_mask[..., None] == 0, -math.inf)
+            slack = excess.amax(dim=(1, 2)).clamp(min=c.slack_min_db)
+        slack_start = slack.clone()
         adam = RowAdam(x.shape)
-        best_hinge = np.full(n_rows, np.inf)
+        best_share = np.full(n_rows, -np.inf)
         best: dict[int, np.ndarray] = {}
         steps = np.zeros(len(lengths_all), dtype=int)
 
         cells = (frame_mask.sum(dim=1) * theta.shape[-1]).clamp(min=1.0)
         theta_power = 10.0 ** (theta / 10.0) * frame_mask[..., None]
         power_scale = theta_power.sum(dim=(1, 2)) / cells  # mean threshold power: makes the power hinge O(1)
+
+        def share_of(d: torch.Tensor) -> np.ndarray:
+            """Energy share under θ_x, as :func:`masked_share` reports it."""
+            psd = perturbation_psd_db(d, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)[:, : n_frames_total]
+            power = 10.0 ** (psd / 10.0) * frame_mask[..., None]
+            under = (power * (psd <= theta)).sum(dim=(1, 2))
+            return (under / power.sum(dim=(1, 2)).clamp(min=PSD_FLOOR)).numpy()
 
         def hinge_of(d: torch.Tensor) -> torch.Tensor:
             psd = perturbation_psd_db(d, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)[:, : n_frames_total]
@@ -288,26 +373,36 @@ class ImperceptibleAttack(CWAttack):
             grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * mask
             updated = delta - c.stage2_learning_rate * bound * adam.direction(slice(None), n_samples, grad)
             delta = torch.maximum(torch.minimum(updated, bound), -bound) * mask
+            if c.project:
+                delta = project_under_threshold(delta, theta, psd_max, frame_mask, slack, n_fft=c.n_fft,
+                                                hop_length=c.hop_length)
+                delta = torch.maximum(torch.minimum(delta, bound), -bound) * mask
             for i in rows:
                 steps[i] += 1
             up, down = step % c.alpha_up_every == 0, step % c.alpha_down_every == 0
-            if up or down or step == c.stage2_iter:
+            if up or down or step % c.slack_every == 0 or step == c.stage2_iter:
                 with torch.no_grad():
                     adv = torch.clamp(x + delta, -1.0, 1.0)
                     ok = self.is_success(AudioBatch(adv, lengths, batch.sample_rate), sub_targets, step)
-                    h = hinge_of(adv - x).numpy()
+                    share = share_of(adv - x)
                 for j, i in enumerate(rows):
-                    if ok[j] and h[j] < best_hinge[j]:
-                        best_hinge[j] = h[j]
+                    if ok[j] and share[j] > best_share[j]:
+                        best_share[j] = share[j]
                         best[i] = (adv[j, : int(lengths[j])] - x[j, : int(lengths[j])]).numpy().copy()
                     if up and ok[j]:
                         alpha[j] *= c.alpha_up
                     if down and not ok[j]:
                         alpha[j] = max(float(alpha[j]) * c.alpha_down, c.alpha_min)
-                if np.all(best_hinge <= 1e-4):  # every perturbation is already under its threshold
+                    if step % c.slack_every == 0:
+                        gap = float(slack[j]) - c.slack_min_db
+                        if ok[j]:
+                            slack[j] = max(float(slack[j]) - max(c.slack_step_db, c.slack_decay * gap), c.slack_min_db)
+                        else:
+                            slack[j] = min(float(slack[j]) + c.slack_step_db, float(slack_start[j]))
+                if np.all(best_share >= 0.999):  # every perturbation is already under its threshold
                     break
         return best, steps
 
 
 __all__ = ["IAConfig", "ImperceptibleAttack", "absolute_threshold_db", "bark", "masked_share",
-           "masking_threshold", "perturbation_psd_db"]
+           "masking_threshold", "perturbation_psd_db", "project_under_threshold"]
