@@ -104,6 +104,11 @@ class Settings:
     sensitivity: tuple = ((10, 1.0), (10, 0.25), (100, 0.05))
     sensitivity_eps: float = 0.05
     n_sensitivity: int = 50
+    #: the attack the paper's public code actually ran, at every table ε on the full eval set:
+    #: it left step size and iteration count unset, so cleverhans 2.x's MadryEtAl defaults applied
+    #: (``eps_iter`` = 0.01 absolute, ``nb_iter`` = 40, ``rand_init`` = True: a uniform start in
+    #: [-ε, ε]). (iterations, absolute step, random start); None skips it.
+    reference_attack: tuple | None = (40, 0.01, True)
     draws: dict = field(default_factory=lambda: dict(DEFAULT_DRAWS))
     use_tts: bool = True
 
@@ -115,7 +120,7 @@ class Settings:
             quick=True, seed=seed, n_mixed=300, n_speech_commands=100, n_tts=100, augment_copies=0, n_dev=60,
             train=TrainConfig(seed=seed, epochs_ce=1, epochs_realign=1, frontend={"cmn": True}),
             n_fit=40, n_eval=40, n_sweep=10, pgd_iterations=10, penalty_grid=(0.0, 10.0, 40.0, 80.0),
-            sensitivity=((10, 1.0), (30, 0.05)), n_sensitivity=10,
+            sensitivity=((10, 1.0), (30, 0.05)), n_sensitivity=10, reference_attack=(10, 0.01, True),
         )
 
     def to_dict(self) -> dict:
@@ -137,9 +142,9 @@ class Settings:
     def eval_key(self) -> str:
         return self.key("seed", "n_fit", "n_eval", "draws") + self.model_key
 
-    def attack_key(self, eps: float, iterations: int, step_fraction: float) -> str:
+    def attack_key(self, eps: float, iterations: int, step_fraction: float, random_init: bool = False) -> str:
         return (self.key("pgd_single_draw", "attack_batch") + self.eval_key
-                + f"{eps:.3f}:{iterations}:{step_fraction:.4f}")
+                + f"{eps:.3f}:{iterations}:{step_fraction:.4f}" + (":random-start" if random_init else ""))
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -318,13 +323,13 @@ def _benign(out_dir, settings, kind, rec, fit, evaluation, progress) -> dict:
 
 
 def _attack(out_dir, settings, kind, rec, evaluation, targets, eps, n, progress, *, iterations=None,
-            step_fraction=None) -> dict:
+            step_fraction=None, random_init: bool = False) -> dict:
     iterations = settings.pgd_iterations if iterations is None else int(iterations)
     step_fraction = settings.pgd_step_fraction if step_fraction is None else float(step_fraction)
-    main = iterations == settings.pgd_iterations and step_fraction == settings.pgd_step_fraction
-    suffix = "" if main else f"_it{iterations}_step{step_fraction:g}"
+    main = iterations == settings.pgd_iterations and step_fraction == settings.pgd_step_fraction and not random_init
+    suffix = "" if main else f"_it{iterations}_step{step_fraction:g}" + ("_random_start" if random_init else "")
     path = out_dir / "stages" / f"attack_{kind}_eps{eps:.2f}{suffix}.json"
-    key = settings.attack_key(eps, iterations, step_fraction)
+    key = settings.attack_key(eps, iterations, step_fraction, random_init)
     cached = _load_stage(path, key)
     if cached is not None and cached.get("n") == n:
         return cached
@@ -338,7 +343,7 @@ def _attack(out_dir, settings, kind, rec, evaluation, targets, eps, n, progress,
     for b, index in enumerate(_batches(n, settings.attack_batch, lengths)):
         batch = AudioBatch.from_waveforms([evaluation.waveforms[i] for i in index], rec.sample_rate)
         attack = PGD(rec, eps=eps, step_size=step, iterations=iterations, stochastic=stochastic,
-                     seed=settings.seed * 100_000 + b)
+                     random_init=random_init, seed=settings.seed * 100_000 + b)
         result = attack.run(batch, [targets[i] for i in index], progress=lambda k: tick(k * len(index)))
         for k, i in enumerate(index):
             adversarial[i] = result.adversarial.unbatch()[k]
@@ -346,6 +351,7 @@ def _attack(out_dir, settings, kind, rec, evaluation, targets, eps, n, progress,
     evaluated = evaluate_audio(rec, adversarial, settings.draws[kind], settings.seed)
     originals = evaluation.transcripts[:n]
     data = {"key": key, "kind": kind, "eps": eps, "n": n, "step_size": step, "iterations": iterations,
+            "random_start": random_init,
             "single_draw_gradient": stochastic, "targets": list(targets[:n]), "max_abs_delta": max_delta,
             "transcripts": evaluated["transcripts"], "scores": evaluated["scores"],
             "accuracy_original": word_accuracy(originals, evaluated["transcripts"]),
@@ -506,6 +512,23 @@ def _tables_md(results: dict) -> str:
                     f"{_fmt(row['accuracy_target'])} | {_fmt(row['auroc']['entropy'])} | "
                     f"{row['benign_entropy_mean']:.2f} / {row['adversarial_entropy_mean']:.2f} |")
         lines.append("")
+    ref = results.get("reference_attack")
+    if ref:
+        measures = ("variance", "akld", "akld_pairs", "mutual_information", "entropy")
+        lines += ["## Tables 2-3 again, with the attack the paper's code ran", "",
+                  f"The public code left PGD's step and iteration count to cleverhans 2.x's MadryEtAl defaults: "
+                  f"{ref['iterations']} iterations of step {ref['step_size']:g} (absolute) from a uniform random "
+                  f"start in [-ε, ε]. Same benign sets and targets as above; AUROC per measure, then word "
+                  f"accuracy of the attacked audio against the original and the target.", "",
+                  "| ε | model | " + " | ".join(MEASURE_LABELS[m] for m in measures)
+                  + " | acc. vs original | acc. vs target |", "|---" * (len(measures) + 4) + "|"]
+        for eps_name, per_kind in ref["tables"].items():
+            for kind in MODEL_ORDER:
+                row = per_kind[kind]
+                cells = [_fmt(row["auroc"].get(m)) for m in measures]
+                lines.append(f"| {eps_name} | {LABELS[kind]} | " + " | ".join(cells)
+                             + f" | {_fmt(row['accuracy_original'])} | {_fmt(row['accuracy_target'])} |")
+        lines.append("")
     lines += ["## Bars", ""]
     for bar in results["bars"]:
         lines.append(f"- {bar['name']}: {bar['value']} — {'PASS' if bar['pass'] else 'FAIL'}")
@@ -565,6 +588,15 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
                     out_dir, settings, kind, recognizers[kind], evaluation, targets, settings.sensitivity_eps,
                     n_sens, bars, iterations=iterations, step_fraction=fraction)
         timing["sensitivity_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if settings.reference_attack:
+            ref_iterations, ref_step, ref_random = settings.reference_attack
+            for kind in MODEL_ORDER:
+                for eps in settings.table_eps:
+                    stages["attack"][(kind, eps, "reference")] = _attack(
+                        out_dir, settings, kind, recognizers[kind], evaluation, targets, eps, settings.n_eval,
+                        bars, iterations=ref_iterations, step_fraction=ref_step / eps, random_init=ref_random)
+        timing["reference_attack_seconds"] = time.perf_counter() - t0
 
     results: dict = {"experiment": NAME, "settings": settings.to_dict(), "data_root": str(data_root),
                      "models": model_info, "paper": PAPER}
@@ -627,6 +659,20 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
                          "benign_entropy_mean": det["entropy"]["benign_mean"]})
         sensitivity[kind] = rows
     results["attack_sensitivity"] = {"eps": eps_s, "rows": sensitivity}
+    if settings.reference_attack:
+        reference = {}
+        for eps in settings.table_eps:
+            per_kind = {}
+            for kind in MODEL_ORDER:
+                a = stages["attack"][(kind, eps, "reference")]
+                det = _detection(stages["benign"][kind], a, kind)
+                per_kind[kind] = {"accuracy_original": a["accuracy_original"], "accuracy_target": a["accuracy_target"],
+                                  "n_adversarial": a["n"], "n_benign": det["entropy"]["n_benign"],
+                                  "auroc": {m: v["auroc"] for m, v in det.items()}}
+            reference[f"{eps:.2f}"] = per_kind
+        iterations, step, random_start = settings.reference_attack
+        results["reference_attack"] = {"iterations": iterations, "step_size": step, "random_start": random_start,
+                                       "tables": reference}
     bars_out = [{"name": f"Table 1 accuracy >= 0.95 ({LABELS[k]})", "value": round(results["table1"][k]["accuracy"], 4),
                  "pass": results["table1"][k]["accuracy"] >= 0.95} for k in MODEL_ORDER]
     for eps_name, cells in detection.items():
