@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AsrguardError
+from .errors import AsrguardError, ConfigError
 
 app = typer.Typer(
     help="asrguard: attack speech recognisers and detect adversarial audio from their uncertainty.",
@@ -132,16 +132,30 @@ def asr_eval(
     model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding fsdd/ and speech_commands_v0.02_test/."),
     limit: Optional[int] = typer.Option(None, help="Score a seeded subset of this many utterances."),
+    decoder: str = typer.Option("greedy", help="greedy (what attacks and detection use) or lm: beam search "
+                                               "with the word bigram fitted on the training transcripts."),
+    lm: Optional[Path] = typer.Option(None, help="Word bigram JSON for --decoder lm (default: the shipped one)."),
+    lm_weight: float = typer.Option(0.5, help="--decoder lm: weight α of the LM log-probability."),
+    word_bonus: float = typer.Option(1.0, help="--decoder lm: bonus β per word."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Score the recogniser (CER, WER, word accuracy) on a held-out set."""
     from .asr import recipes
     from .asr.train import evaluate
 
+    if decoder not in ("greedy", "lm"):
+        raise ConfigError(f"--decoder must be greedy or lm, got {decoder!r}")
     recognizer = _load_recognizer(model)
+    decode = None
+    if decoder == "lm":
+        from .asr.lm import WordBigramLM, load_default_lm, make_decoder
+
+        decode = make_decoder(WordBigramLM.load(lm) if lm else load_default_lm(), alpha=lm_weight, beta=word_bonus)
     items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
-    metrics = evaluate(recognizer, items)
-    metrics.update(corpus=corpus, split=split, model=str(model or "default"))
+    metrics = evaluate(recognizer, items, decoder=decode)
+    metrics.update(corpus=corpus, split=split, model=str(model or "default"), decoder=decoder)
+    if decoder == "lm":
+        metrics.update(lm=str(lm or "default"), lm_weight=lm_weight, word_bonus=word_bonus)
     if as_json:
         out.print_json(json.dumps(metrics))
     else:

@@ -201,12 +201,17 @@ def estimate_feature_std(model: DeepSpeechCTC, items, n: int = 300) -> torch.Ten
         return torch.cat(rows).std(0).clamp_min(1e-3)
 
 
-def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32) -> dict:
+def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32, decoder=None) -> dict:
+    """Recognition metrics on ``items``; ``decoder(log_probs, lengths)`` replaces greedy decoding."""
     hypotheses = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         batch = AudioBatch.from_waveforms([i.waveform for i in chunk], recognizer.sample_rate, validate=False)
-        hypotheses.extend(recognizer.transcribe(batch))
+        if decoder is None:
+            hypotheses.extend(recognizer.transcribe(batch))
+        else:
+            with torch.no_grad():
+                hypotheses.extend(decoder(*recognizer.log_probs(batch)))
     metrics = recognition_metrics([i.transcript for i in items], hypotheses)
     metrics["speakers"] = sorted({i.speaker for i in items})
     return metrics
