@@ -42,8 +42,9 @@ class WordBigramLM:
     Attributes:
         unigrams / bigrams: counts from the fitted sentences (``<s>`` and ``</s>`` included).
         interpolation: λ, the weight of the bigram estimate where the history was seen.
-        unknown_mass: add-one share of the unigram mass kept for unseen words, which are then
-            spelled out at 1/27 per character.
+
+    Unigrams are add-one smoothed; the one extra count goes to unseen words, which share it
+    by spelling at 1/27 per character.
     """
 
     unigrams: dict = field(default_factory=dict)

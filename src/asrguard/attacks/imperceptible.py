@@ -195,8 +195,7 @@ def project_under_threshold(delta: torch.Tensor, theta_db: torch.Tensor, psd_max
                                     stride=(1, hop_length)).reshape(1, total)
     # the first and last samples are covered only by window tails: damp, don't amplify
     correction = overlap / norm.clamp(min=0.1 * float(norm.max()))
-    return delta - correction[:, :n_samples] if total >= n_samples else delta - torch.nn.functional.pad(
-        correction, (0, n_samples - total))
+    return delta - torch.nn.functional.pad(correction, (0, max(0, n_samples - total)))[:, :n_samples]
 
 
 def masked_share(delta: np.ndarray, theta_db: np.ndarray, psd_max: float, *, n_fft: int = 2048,

@@ -55,6 +55,8 @@ DEFAULT_DATA_ROOT = Path("../shared/data")
 LABELS = {"fnn": "fNN", "ensemble": "deep ensemble", "dropout": "MC dropout", "bnn": "BNN"}
 MEASURE_LABELS = {"variance": "Variance", "akld": "aKLD", "akld_pairs": "aKLD (pairs)",
                   "mutual_information": "MI", "entropy": "Entropy"}
+#: columns of Tables 2-3, in the paper's order (aKLD (pairs) is ours)
+TABLE_MEASURES = ("variance", "akld", "akld_pairs", "mutual_information", "entropy")
 #: The paper's numbers (Table 1: accuracy on benign TIDIGITS; Tables 2-3: AUROC, 1000 benign vs 1000 adversarial).
 PAPER = {
     "table1": {"fnn": 0.991, "ensemble": 0.994, "dropout": 0.973, "bnn": 0.981},
@@ -472,12 +474,12 @@ def _tables_md(results: dict) -> str:
         if name not in results["detection"]:
             continue
         table = f"table{number}"
-        measures = ("variance", "akld", "akld_pairs", "mutual_information", "entropy")
         lines += [f"## Table {number}: AUROC at ε = {eps} (ours / paper)", "",
-                  "| | " + " | ".join(MEASURE_LABELS[m] for m in measures) + " |", "|---" * (len(measures) + 1) + "|"]
+                  "| | " + " | ".join(MEASURE_LABELS[m] for m in TABLE_MEASURES) + " |",
+                  "|---" * (len(TABLE_MEASURES) + 1) + "|"]
         for kind in MODEL_ORDER:
             cells = []
-            for m in measures:
+            for m in TABLE_MEASURES:
                 ours = results["detection"][name][kind].get(m, {}).get("auroc")
                 paper = PAPER[table][kind].get(m)
                 cells.append(f"{_fmt(ours)} / {_fmt(paper)}" if m != "akld_pairs" else _fmt(ours))
@@ -514,7 +516,6 @@ def _tables_md(results: dict) -> str:
         lines.append("")
     ref = results.get("reference_attack")
     if ref:
-        measures = ("variance", "akld", "akld_pairs", "mutual_information", "entropy")
         lines += ["## Tables 2-3 again, with the attack the paper's code ran", "",
                   "The public code left PGD's step and iteration count to the defaults of cleverhans 2.1's "
                   "MadryEtAl: 40 iterations of step 0.01 (absolute) from a uniform random start in [-ε, ε]. "
@@ -522,12 +523,12 @@ def _tables_md(results: dict) -> str:
                   f"{' from a random start' if ref['random_start'] else ''}. Same benign sets and targets as "
                   "above; AUROC per measure, then word accuracy of the attacked audio against the original "
                   "and the target.", "",
-                  "| ε | model | " + " | ".join(MEASURE_LABELS[m] for m in measures)
-                  + " | acc. vs original | acc. vs target |", "|---" * (len(measures) + 4) + "|"]
+                  "| ε | model | " + " | ".join(MEASURE_LABELS[m] for m in TABLE_MEASURES)
+                  + " | acc. vs original | acc. vs target |", "|---" * (len(TABLE_MEASURES) + 4) + "|"]
         for eps_name, per_kind in ref["tables"].items():
             for kind in MODEL_ORDER:
                 row = per_kind[kind]
-                cells = [_fmt(row["auroc"].get(m)) for m in measures]
+                cells = [_fmt(row["auroc"].get(m)) for m in TABLE_MEASURES]
                 lines.append(f"| {eps_name} | {LABELS[kind]} | " + " | ".join(cells)
                              + f" | {_fmt(row['accuracy_original'])} | {_fmt(row['accuracy_target'])} |")
         lines.append("")
