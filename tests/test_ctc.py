@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from asrguard.asr.base import AudioBatch
-from asrguard.asr.ctc import CTCConfig, CTCRecognizer, greedy_decode, required_frames
+from asrguard.asr.ctc import CTCConfig, CTCRecognizer, dropout_keep_masks, greedy_decode, required_frames
 from asrguard.errors import ConfigError, InvalidAudioError, ModelFileError
 from conftest import tone
 
@@ -30,10 +30,55 @@ def test_realizations_reproducible_and_varied(recognizer):
 
 def test_p_zero_realization_equals_deterministic(recognizer):
     x = tone(500.0, 0.7)
-    realized = recognizer.realizations(x, 2, seed=0, p=0.0).log_probs
     deterministic, _ = recognizer.log_probs(AudioBatch.from_waveforms([x], 16000))
+    realized = recognizer.realizations(x, 2, seed=0, p=0.0, precision="float32").log_probs
     assert torch.allclose(realized[0], deterministic[0], atol=1e-5)
     assert torch.allclose(realized[0], realized[1])
+    # bfloat16 rounds the mask-dependent layers: close, not equal
+    low = recognizer.realizations(x, 2, seed=0, p=0.0, precision="bfloat16").log_probs
+    assert (low[0].exp() - deterministic[0].exp()).abs().max() < 0.02
+
+
+def test_batched_realizations_equal_dropout_applied_layer_by_layer(recognizer):
+    """The fast pass (folded rescaling, time-major masks) computes exactly ``rest`` with those masks."""
+    model, n, p, seed = recognizer.model, 5, 0.3, 11
+    x = tone(400.0, 0.8) + 0.02 * np.random.default_rng(1).standard_normal(12800).astype(np.float32)
+    realized = recognizer.realizations(x, n, seed=seed, p=p, precision="float32").log_probs
+    with torch.no_grad():
+        features, lengths = model.features(torch.from_numpy(x)[None], torch.tensor([len(x)]))
+        hidden = model.first_layer(features).expand(n, -1, -1)
+        shapes = [(hidden.shape[1], n, width) for width in model.dropout_widths()]
+        kept, keep_probability = dropout_keep_masks(shapes, p, seed)
+        drop = iter(k.transpose(0, 1).float() / keep_probability for k in kept)
+        hidden = hidden * next(drop)
+        for layer in model.dense[1:]:
+            hidden = model.clipped_relu(layer(hidden)) * next(drop)
+        forward, _ = model.lstm_forward(hidden)
+        backward = model.lstm_backward(hidden.flip(1))[0].flip(1)
+        hidden = model.clipped_relu(model.post(torch.cat([forward, backward], dim=-1))) * next(drop)
+        expected = torch.log_softmax(model.output(hidden), dim=-1)
+    assert realized.shape == expected.shape
+    assert torch.allclose(realized, expected, atol=1e-4)
+
+
+def test_keep_masks_have_the_rate_and_depend_only_on_the_seed():
+    shapes = [(100, 50, 64), (100, 50, 32)]
+    a, keep = dropout_keep_masks(shapes, 0.1, seed=5)
+    b, _ = dropout_keep_masks(shapes, 0.1, seed=5)
+    c, _ = dropout_keep_masks(shapes, 0.1, seed=6)
+    assert [m.shape for m in a] == [torch.Size(s) for s in shapes]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    assert abs(keep - 0.9) < 2 ** -16
+    assert abs(float(torch.cat([m.flatten() for m in a]).float().mean()) - keep) < 0.003
+    assert all(bool(m.all()) for m in dropout_keep_masks(shapes, 0.0, seed=5)[0])
+    with pytest.raises(ConfigError):
+        dropout_keep_masks(shapes, 1.0, seed=0)
+
+
+def test_realizations_refuse_an_unknown_precision(recognizer):
+    with pytest.raises(ConfigError, match="precision"):
+        recognizer.realizations(tone(300.0, 0.5), 2, precision="float16")
 
 
 def test_stochastic_leaves_weights_and_restores(recognizer):
@@ -104,3 +149,17 @@ def test_recognizer_validates_input(recognizer):
         recognizer.transcribe(AudioBatch.from_waveforms([tone(rate=8000)], 8000))
     with pytest.raises(InvalidAudioError):
         recognizer.realizations(np.zeros(0, dtype=np.float32), 4)
+
+
+def test_realization_weights_follow_in_place_weight_changes():
+    torch.manual_seed(1)
+    rec = CTCRecognizer(CTCConfig(dense_size=32, lstm_size=16))
+    x = tone(300.0, 0.5)
+    before = rec.realizations(x, 3, seed=0, precision="float32").log_probs
+    with torch.no_grad():
+        rec.model.output.bias[1] += 5.0  # in place: same storage, new version
+    after = rec.realizations(x, 3, seed=0, precision="float32").log_probs
+    deterministic, _ = rec.log_probs(AudioBatch.from_waveforms([x], 16000))
+    assert not torch.allclose(before, after)
+    assert torch.allclose(rec.realizations(x, 3, seed=0, p=0.0, precision="float32").log_probs[0],
+                          deterministic[0], atol=1e-5)

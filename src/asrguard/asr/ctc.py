@@ -11,6 +11,12 @@ model restricted to 0–3.8 kHz lost the /s/ of "stop" on most held-out speakers
 Dropout follows every non-LSTM layer. It is active during training at ``dropout`` (p_tr)
 and, at inference, only inside :meth:`CTCRecognizer.stochastic` at any rate p, with masks
 drawn from a seeded generator so that realisations are reproducible.
+
+:meth:`CTCRecognizer.realizations` has its own gradient-free pass for the detector: the
+first dense layer runs once, the 1/(1-p) rescaling is folded into the weights that follow
+each dropout, masks come from a fast seeded bit stream (:func:`dropout_keep_masks`), and on
+CPUs with native bfloat16 the mask-dependent layers run in bfloat16 (2.5x faster here; the
+rounding is far below the dropout noise being measured). ``precision="float32"`` opts out.
 """
 
 from __future__ import annotations
@@ -141,6 +147,109 @@ class DeepSpeechCTC(nn.Module):
         features, lengths = self.features(waveforms, sample_lengths)
         return self.rest(self.first_layer(features), lengths), lengths
 
+    @torch.no_grad()
+    def rest_realizations(self, shared: torch.Tensor, kept: Sequence[torch.Tensor], keep_probability: float,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``rest`` for many dropout realisations of one utterance ``(1, T', D)``: ``(n, T', C)``.
+
+        ``kept`` are boolean masks, True where a unit is kept, one per dropout in order
+        (:meth:`dropout_widths`), each time-major ``(T', n, width)``. Dividing by the keep probability is
+        folded into the weights of the layer after each dropout, so a mask costs one
+        multiplication; the layers run in ``dtype``.
+        """
+        c = self.config
+        w = self._realization_weights(keep_probability, dtype)
+        # time-major (T', n, width) throughout: the LSTM needs no transposes and a flip is a block copy
+        kept = [k.view(torch.uint8) for k in kept]
+
+        def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            # matmul then add_: addmm's broadcast copy of the bias costs more than a second pass
+            return torch.matmul(x, weight).add_(bias).clamp_(0.0, c.relu_clip)
+
+        hidden = shared.to(dtype).transpose(0, 1) * kept[0]  # (T', 1, D) broadcast to (T', n, D)
+        for (weight, bias), keep in zip(w["dense"], kept[1:-1]):
+            hidden = dense(hidden, weight, bias).mul_(keep)
+
+        def lstm(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            zeros = x.new_zeros(1, x.shape[1], self.config.lstm_size)
+            return torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, False, False, False)[0]
+
+        # one utterance, so every realisation spans all T' frames and reversing is a flip
+        forward, backward = lstm(w["lstm_forward"], hidden), lstm(w["lstm_backward"], hidden.flip(0)).flip(0)
+        # post(cat(forward, backward)) as two products into one buffer: no concatenated copy
+        weight, bias = w["post"]
+        hidden = torch.matmul(forward, weight[: c.lstm_size])
+        hidden.view(-1, hidden.shape[-1]).addmm_(backward.reshape(-1, c.lstm_size), weight[c.lstm_size:])
+        hidden = hidden.add_(bias).clamp_(0.0, c.relu_clip).mul_(kept[-1])
+        logits = torch.matmul(hidden, w["output"][0]).add_(w["output"][1])
+        return F.log_softmax(logits.float(), dim=-1).transpose(0, 1).contiguous()
+
+    def _realization_weights(self, keep_probability: float, dtype: torch.dtype) -> dict:
+        """Weights cast to ``dtype`` with 1/keep folded in where a dropout precedes; cached until any weight changes."""
+        stamp = (keep_probability, dtype, tuple((t.data_ptr(), t._version) for t in self.parameters()))
+        if getattr(self, "_realization_cache", (None,))[0] == stamp:
+            return self._realization_cache[1]
+        scale = 1.0 / keep_probability
+
+        def cast(t: torch.Tensor, s: float = 1.0) -> torch.Tensor:
+            return (t.detach() * s).to(dtype).contiguous()
+
+        def lstm(m: nn.LSTM) -> list[torch.Tensor]:
+            return [cast(m.weight_ih_l0, scale), cast(m.weight_hh_l0), cast(m.bias_ih_l0), cast(m.bias_hh_l0)]
+
+        # dense weights stored as (in, out) for ``x @ W``
+        weights = {"dense": [(cast(layer.weight.T, scale), cast(layer.bias)) for layer in self.dense[1:]],
+                   "lstm_forward": lstm(self.lstm_forward), "lstm_backward": lstm(self.lstm_backward),
+                   "post": (cast(self.post.weight.T), cast(self.post.bias)),
+                   "output": (cast(self.output.weight.T, scale), cast(self.output.bias))}
+        self._realization_cache = (stamp, weights)
+        return weights
+
+    def dropout_widths(self) -> list[int]:
+        """Feature width at each dropout of :meth:`rest`, in order."""
+        c = self.config
+        return [c.dense_size] * c.n_dense + [c.dense_size]
+
+
+#: Dropout draws are 16-bit integers: a unit is dropped when its draw is below round(p * 2**16).
+MASK_RESOLUTION = 1 << 16
+
+
+def dropout_keep_masks(shapes: Sequence[tuple[int, ...]], p: float, seed: int) -> tuple[list[torch.Tensor], float]:
+    """Boolean keep masks (True = kept) of the given shapes for dropout at rate ``p``, and the keep probability.
+
+    The bits come from NumPy's PCG64 seeded with ``seed`` (four 16-bit draws per 64-bit word,
+    several times faster than ``torch.rand``), so masks depend only on ``(shapes, p, seed)``.
+    The realised rate is round(p * 2**16) / 2**16, within 2**-17 of ``p``; the keep
+    probability returned is the exact one, so rescaling stays unbiased.
+
+    Example:
+        >>> masks, keep = dropout_keep_masks([(2, 3)], 0.5, seed=0)
+        >>> masks[0].shape, masks[0].dtype, keep
+        (torch.Size([2, 3]), torch.bool, 0.5)
+    """
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
+    threshold = int(round(p * MASK_RESOLUTION))
+    sizes = [int(np.prod(s)) for s in shapes]
+    draws = np.random.PCG64(seed).random_raw(-(-sum(sizes) // 4)).view(np.uint16)
+    masks, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        masks.append(torch.from_numpy(draws[start:start + size] >= threshold).view(shape))
+        start += size
+    return masks, 1.0 - threshold / MASK_RESOLUTION
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+REALIZATION_PRECISIONS = ("auto", "float32", "bfloat16")
+
 
 def _reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each ``(T, F)`` sequence over its first ``length`` steps; padding stays in place."""
@@ -255,21 +364,43 @@ class CTCRecognizer(Recognizer):
         finally:
             self.model.inference_p, self.model.generator = previous
 
-    def realizations(self, audio, n: int = 50, seed: int = 0, *, p: float | None = 0.1) -> Realizations:
-        """``n`` dropout realisations of one waveform in one batched pass.
+    def realizations(self, audio, n: int = 50, seed: int = 0, *, p: float | None = 0.1,
+                     precision: str = "auto") -> Realizations:
+        """``n`` dropout realisations of one waveform in one batched, gradient-free pass.
 
         The front end and the first dense layer run once; only the layers after the first
-        dropout run ``n`` times.
+        dropout run ``n`` times. ``precision``: ``"float32"``, ``"bfloat16"``, or ``"auto"``
+        (bfloat16 where the CPU has it natively, see :func:`native_bfloat16`). Reproducible
+        from ``seed`` (:func:`dropout_keep_masks`).
         """
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
+        dtype = self._realization_dtype(precision)
+        p = self.config.dropout if p is None else float(p)
         waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
-        with torch.no_grad(), self.stochastic(p, seed=seed):
+        with torch.no_grad():
             features, lengths = self.model.features(waveform[None], torch.tensor([len(waveform)]))
-            shared = self.model.first_layer(features).expand(n, -1, -1)
-            log_probs = self.model.rest(shared, lengths.expand(n))
+            shared = self.model.first_layer(features)
+            n_frames = shared.shape[1]
+            kept, keep = dropout_keep_masks([(n_frames, n, w) for w in self.model.dropout_widths()], p, seed)
+            log_probs = self.model.rest_realizations(shared, kept, keep, dtype)
         transcripts = greedy_decode(log_probs, lengths.expand(n))
         return Realizations(transcripts, log_probs, int(lengths[0]), p, seed)
+
+    def realization_scheme(self, precision: str = "auto") -> str:
+        """How :meth:`realizations` draws here, e.g. ``"pcg64-u16/bfloat16"``.
+
+        Feature caches and saved detectors record it: realisations drawn under another scheme
+        are statistically alike but not identical.
+        """
+        return f"pcg64-u16/{str(self._realization_dtype(precision)).removeprefix('torch.')}"
+
+    @staticmethod
+    def _realization_dtype(precision: str) -> torch.dtype:
+        if precision not in REALIZATION_PRECISIONS:
+            raise ConfigError(f"precision must be one of {REALIZATION_PRECISIONS}, got {precision!r}")
+        use_bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16())
+        return torch.bfloat16 if use_bf16 else torch.float32
 
     # --- persistence ------------------------------------------------------------
     def save(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -329,5 +460,5 @@ def seconds_for_target(target: str, config: CTCConfig | None = None) -> float:
     return required_frames(target) * config.stride * config.hop_length / config.sample_rate
 
 
-__all__ = ["CTCConfig", "CTCRecognizer", "DeepSpeechCTC", "greedy_decode", "required_frames",
-           "seconds_for_target", "DEFAULT_MODEL_DIR"]
+__all__ = ["CTCConfig", "CTCRecognizer", "DeepSpeechCTC", "dropout_keep_masks", "greedy_decode", "native_bfloat16",
+           "required_frames", "seconds_for_target", "DEFAULT_MODEL_DIR"]

@@ -234,12 +234,14 @@ class Detector:
         arrays_path = directory / ARRAYS_NAME
         atomic_write(arrays_path, lambda tmp: save_file({f"classifier.{k}": v for k, v in arrays.items()}, tmp))
         checksum = getattr(self.recognizer, "checksum", None)
+        scheme = getattr(self.recognizer, "realization_scheme", None)
         document = {
             "format": FORMAT, "version": FORMAT_VERSION,
             "classifier": config, "features": self.feature_extractor.to_dict(),
             "threshold": float(self.threshold), "target_fpr": self.target_fpr,
             "recognizer": {"class": type(self.recognizer).__name__, "checksum_sha256": checksum,
-                           "sample_rate": int(self.recognizer.sample_rate)},
+                           "sample_rate": int(self.recognizer.sample_rate),
+                           **({"realization_scheme": scheme()} if scheme is not None else {})},
             "metadata": {**self.metadata, **(metadata or {})},
             "arrays_sha256": _sha256_bytes(arrays_path.read_bytes()),
         }

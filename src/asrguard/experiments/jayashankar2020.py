@@ -236,7 +236,11 @@ class FeatureCache:
     def __init__(self, root: Path, recognizer, extractor: FeatureExtractor):
         c = extractor.config
         checksum = (getattr(recognizer, "checksum", None) or "unsaved")[:12]
-        self.folder = Path(root) / checksum / f"n{c.n}-p{c.p:g}-s{c.seed}-C{c.max_distance}"
+        settings = f"n{c.n}-p{c.p:g}-s{c.seed}-C{c.max_distance}"
+        scheme = getattr(recognizer, "realization_scheme", None)
+        if scheme is not None:  # features drawn another way are not reused
+            settings += "-" + scheme().replace("/", "-")
+        self.folder = Path(root) / checksum / settings
         self.recognizer, self.extractor = recognizer, extractor
 
     def path(self, kind: str, item_id: str) -> Path:

@@ -59,25 +59,63 @@ def _entropy(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
     return -(p * torch.where(p > 0, lp, torch.zeros_like(lp))).sum(-1)
 
 
+def _mean_log_probs(lp: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(lp, dim=1) - torch.log(torch.tensor(float(lp.shape[1]), dtype=lp.dtype))
+
+
+def _log_floor(lp: torch.Tensor, floor: float) -> torch.Tensor:
+    return lp.clamp_min(torch.log(torch.tensor(floor, dtype=lp.dtype)))
+
+
+# Each measure on (B, S, T, C) probabilities and log-probabilities, returning (B, T).
+def _entropy_of_mean(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    mean_lp = _mean_log_probs(lp)
+    return _entropy(torch.exp(mean_lp), mean_lp)
+
+
+def _mutual_information(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    return (_entropy_of_mean(p, lp) - _entropy(p, lp).mean(dim=1)).clamp_min(0.0)
+
+
+def _variance(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    return (p.square().mean(dim=1) - p.mean(dim=1).square()).sum(-1).clamp_min(0.0)
+
+
+def _akld(p: torch.Tensor, lp: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+    if p.shape[1] < 2:
+        return torch.zeros(p.shape[0], p.shape[2], dtype=p.dtype)
+    return _kl(p[:, :-1], lp[:, :-1], _log_floor(lp[:, 1:], floor)).mean(dim=1).clamp_min(0.0)
+
+
+def _akld_pairs(p: torch.Tensor, lp: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+    s = p.shape[1]
+    if s < 2:
+        return torch.zeros(p.shape[0], p.shape[2], dtype=p.dtype)
+    lq = _log_floor(lp, floor)
+    plp = torch.where(p > 0, p * lp, torch.zeros_like(lp))
+    all_pairs = s * plp.sum(dim=(1, 3)) - (p.sum(dim=1) * lq.sum(dim=1)).sum(-1)
+    # the s = s' terms are KL(p_s || clamp(p_s)), zero up to the floor: take them out exactly
+    diagonal = (plp - p * lq).sum(dim=(1, 3))
+    return ((all_pairs - diagonal) / (s * (s - 1))).clamp_min(0.0)
+
+
+def _frame(measure, probs, log_probs, **kwargs) -> torch.Tensor:
+    p, lp, single = _inputs(probs, log_probs)
+    out = measure(p, lp, **kwargs)
+    return out[0] if single else out
+
+
 def frame_entropy(probs=None, *, log_probs=None) -> torch.Tensor:
     """Entropy of the mean prediction per frame: ``(T,)`` or ``(B, T)``."""
-    p, lp, single = _inputs(probs, log_probs)
-    mean_lp = torch.logsumexp(lp, dim=1) - torch.log(torch.tensor(float(p.shape[1]), dtype=lp.dtype))
-    out = _entropy(torch.exp(mean_lp), mean_lp)
-    return out[0] if single else out
+    return _frame(_entropy_of_mean, probs, log_probs)
 
 
 def frame_mutual_information(probs=None, *, log_probs=None) -> torch.Tensor:
-    p, lp, single = _inputs(probs, log_probs)
-    mean_lp = torch.logsumexp(lp, dim=1) - torch.log(torch.tensor(float(p.shape[1]), dtype=lp.dtype))
-    out = (_entropy(torch.exp(mean_lp), mean_lp) - _entropy(p, lp).mean(dim=1)).clamp_min(0.0)
-    return out[0] if single else out
+    return _frame(_mutual_information, probs, log_probs)
 
 
 def frame_variance(probs=None, *, log_probs=None) -> torch.Tensor:
-    p, _, single = _inputs(probs, log_probs)
-    out = (p.square().mean(dim=1) - p.mean(dim=1).square()).sum(-1).clamp_min(0.0)
-    return out[0] if single else out
+    return _frame(_variance, probs, log_probs)
 
 
 def _kl(p_a, lp_a, lp_b) -> torch.Tensor:
@@ -90,13 +128,7 @@ def frame_akld(probs=None, *, log_probs=None, floor: float = 1e-12) -> torch.Ten
     ``floor`` clamps the second argument's probabilities so that a zero there gives a large
     finite value rather than infinity.
     """
-    p, lp, single = _inputs(probs, log_probs)
-    if p.shape[1] < 2:
-        out = torch.zeros(p.shape[0], p.shape[2], dtype=p.dtype)
-    else:
-        lq = lp[:, 1:].clamp_min(torch.log(torch.tensor(floor, dtype=lp.dtype)))
-        out = _kl(p[:, :-1], lp[:, :-1], lq).mean(dim=1).clamp_min(0.0)
-    return out[0] if single else out
+    return _frame(_akld, probs, log_probs, floor=floor)
 
 
 def frame_akld_pairs(probs=None, *, log_probs=None, floor: float = 1e-12) -> torch.Tensor:
@@ -105,36 +137,26 @@ def frame_akld_pairs(probs=None, *, log_probs=None, floor: float = 1e-12) -> tor
     Uses ``sum_{s,s'} KL(p_s||p_s') = S·sum_s sum_c p_s log p_s - sum_c (sum_s p_s)(sum_s' log p_s')``
     (the diagonal terms are zero), so it costs ``O(S·T·C)`` rather than ``O(S²·T·C)``.
     """
-    p, lp, single = _inputs(probs, log_probs)
-    s = p.shape[1]
-    if s < 2:
-        out = torch.zeros(p.shape[0], p.shape[2], dtype=p.dtype)
-    else:
-        lq = lp.clamp_min(torch.log(torch.tensor(floor, dtype=lp.dtype)))
-        plp = torch.where(p > 0, p * lp, torch.zeros_like(lp))
-        all_pairs = s * plp.sum(dim=(1, 3)) - (p.sum(dim=1) * lq.sum(dim=1)).sum(-1)
-        # the s = s' terms are KL(p_s || clamp(p_s)), zero up to the floor: take them out exactly
-        diagonal = (plp - p * lq).sum(dim=(1, 3))
-        out = (all_pairs - diagonal) / (s * (s - 1))
-        out = out.clamp_min(0.0)
-    return out[0] if single else out
+    return _frame(_akld_pairs, probs, log_probs, floor=floor)
 
 
-_FRAME_FUNCTIONS = {
-    "entropy": frame_entropy,
-    "mutual_information": frame_mutual_information,
-    "variance": frame_variance,
-    "akld": frame_akld,
-    "akld_pairs": frame_akld_pairs,
+_MEASURE_FUNCTIONS = {
+    "entropy": _entropy_of_mean,
+    "mutual_information": _mutual_information,
+    "variance": _variance,
+    "akld": _akld,
+    "akld_pairs": _akld_pairs,
 }
 
 
 def frame_measures(probs=None, *, log_probs=None, measures=MEASURES) -> dict[str, torch.Tensor]:
-    """Per-frame values of several measures, each ``(T,)`` or ``(B, T)``."""
-    unknown = set(measures) - set(_FRAME_FUNCTIONS)
+    """Per-frame values of several measures, each ``(T,)`` or ``(B, T)``; the inputs are converted once."""
+    unknown = set(measures) - set(_MEASURE_FUNCTIONS)
     if unknown:
         raise ConfigError(f"unknown measures {sorted(unknown)}; choose from {', '.join(MEASURES)}")
-    return {m: _FRAME_FUNCTIONS[m](probs, log_probs=log_probs) for m in measures}
+    p, lp, single = _inputs(probs, log_probs)
+    out = {m: _MEASURE_FUNCTIONS[m](p, lp) for m in measures}
+    return {m: v[0] for m, v in out.items()} if single else out
 
 
 def reduce_max(frame_values: torch.Tensor, lengths=None) -> torch.Tensor:
