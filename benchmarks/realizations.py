@@ -1,7 +1,9 @@
 """Cost of I dropout realisations of one 2 s utterance: batched pass vs loop vs one transcription.
 
 Prints medians over repeated runs in one process, and the two ratios the project tracks:
-``ratio_batched_over_single`` (target <= 5) and ``ratio_loop_over_batched``.
+``ratio_batched_over_single`` (target <= 5) and ``ratio_loop_over_batched``. ``lstm_s`` is the
+physical floor's largest part: the two recurrent layers alone for I realisations, in the
+precision the batched pass uses. Dropout precedes them, so each realisation needs its own pass.
 
     python benchmarks/realizations.py --json
 """
@@ -43,6 +45,19 @@ def main() -> None:
     def batched():
         recognizer.realizations(waveform, args.n, seed=0, p=args.p)
 
+    model = recognizer.model
+    dtype = recognizer._realization_dtype("auto")
+    with torch.no_grad():
+        features, _ = model.features(batch.waveforms, batch.lengths)
+        hidden = model.first_layer(features).expand(args.n, -1, -1).transpose(0, 1).contiguous().to(dtype)
+        weights = model._realization_weights(0.9, dtype)
+
+    def lstm_only():
+        with torch.no_grad():
+            for name in ("lstm_forward", "lstm_backward"):
+                zeros = hidden.new_zeros(1, args.n, model.config.lstm_size)
+                torch.lstm(hidden, (zeros, zeros), weights[name], True, 1, 0.0, False, False, False)
+
     def loop():
         with torch.no_grad(), recognizer.stochastic(args.p, seed=0):
             for _ in range(args.n):
@@ -52,13 +67,15 @@ def main() -> None:
     single_s = median_seconds(single, args.repeats)
     batched_s = median_seconds(batched, args.repeats)
     loop_s = median_seconds(loop, max(3, args.repeats // 2))
+    lstm_s = median_seconds(lstm_only, args.repeats)
     result = {
         "model": "shipped" if shipped else "untrained (no shipped model found)",
         "n_realizations": args.n, "p": args.p, "seconds_audio": args.seconds,
-        "torch_threads": torch.get_num_threads(),
-        "single_s": single_s, "batched_s": batched_s, "loop_s": loop_s,
+        "torch_threads": torch.get_num_threads(), "realization_scheme": recognizer.realization_scheme(),
+        "single_s": single_s, "batched_s": batched_s, "loop_s": loop_s, "lstm_s": lstm_s,
         "ratio_batched_over_single": batched_s / single_s,
         "ratio_loop_over_batched": loop_s / batched_s,
+        "ratio_lstm_over_single": lstm_s / single_s,
     }
     print_result(result, args.json)
 
