@@ -1,0 +1,161 @@
+"""Why entropy detects PGD less well on our digits than in Däubener et al. (2020): two checks.
+
+Uses the acoustic models of a finished ``asrguard reproduce daubener2020`` run (``RUN/models``),
+the same held-out fit and evaluation sets, targets and main PGD settings, and re-crafts the
+attacks (they are not stored). For each model it reports the entropy AUROC of the one-class
+Gaussian under
+
+* **other reductions over frames** than the paper's maximum: mean, 90th percentile, mean of
+  the 5 largest, maximum of a 3-frame moving average, share of frames above 1 nat. Benign
+  maxima sit at HMM state boundaries, so a reduction that ignores single frames might help;
+* **quieter copies of the same audio** (``--scales``): the front end peak-normalises, so
+  scaling an utterance by s leaves its benign scores unchanged while a fixed absolute ε
+  becomes 20·log10(1/s) dB larger relative to it. This tests whether the paper's corpus
+  being quieter than ours could explain its easier detection.
+
+    python -m asrguard.experiments.entropy_diagnostics --run runs/daubener2020 --out runs/entropy_diagnostics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..asr.base import AudioBatch
+from ..asr.hybrid.recognizer import HybridRecognizer
+from ..asr.hybrid.train import word_accuracy
+from ..attacks.pgd import PGD, random_digit_targets
+from ..detect.gaussian import OneClassGaussian
+from ..fileio import atomic_write_text
+from ..uncertainty.measures import frame_entropy
+from . import daubener2020 as reproduction
+
+#: Reductions of per-frame entropy ``(T,)`` to one utterance score; "max" is the paper's.
+REDUCTIONS = {
+    "max": lambda h: float(h.max()),
+    "mean": lambda h: float(h.mean()),
+    "p90": lambda h: float(np.percentile(h, 90)),
+    "top5_mean": lambda h: float(np.sort(h)[-5:].mean()),
+    "max_smooth3": lambda h: float(np.convolve(h, np.ones(3) / 3, mode="valid").max() if len(h) >= 3 else h.max()),
+    "share_above_1nat": lambda h: float((h > 1.0).mean()),
+}
+
+
+def reduce_all(frame_entropies) -> dict[str, np.ndarray]:
+    """Every reduction of every utterance's per-frame entropy: ``{name: (N,)}``.
+
+    Example:
+        >>> out = reduce_all([np.array([0.1, 2.0, 0.1]), np.array([0.5, 0.5, 0.5])])
+        >>> out["max"].tolist(), out["mean"].round(3).tolist()
+        ([2.0, 0.5], [0.733, 0.5])
+    """
+    return {name: np.array([f(np.asarray(h, dtype=float)) for h in frame_entropies]) for name, f in REDUCTIONS.items()}
+
+
+def frame_entropies(rec: HybridRecognizer, waveforms, n_draws: int, seed: int) -> tuple[list, list[str]]:
+    """Per-frame entropy of the mean prediction (valid frames only) and the transcript of each waveform.
+
+    Transcripts come from Viterbi on the mean of the draws, as in the reproduction.
+    """
+    entropies: list = [None] * len(waveforms)
+    transcripts: list = [None] * len(waveforms)
+    for index in reproduction._batches(len(waveforms), 8, [len(w) for w in waveforms]):
+        batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
+        draws, frames = rec.draws(batch, n_draws, seed=seed)
+        entropy = frame_entropy(log_probs=draws.transpose(0, 1))
+        texts = rec.decode(torch.logsumexp(draws, dim=0) - math.log(draws.shape[0]), frames)
+        for k, i in enumerate(index):
+            entropies[i], transcripts[i] = entropy[k, : int(frames[k])].numpy(), texts[k]
+    return entropies, transcripts
+
+
+def craft(rec: HybridRecognizer, waveforms, targets, eps: float, settings) -> list[np.ndarray]:
+    """The reproduction's main PGD (same batches and seeds) on ``waveforms``."""
+    adversarial: list = [None] * len(waveforms)
+    for b, index in enumerate(reproduction._batches(len(waveforms), settings.attack_batch,
+                                                    [len(w) for w in waveforms])):
+        batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
+        attack = PGD(rec, eps=eps, step_size=settings.pgd_step_fraction * eps, iterations=settings.pgd_iterations,
+                     stochastic=settings.pgd_single_draw and rec.kind != "fnn", seed=settings.seed * 100_000 + b)
+        result = attack.run(batch, [targets[i] for i in index])
+        for k, i in enumerate(index):
+            adversarial[i] = result.adversarial.unbatch()[k]
+    return adversarial
+
+
+def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
+        data_root: Path = reproduction.DEFAULT_DATA_ROOT, seed: int = 0) -> list[dict]:
+    """Entropy AUROC per model, amplitude scale, ε and reduction; writes JSON and a markdown table."""
+    settings = reproduction.Settings.make(False, seed)
+    fit, evaluation = reproduction._test_sets(settings, Path(data_root))
+    targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
+    rows = []
+    for kind in kinds:
+        rec = HybridRecognizer.load(Path(run_dir) / "models" / kind)
+        n_draws = settings.draws[kind]
+        for scale in scales:
+            fit_w = [w * scale for w in fit.waveforms]
+            eval_w = [w * scale for w in evaluation.waveforms]
+            fit_scores = reduce_all(frame_entropies(rec, fit_w, n_draws, settings.seed)[0])
+            benign = reduce_all(frame_entropies(rec, eval_w, n_draws, settings.seed)[0])
+            for eps in eps_values:
+                t0 = time.perf_counter()
+                adversarial_audio = craft(rec, eval_w, targets, eps, settings)
+                entropies, transcripts = frame_entropies(rec, adversarial_audio, n_draws, settings.seed)
+                adversarial = reduce_all(entropies)
+                peaks = np.array([np.abs(w).max() for w in eval_w])
+                row = {"model": kind, "scale": scale, "eps": eps,
+                       "median_eps_relative_to_peak_db": round(float(np.median(20 * np.log10(eps / peaks))), 1),
+                       "accuracy_vs_target": round(word_accuracy(targets, transcripts), 3),
+                       "accuracy_vs_original": round(word_accuracy(evaluation.transcripts, transcripts), 3),
+                       "entropy_auroc": {name: round(OneClassGaussian().fit(fit_scores[name])
+                                                     .auroc(benign[name], adversarial[name]), 3)
+                                         for name in REDUCTIONS},
+                       "seconds": round(time.perf_counter() - t0, 1)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "entropy_diagnostics.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(out_dir / "entropy_diagnostics.md", markdown_table(rows))
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    names = list(REDUCTIONS)
+    lines = ["| model | scale | ε | ε vs peak [dB] | acc. vs target | " + " | ".join(names) + " |",
+             "|---|---|---|---|---|" + "---|" * len(names)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['scale']:g} | {r['eps']:g} | {r['median_eps_relative_to_peak_db']:.1f} | "
+                     f"{r['accuracy_vs_target']:.3f} | " + " | ".join(f"{r['entropy_auroc'][n]:.3f}" for n in names)
+                     + " |")
+    return "\n".join(lines) + "\n\nEntropy AUROC of the one-class Gaussian per reduction over frames; max is the paper's.\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/daubener2020"),
+                        help="a finished full `asrguard reproduce daubener2020` folder (its models/ are used)")
+    parser.add_argument("--out", type=Path, default=Path("runs/entropy_diagnostics"))
+    parser.add_argument("--models", default="fnn,ensemble,bnn", help="comma-separated: fnn, ensemble, dropout, bnn")
+    parser.add_argument("--scales", default="1,0.25", help="amplitude scales applied to every utterance")
+    parser.add_argument("--eps", default="0.05", help="comma-separated L-inf budgets on the [-1, 1] scale")
+    parser.add_argument("--data-root", type=Path, default=reproduction.DEFAULT_DATA_ROOT)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = run(args.run, args.out, [k for k in args.models.split(",") if k],
+               [float(s) for s in args.scales.split(",")], [float(e) for e in args.eps.split(",")],
+               args.data_root, args.seed)
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
