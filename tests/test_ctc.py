@@ -72,8 +72,9 @@ def test_keep_masks_have_the_rate_and_depend_only_on_the_seed():
     assert abs(keep - 0.9) < 2 ** -16
     assert abs(float(torch.cat([m.flatten() for m in a]).float().mean()) - keep) < 0.003
     assert all(bool(m.all()) for m in dropout_keep_masks(shapes, 0.0, seed=5)[0])
-    with pytest.raises(ConfigError):
-        dropout_keep_masks(shapes, 1.0, seed=0)
+    for p, seed in ((1.0, 0), (0.9999999, 0), (0.1, -1)):
+        with pytest.raises(ConfigError):
+            dropout_keep_masks(shapes, p, seed=seed)
 
 
 def test_realizations_refuse_an_unknown_precision(recognizer):

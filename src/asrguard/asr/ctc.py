@@ -153,9 +153,9 @@ class DeepSpeechCTC(nn.Module):
         """``rest`` for many dropout realisations of one utterance ``(1, T', D)``: ``(n, T', C)``.
 
         ``kept`` are boolean masks, True where a unit is kept, one per dropout in order
-        (:meth:`dropout_widths`), each time-major ``(T', n, width)``. Dividing by the keep probability is
-        folded into the weights of the layer after each dropout, so a mask costs one
-        multiplication; the layers run in ``dtype``.
+        (:meth:`dropout_widths`), each time-major ``(T', n, width)``. Dividing by the keep
+        probability is folded into the weights of the layer after each dropout, so a mask costs
+        one multiplication; the layers run in ``dtype``.
         """
         c = self.config
         w = self._realization_weights(keep_probability, dtype)
@@ -230,7 +230,11 @@ def dropout_keep_masks(shapes: Sequence[tuple[int, ...]], p: float, seed: int) -
     """
     if not 0.0 <= p < 1.0:
         raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     threshold = int(round(p * MASK_RESOLUTION))
+    if threshold >= MASK_RESOLUTION:
+        raise ConfigError(f"dropout rate {p} is too close to 1 for masks of 16-bit resolution")
     sizes = [int(np.prod(s)) for s in shapes]
     draws = np.random.PCG64(seed).random_raw(-(-sum(sizes) // 4)).view(np.uint16)
     masks, start = [], 0
