@@ -160,7 +160,7 @@ class DeepSpeechCTC(nn.Module):
         c = self.config
         w = self._realization_weights(keep_probability, dtype)
         # time-major (T', n, width) throughout: the LSTM needs no transposes and a flip is a block copy
-        kept = [k.view(torch.uint8) for k in kept]
+        kept = [k.to(shared.device).view(torch.uint8) for k in kept]
 
         def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
             # matmul then add_: addmm's broadcast copy of the bias costs more than a second pass
@@ -381,9 +381,10 @@ class CTCRecognizer(Recognizer):
             raise ConfigError(f"n must be >= 1, got {n}")
         dtype = self._realization_dtype(precision)
         p = self.config.dropout if p is None else float(p)
-        waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
+        device = self.model.feature_std.device
+        waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate)).to(device)
         with torch.no_grad():
-            features, lengths = self.model.features(waveform[None], torch.tensor([len(waveform)]))
+            features, lengths = self.model.features(waveform[None], torch.tensor([len(waveform)], device=device))
             shared = self.model.first_layer(features)
             n_frames = shared.shape[1]
             kept, keep = dropout_keep_masks([(n_frames, n, w) for w in self.model.dropout_widths()], p, seed)
