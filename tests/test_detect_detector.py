@@ -74,6 +74,23 @@ def test_save_load_round_trip(setup):
         assert again.score(w) == pytest.approx(det.score(w))
 
 
+def test_records_the_realization_scheme_and_warns_when_it_differs(setup, monkeypatch, caplog):
+    import asrguard.asr.ctc as ctc
+
+    root, recognizer, det, _ = setup
+    monkeypatch.setattr(ctc, "native_bfloat16", lambda: True)
+    saved = det.save(root / "bf16-detector")
+    assert json.loads((saved / DOCUMENT_NAME).read_text())["recognizer"]["realization_scheme"] == "pcg64-u16/bfloat16"
+    with caplog.at_level("WARNING", logger="asrguard.detect.detector"):
+        Detector.load(saved, recognizer)
+    assert not caplog.records
+    monkeypatch.setattr(ctc, "native_bfloat16", lambda: False)
+    with caplog.at_level("WARNING", logger="asrguard.detect.detector"):
+        again = Detector.load(saved, recognizer)
+    assert "pcg64-u16/bfloat16" in caplog.text and "pcg64-u16/float32" in caplog.text
+    assert again.threshold == det.threshold
+
+
 def test_refuses_a_mismatched_recognizer(setup):
     root, _, _, saved = setup
     other = tiny_recognizer(root, seed=1)

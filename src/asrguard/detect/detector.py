@@ -297,6 +297,11 @@ class Detector:
             raise ModelFileError(
                 f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
                 f"{actual[:12]}…; use the model it was fitted with (--model) or refit the detector")
+        scheme = getattr(recognizer, "realization_scheme", None)
+        if scheme is not None and expected.get("realization_scheme") not in (None, scheme()):
+            # same model and seeds, other arithmetic: scores shift slightly, so say so, but load
+            log.warning("%s: calibrated on realisations drawn as %s; this machine draws them as %s, so scores may "
+                        "differ slightly from the calibration", doc_path, expected["realization_scheme"], scheme())
         if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
             raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
                                  f"{recognizer.sample_rate} Hz")
