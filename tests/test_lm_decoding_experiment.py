@@ -40,3 +40,19 @@ def test_counts_targets_and_originals_under_both_decoders(tmp_path):
 def test_refuses_a_folder_without_a_manifest(tmp_path):
     with pytest.raises(DataError, match="manifest"):
         decode_attack_run(None, tmp_path, None)
+
+
+def test_lm_decoding_recognizer_changes_only_the_transcript():
+    from asrguard.experiments.lm_decoding import LMDecodingRecognizer
+
+    torch.manual_seed(1)
+    base = CTCRecognizer(CTCConfig(dense_size=32, lstm_size=16))
+    wrapped = LMDecodingRecognizer(base, lambda log_probs, lengths: ["okay"] * log_probs.shape[0])
+    batch = AudioBatch.from_waveforms([np.zeros(4000, dtype=np.float32) + 0.01], 16000)
+    assert wrapped.transcribe(batch) == ["okay"] and wrapped.sample_rate == base.sample_rate
+    assert torch.equal(wrapped.log_probs(batch)[0], base.log_probs(batch)[0])
+    assert torch.equal(wrapped.loss(batch, ["a"]), base.loss(batch, ["a"]))
+    with wrapped.stochastic(0.5, seed=3):
+        noisy = wrapped.log_probs(batch)[0]
+    with base.stochastic(0.5, seed=3):
+        assert torch.equal(noisy, base.log_probs(batch)[0])
