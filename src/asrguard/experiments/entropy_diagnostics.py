@@ -98,7 +98,13 @@ def craft(rec: HybridRecognizer, waveforms, targets, eps: float, settings) -> li
 
 def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
         data_root: Path = reproduction.DEFAULT_DATA_ROOT, seed: int = 0) -> list[dict]:
-    """Entropy AUROC per model, amplitude scale, ε and reduction; writes JSON and a markdown table."""
+    """Entropy AUROC per model, amplitude scale, ε and reduction; writes JSON and a markdown table.
+
+    Example:
+        >>> rows = run("runs/daubener2020", "runs/entropy_diagnostics", ["fnn"], [1.0, 0.25], [0.05])  # doctest: +SKIP
+        >>> rows[0]["entropy_auroc"]["max"]                                                        # doctest: +SKIP
+        0.623
+    """
     settings = reproduction.Settings.make(False, seed)
     fit, evaluation = reproduction._test_sets(settings, Path(data_root))
     targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
@@ -140,7 +146,12 @@ RECIPES = ((1e-4, True), (1e-4, False), (1e-3, False))
 
 def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path = reproduction.DEFAULT_DATA_ROOT,
                  seed: int = 0) -> list[dict]:
-    """Retrain the fNN per recipe; benign accuracy and entropy AUROC (paper's max) at the table ε."""
+    """Retrain the fNN per recipe; benign accuracy and entropy AUROC (paper's max) at the table ε.
+
+    Example:
+        >>> recipe_check("runs/daubener2020", "runs/entropy_recipes", [(1e-4, True)])[0]["benign_accuracy"]  # doctest: +SKIP
+        0.979
+    """
     from ..asr.hybrid.train import TrainConfig, build_dev_set, build_training_set, train_recognizer
     from ..asr.hybrid.train import tune_insertion_penalty
 

@@ -38,6 +38,10 @@ class LMDecodingRecognizer(Recognizer):
 
     Attacks see only the Recognizer interface, so wrapping is all it takes to attack the
     LM-decoded recogniser. Realisations keep ``base``'s own (greedy) decoding.
+
+    Example:
+        >>> rec = LMDecodingRecognizer(CTCRecognizer.load(), make_decoder(load_default_lm()))  # doctest: +SKIP
+        >>> CWAttack(rec).generate(batch, ["open the door"])                                   # doctest: +SKIP
     """
 
     def __init__(self, base: Recognizer, lm_decoder: Callable):
@@ -65,6 +69,10 @@ def decode_attack_run(recognizer, run_dir: str | Path, lm_decoder: Callable) -> 
     """Greedy and LM transcripts of an attack run's successful examples, with counts.
 
     ``lm_decoder`` takes ``(log_probs, lengths)`` like :func:`asrguard.asr.lm.make_decoder`'s result.
+
+    Example:
+        >>> decode_attack_run(rec, "runs/attacks/cw", make_decoder(load_default_lm()))["lm_success_rate"]  # doctest: +SKIP
+        0.663
     """
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file():
@@ -91,7 +99,12 @@ def decode_attack_run(recognizer, run_dir: str | Path, lm_decoder: Callable) -> 
 
 def adaptive_cw(recognizer, lm_decoder: Callable, out_dir: str | Path, *, n: int = 32, seed: int = 0,
                 batch_size: int = 16, progress: bool = True) -> dict:
-    """CW against greedy decoding and against LM decoding, on the same held-out items and targets."""
+    """CW against greedy decoding and against LM decoding, on the same held-out items and targets.
+
+    Example:
+        >>> adaptive_cw(rec, make_decoder(load_default_lm()), "runs/lm_cw", n=32)["lm"]["success_rate"]  # doctest: +SKIP
+        0.8125
+    """
     from ..attacks.cli import load_items
     from ..attacks.cw import CWAttack, CWConfig
     from ..attacks.runner import report, run_attack
