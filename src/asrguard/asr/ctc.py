@@ -245,7 +245,12 @@ def dropout_keep_masks(shapes: Sequence[tuple[int, ...]], p: float, seed: int) -
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX)."""
+    """Whether this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX).
+
+    Example:
+        >>> isinstance(native_bfloat16(), bool)
+        True
+    """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -397,6 +402,10 @@ class CTCRecognizer(Recognizer):
 
         Feature caches and saved detectors record it: realisations drawn under another scheme
         are statistically alike but not identical.
+
+        Example:
+            >>> CTCRecognizer().realization_scheme("float32")
+            'pcg64-u16/float32'
         """
         return f"pcg64-u16/{str(self._realization_dtype(precision)).removeprefix('torch.')}"
 
