@@ -18,7 +18,7 @@ import torch
 from _timing import median_seconds, print_result
 
 from asrguard.asr.base import AudioBatch
-from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
+from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer, lstm_time_major
 
 
 def main() -> None:
@@ -50,13 +50,12 @@ def main() -> None:
     with torch.no_grad():
         features, _ = model.features(batch.waveforms, batch.lengths)
         hidden = model.first_layer(features).expand(args.n, -1, -1).transpose(0, 1).contiguous().to(dtype)
-        weights = model._realization_weights(0.9, dtype)
+        weights = model._realization_weights(1.0 - args.p, dtype)
 
     def lstm_only():
         with torch.no_grad():
             for name in ("lstm_forward", "lstm_backward"):
-                zeros = hidden.new_zeros(1, args.n, model.config.lstm_size)
-                torch.lstm(hidden, (zeros, zeros), weights[name], True, 1, 0.0, False, False, False)
+                lstm_time_major(weights[name], hidden)
 
     def loop():
         with torch.no_grad(), recognizer.stochastic(args.p, seed=0):

@@ -111,6 +111,10 @@ class Recognizer(abc.ABC):
     def realizations(self, audio, n: int, seed: int = 0, *, p: float | None = None) -> Realizations:
         """``n`` stochastic transcripts and posteriors of one waveform, reproducible from ``seed``."""
 
+    def realization_scheme(self, precision: str = "auto") -> str | None:
+        """How :meth:`realizations` draws, recorded by feature caches and saved detectors; None if unnamed."""
+        return None
+
     def transcribe(self, batch: AudioBatch | Sequence) -> list[str]:
         """Deterministic transcripts (no inference-time randomness)."""
         if not isinstance(batch, AudioBatch):

@@ -234,14 +234,14 @@ class Detector:
         arrays_path = directory / ARRAYS_NAME
         atomic_write(arrays_path, lambda tmp: save_file({f"classifier.{k}": v for k, v in arrays.items()}, tmp))
         checksum = getattr(self.recognizer, "checksum", None)
-        scheme = getattr(self.recognizer, "realization_scheme", None)
+        scheme = self.recognizer.realization_scheme()
         document = {
             "format": FORMAT, "version": FORMAT_VERSION,
             "classifier": config, "features": self.feature_extractor.to_dict(),
             "threshold": float(self.threshold), "target_fpr": self.target_fpr,
             "recognizer": {"class": type(self.recognizer).__name__, "checksum_sha256": checksum,
                            "sample_rate": int(self.recognizer.sample_rate),
-                           **({"realization_scheme": scheme()} if scheme is not None else {})},
+                           **({"realization_scheme": scheme} if scheme is not None else {})},
             "metadata": {**self.metadata, **(metadata or {})},
             "arrays_sha256": _sha256_bytes(arrays_path.read_bytes()),
         }
@@ -297,11 +297,11 @@ class Detector:
             raise ModelFileError(
                 f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
                 f"{actual[:12]}…; use the model it was fitted with (--model) or refit the detector")
-        scheme = getattr(recognizer, "realization_scheme", None)
-        if scheme is not None and expected.get("realization_scheme") not in (None, scheme()):
+        scheme = recognizer.realization_scheme()
+        if scheme is not None and expected.get("realization_scheme") not in (None, scheme):
             # same model and seeds, other arithmetic: scores shift slightly, so say so, but load
             log.warning("%s: calibrated on realisations drawn as %s; this machine draws them as %s, so scores may "
-                        "differ slightly from the calibration", doc_path, expected["realization_scheme"], scheme())
+                        "differ slightly from the calibration", doc_path, expected["realization_scheme"], scheme)
         if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
             raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
                                  f"{recognizer.sample_rate} Hz")

@@ -216,6 +216,15 @@ def _batches(n: int, size: int, lengths: Sequence[int] | None = None) -> list[np
 
 
 # ------------------------------------------------------------------------------------ stages
+def training_data(settings: Settings, data_root: Path, out_dir: Path):
+    """The training and development utterances of a run in ``out_dir`` (TTS cached under ``out_dir/cache``)."""
+    tts_dir = Path(out_dir) / "cache" / "tts" if settings.use_tts else None
+    train = build_training_set(data_root, n_mixed=settings.n_mixed, n_speech_commands=settings.n_speech_commands,
+                               n_tts=settings.n_tts, augment_copies=settings.augment_copies, seed=settings.seed,
+                               tts_dir=tts_dir)
+    return train, build_dev_set(data_root, settings.n_dev, seed=settings.seed, tts_dir=tts_dir)
+
+
 def _models(out_dir: Path, settings: Settings, data_root: Path, progress: _Progress) -> tuple[dict, dict]:
     """Train (or reload) the four recognisers; returns ``({kind: recogniser}, {kind: info})``."""
     recognizers, info = {}, {}
@@ -233,12 +242,8 @@ def _models(out_dir: Path, settings: Settings, data_root: Path, progress: _Progr
         todo.append(kind)
     if not todo:
         return recognizers, info
-    tts_dir = out_dir / "cache" / "tts" if settings.use_tts else None
     t0 = time.perf_counter()
-    train = build_training_set(data_root, n_mixed=settings.n_mixed, n_speech_commands=settings.n_speech_commands,
-                               n_tts=settings.n_tts, augment_copies=settings.augment_copies, seed=settings.seed,
-                               tts_dir=tts_dir)
-    dev = build_dev_set(data_root, settings.n_dev, seed=settings.seed, tts_dir=tts_dir)
+    train, dev = training_data(settings, data_root, out_dir)
     data_s = time.perf_counter() - t0
     frames = None
     for kind in todo:
@@ -324,6 +329,30 @@ def _benign(out_dir, settings, kind, rec, fit, evaluation, progress) -> dict:
     return data
 
 
+def craft_pgd(rec: HybridRecognizer, waveforms: Sequence, targets: Sequence[str], eps: float, settings: Settings, *,
+              iterations: int | None = None, step_fraction: float | None = None, random_init: bool = False,
+              tick: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """The reproduction's PGD (its batches and seeds) on ``waveforms``: adversarial audio and max |δ| per item.
+
+    ``iterations`` and ``step_fraction`` (step = fraction · ε) default to the main setting.
+    """
+    iterations = settings.pgd_iterations if iterations is None else int(iterations)
+    step_fraction = settings.pgd_step_fraction if step_fraction is None else float(step_fraction)
+    stochastic = settings.pgd_single_draw and rec.kind != "fnn"
+    adversarial: list = [None] * len(waveforms)
+    max_delta = [0.0] * len(waveforms)
+    for b, index in enumerate(_batches(len(waveforms), settings.attack_batch, [len(w) for w in waveforms])):
+        batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
+        attack = PGD(rec, eps=eps, step_size=step_fraction * eps, iterations=iterations, stochastic=stochastic,
+                     random_init=random_init, seed=settings.seed * 100_000 + b)
+        progress = (lambda k, size=len(index): tick(k * size)) if tick else None
+        result = attack.run(batch, [targets[i] for i in index], progress=progress)
+        for k, i in enumerate(index):
+            adversarial[i] = result.adversarial.unbatch()[k]
+            max_delta[i] = result.max_abs_delta()[k]
+    return adversarial, max_delta
+
+
 def _attack(out_dir, settings, kind, rec, evaluation, targets, eps, n, progress, *, iterations=None,
             step_fraction=None, random_init: bool = False) -> dict:
     iterations = settings.pgd_iterations if iterations is None else int(iterations)
@@ -338,18 +367,9 @@ def _attack(out_dir, settings, kind, rec, evaluation, targets, eps, n, progress,
     t0 = time.perf_counter()
     step = step_fraction * eps
     stochastic = settings.pgd_single_draw and kind != "fnn"
-    adversarial: list[np.ndarray | None] = [None] * n
-    max_delta = [0.0] * n
     tick = progress.task(f"PGD {LABELS[kind]} eps={eps:.2f} it={iterations} step={step:.4f}", n * iterations)
-    lengths = [len(w) for w in evaluation.waveforms[:n]]
-    for b, index in enumerate(_batches(n, settings.attack_batch, lengths)):
-        batch = AudioBatch.from_waveforms([evaluation.waveforms[i] for i in index], rec.sample_rate)
-        attack = PGD(rec, eps=eps, step_size=step, iterations=iterations, stochastic=stochastic,
-                     random_init=random_init, seed=settings.seed * 100_000 + b)
-        result = attack.run(batch, [targets[i] for i in index], progress=lambda k: tick(k * len(index)))
-        for k, i in enumerate(index):
-            adversarial[i] = result.adversarial.unbatch()[k]
-            max_delta[i] = result.max_abs_delta()[k]
+    adversarial, max_delta = craft_pgd(rec, evaluation.waveforms[:n], targets, eps, settings, iterations=iterations,
+                                       step_fraction=step_fraction, random_init=random_init, tick=tick)
     evaluated = evaluate_audio(rec, adversarial, settings.draws[kind], settings.seed)
     originals = evaluation.transcripts[:n]
     data = {"key": key, "kind": kind, "eps": eps, "n": n, "step_size": step, "iterations": iterations,

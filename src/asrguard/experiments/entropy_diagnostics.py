@@ -1,4 +1,4 @@
-"""Why entropy detects PGD less well on our digits than in Däubener et al. (2020): two checks.
+"""Why entropy detects PGD less well on our digits than in Däubener et al. (2020): three checks.
 
 Uses the acoustic models of a finished ``asrguard reproduce daubener2020`` run (``RUN/models``),
 the same held-out fit and evaluation sets, targets and main PGD settings, and re-crafts the
@@ -37,7 +37,7 @@ import torch
 from ..asr.base import AudioBatch
 from ..asr.hybrid.recognizer import HybridRecognizer
 from ..asr.hybrid.train import word_accuracy
-from ..attacks.pgd import PGD, random_digit_targets
+from ..attacks.pgd import random_digit_targets
 from ..detect.gaussian import OneClassGaussian
 from ..fileio import atomic_write_text
 from ..uncertainty.measures import frame_entropy
@@ -82,20 +82,6 @@ def frame_entropies(rec: HybridRecognizer, waveforms, n_draws: int, seed: int) -
     return entropies, transcripts
 
 
-def craft(rec: HybridRecognizer, waveforms, targets, eps: float, settings) -> list[np.ndarray]:
-    """The reproduction's main PGD (same batches and seeds) on ``waveforms``."""
-    adversarial: list = [None] * len(waveforms)
-    for b, index in enumerate(reproduction._batches(len(waveforms), settings.attack_batch,
-                                                    [len(w) for w in waveforms])):
-        batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
-        attack = PGD(rec, eps=eps, step_size=settings.pgd_step_fraction * eps, iterations=settings.pgd_iterations,
-                     stochastic=settings.pgd_single_draw and rec.kind != "fnn", seed=settings.seed * 100_000 + b)
-        result = attack.run(batch, [targets[i] for i in index])
-        for k, i in enumerate(index):
-            adversarial[i] = result.adversarial.unbatch()[k]
-    return adversarial
-
-
 def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
         data_root: Path = reproduction.DEFAULT_DATA_ROOT, seed: int = 0) -> list[dict]:
     """Entropy AUROC per model, amplitude scale, ε and reduction; writes JSON and a markdown table.
@@ -119,7 +105,7 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
             benign = reduce_all(frame_entropies(rec, eval_w, n_draws, settings.seed)[0])
             for eps in eps_values:
                 t0 = time.perf_counter()
-                adversarial_audio = craft(rec, eval_w, targets, eps, settings)
+                adversarial_audio = reproduction.craft_pgd(rec, eval_w, targets, eps, settings)[0]
                 entropies, transcripts = frame_entropies(rec, adversarial_audio, n_draws, settings.seed)
                 adversarial = reduce_all(entropies)
                 peaks = np.array([np.abs(w).max() for w in eval_w])
@@ -152,16 +138,11 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
         >>> recipe_check("runs/daubener2020", "runs/entropy_recipes", [(1e-4, True)])[0]["benign_accuracy"]  # doctest: +SKIP
         0.979
     """
-    from ..asr.hybrid.train import TrainConfig, build_dev_set, build_training_set, train_recognizer
-    from ..asr.hybrid.train import tune_insertion_penalty
+    from ..asr.hybrid.train import train_recognizer, tune_insertion_penalty
 
     settings = reproduction.Settings.make(False, seed)
     data_root = Path(data_root)
-    tts_dir = Path(run_dir) / "cache" / "tts" if settings.use_tts else None
-    train = build_training_set(data_root, n_mixed=settings.n_mixed, n_speech_commands=settings.n_speech_commands,
-                               n_tts=settings.n_tts, augment_copies=settings.augment_copies, seed=settings.seed,
-                               tts_dir=tts_dir)
-    dev = build_dev_set(data_root, settings.n_dev, seed=settings.seed, tts_dir=tts_dir)
+    train, dev = reproduction.training_data(settings, data_root, run_dir)
     fit, evaluation = reproduction._test_sets(settings, data_root)
     targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
     rows = []
@@ -175,8 +156,8 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
         row = {"model": "fnn", "lr": lr, "cmn": cmn,
                "benign_accuracy": round(word_accuracy(evaluation.transcripts, benign["eval"]["transcripts"]), 3)}
         for eps in settings.table_eps:
-            attacked = reproduction.evaluate_audio(rec, craft(rec, evaluation.waveforms, targets, eps, settings), 1,
-                                                   settings.seed)
+            adversarial_audio = reproduction.craft_pgd(rec, evaluation.waveforms, targets, eps, settings)[0]
+            attacked = reproduction.evaluate_audio(rec, adversarial_audio, 1, settings.seed)
             detection = reproduction._detection(benign, {"n": len(evaluation), "scores": attacked["scores"]}, "fnn")
             row[f"eps={eps:g}"] = {"entropy_auroc": round(detection["entropy"]["auroc"], 3),
                                    "accuracy_vs_target": round(word_accuracy(targets, attacked["transcripts"]), 3)}

@@ -237,9 +237,9 @@ class FeatureCache:
         c = extractor.config
         checksum = (getattr(recognizer, "checksum", None) or "unsaved")[:12]
         settings = f"n{c.n}-p{c.p:g}-s{c.seed}-C{c.max_distance}"
-        scheme = getattr(recognizer, "realization_scheme", None)
+        scheme = recognizer.realization_scheme()
         if scheme is not None:  # features drawn another way are not reused
-            settings += "-" + scheme().replace("/", "-")
+            settings += "-" + scheme.replace("/", "-")
         self.folder = Path(root) / checksum / settings
         self.recognizer, self.extractor = recognizer, extractor
 

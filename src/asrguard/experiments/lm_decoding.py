@@ -64,6 +64,9 @@ class LMDecodingRecognizer(Recognizer):
     def realizations(self, audio, n, seed=0, *, p=None) -> Realizations:
         return self.base.realizations(audio, n, seed, p=p)
 
+    def realization_scheme(self, precision="auto"):
+        return self.base.realization_scheme(precision)
+
 
 def decode_attack_run(recognizer, run_dir: str | Path, lm_decoder: Callable) -> dict:
     """Greedy and LM transcripts of an attack run's successful examples, with counts.
