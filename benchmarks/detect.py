@@ -47,7 +47,7 @@ def synthetic_detector(recognizer, n: int, p: float) -> Detector:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="utterance length")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the project runs on 2 cores)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()

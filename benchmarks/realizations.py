@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="realisations I")
     parser.add_argument("--p", type=float, default=0.1, help="dropout rate")
     parser.add_argument("--seconds", type=float, default=2.0, help="utterance length")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 

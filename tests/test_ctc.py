@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from asrguard.asr.base import AudioBatch
-from asrguard.asr.ctc import CTCConfig, CTCRecognizer, dropout_keep_masks, greedy_decode, required_frames
+from asrguard.asr.ctc import (CTCConfig, CTCRecognizer, dropout_keep_masks, greedy_decode, realization_keep_masks,
+                              required_frames)
 from asrguard.errors import ConfigError, InvalidAudioError, ModelFileError
 from conftest import tone
 
@@ -75,6 +76,31 @@ def test_keep_masks_have_the_rate_and_depend_only_on_the_seed():
     for p, seed in ((1.0, 0), (0.9999999, 0), (0.1, -1)):
         with pytest.raises(ConfigError):
             dropout_keep_masks(shapes, p, seed=seed)
+
+
+def test_cached_realization_masks_are_prefixes_and_do_not_depend_on_the_cache(monkeypatch):
+    import asrguard.asr.ctc as ctc
+
+    monkeypatch.setattr(ctc, "_mask_cache", {})
+    widths = [16, 8]
+    fresh, keep = dropout_keep_masks([(37, 6, w) for w in widths], 0.2, seed=3)
+    # grow the cache in uneven steps (odd row sizes cross 64-bit words), then read back shorter and longer
+    for n_frames in (5, 6, 37, 11, 80):
+        cached, cached_keep = realization_keep_masks(n_frames, 6, widths, 0.2, seed=3)
+        expected, _ = dropout_keep_masks([(n_frames, 6, w) for w in widths], 0.2, seed=3)
+        assert cached_keep == keep
+        assert all(torch.equal(c, e) for c, e in zip(cached, expected))
+    assert all(torch.equal(f, c[:37]) for f, c in zip(fresh, cached))
+    odd, _ = realization_keep_masks(9, 3, [5], 0.2, seed=3)  # 15 draws a row: rows straddle words
+    assert torch.equal(odd[0], dropout_keep_masks([(9, 3, 5)], 0.2, seed=3)[0][0])
+    # past the byte cap nothing more is stored, and the answer is the same
+    monkeypatch.setattr(ctc, "_mask_cache", {})
+    monkeypatch.setattr(ctc, "MASK_CACHE_BYTES", 6 * 24 * 10)
+    big, _ = realization_keep_masks(50, 6, widths, 0.2, seed=3)
+    assert all(torch.equal(b, e) for b, e in zip(big, dropout_keep_masks([(50, 6, w) for w in widths], 0.2, seed=3)[0]))
+    assert sum(m.numel() for ms in ctc._mask_cache.values() for m in ms) <= ctc.MASK_CACHE_BYTES
+    with pytest.raises(ConfigError):
+        realization_keep_masks(5, 2, [4], 1.0, seed=0)
 
 
 def test_realizations_refuse_an_unknown_precision(recognizer):

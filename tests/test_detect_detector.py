@@ -80,14 +80,14 @@ def test_records_the_realization_scheme_and_warns_when_it_differs(setup, monkeyp
     root, recognizer, det, _ = setup
     monkeypatch.setattr(ctc, "native_bfloat16", lambda: True)
     saved = det.save(root / "bf16-detector")
-    assert json.loads((saved / DOCUMENT_NAME).read_text())["recognizer"]["realization_scheme"] == "pcg64-u16/bfloat16"
+    assert json.loads((saved / DOCUMENT_NAME).read_text())["recognizer"]["realization_scheme"] == "pcg64-rows-u16/bfloat16"
     with caplog.at_level("WARNING", logger="asrguard.detect.detector"):
         Detector.load(saved, recognizer)
     assert not caplog.records
     monkeypatch.setattr(ctc, "native_bfloat16", lambda: False)
     with caplog.at_level("WARNING", logger="asrguard.detect.detector"):
         again = Detector.load(saved, recognizer)
-    assert "pcg64-u16/bfloat16" in caplog.text and "pcg64-u16/float32" in caplog.text
+    assert "pcg64-rows-u16/bfloat16" in caplog.text and "pcg64-rows-u16/float32" in caplog.text
     assert again.threshold == det.threshold
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from asrguard.asr.ctc import CTCConfig, CTCRecognizer
+from asrguard.asr.ctc import CTCConfig, CTCRecognizer, training_dropout
 from asrguard.asr.train import (SpecAugment, TrainConfig, _load_optimizer, _save_checkpoint, add_noise,
                                 change_speed, make_batches)
 from asrguard.audio import snr_db
@@ -31,6 +31,30 @@ def test_spec_augment_masks_only_valid_frames():
     features = torch.ones(2, 50, 40)
     masked = SpecAugment(TrainConfig(time_mask_fraction=0.2))(features, torch.tensor([50, 20]))
     assert masked.shape == features.shape and masked.sum() < features.sum()
+    # time masks only: frames past each utterance's length are never touched, and no more
+    # frames are masked than time_masks * max width
+    config = TrainConfig(freq_masks=0, time_masks=2, time_mask_fraction=0.2)
+    for _ in range(20):
+        masked = SpecAugment(config)(features, torch.tensor([50, 20]))
+        masked_frames = (masked == 0).all(dim=-1)
+        assert not masked_frames[1, 20:].any()
+        assert int(masked_frames[0].sum()) <= 2 * 10 and int(masked_frames[1].sum()) <= 2 * 4
+
+
+def test_training_dropout_rate_scale_and_reproducibility():
+    x = torch.ones(200, 500)
+    torch.manual_seed(3)
+    first = training_dropout(x, 0.1)
+    torch.manual_seed(3)
+    assert torch.equal(first, training_dropout(x, 0.1))
+    assert abs(float((first == 0).float().mean()) - 0.1) < 0.005
+    assert abs(float(first.mean()) - 1.0) < 0.01  # inverted dropout keeps the expectation
+    # gradients pass through kept units only, scaled like the forward pass
+    leaf = torch.ones(50, 40, requires_grad=True)
+    torch.manual_seed(4)
+    out = training_dropout(leaf, 0.2)
+    out.sum().backward()
+    assert torch.equal(leaf.grad, out.detach())
 
 
 def test_checkpoint_roundtrip_restores_model_and_optimizer(tmp_path):
