@@ -69,4 +69,7 @@ def test_reproduce_refuses_unknown_paper_and_misplaced_fit_detector(tmp_path):
     misplaced = runner.invoke(app, ["reproduce", "daubener2020", "--out", str(tmp_path / "r"),
                                     "--fit-detector", str(tmp_path / "d")])
     assert misplaced.exit_code == 2 and "jayashankar2020 only" in misplaced.output
+    wrong_model = runner.invoke(app, ["reproduce", "daubener2020", "--out", str(tmp_path / "r"),
+                                      "--model", str(tmp_path / "m")])
+    assert wrong_model.exit_code == 2 and "jayashankar2020 only" in wrong_model.output
     assert not (tmp_path / "r").exists()  # refused before any work

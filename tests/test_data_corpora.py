@@ -15,6 +15,7 @@ from asrguard.data import (
     read_speech_commands,
     read_urbansound8k,
 )
+from asrguard.asr.recipes import urbansound_records
 from asrguard.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -75,6 +76,12 @@ def test_read_urbansound8k_subset_layout(tmp_path):
     assert [r.id for r in records] == ["urbansound8k:car_horn:100648-1-3-0", "urbansound8k:dog_bark:100652-3-0-2"]
     assert [r.speaker for r in records] == ["100648", "100652"]
     assert all(r.transcript == "" and r.source == "urbansound8k" for r in records)
+    # training may use folds 2 and 3 as non-speech; the US attack's carriers come from the others
+    subset = tmp_path.parent / f"{tmp_path.name}-root"
+    (subset).mkdir()
+    (subset / "urbansound8k_subset").symlink_to(tmp_path)
+    assert [r.id for r in urbansound_records(subset, "train")] == ["urbansound8k:dog_bark:100652-3-0-2"]
+    assert [r.id for r in urbansound_records(subset, "test")] == ["urbansound8k:car_horn:100648-1-3-0"]
 
 
 def test_read_urbansound8k_official_layout_skips_missing(tmp_path):

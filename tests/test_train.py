@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 
 from asrguard.asr.ctc import CTCConfig, CTCRecognizer, training_dropout
 from asrguard.asr.train import (SpecAugment, TrainConfig, _load_optimizer, _save_checkpoint, add_noise,
-                                change_speed, make_batches)
+                                change_speed, make_batches, noise_only_items)
 from asrguard.audio import snr_db
 from conftest import tone
 
@@ -74,3 +74,14 @@ def test_checkpoint_roundtrip_restores_model_and_optimizer(tmp_path):
         assert torch.equal(saved[key]["exp_avg"], restored[key]["exp_avg"])
         assert torch.equal(saved[key]["step"], restored[key]["step"])
     assert (tmp_path / "train_state.json").exists()
+
+
+def test_noise_only_items_are_quiet_crops_transcribed_as_nothing():
+    rng = np.random.default_rng(0)
+    bank = [rng.standard_normal(16000 * 4).astype(np.float32), rng.standard_normal(8000).astype(np.float32)]
+    items = noise_only_items(bank, 30, np.random.default_rng(1))
+    assert len(items) == 30 and all(i.transcript == "" for i in items)
+    assert all(0.5 * 16000 - 1 <= len(i.waveform) <= 3 * 16000 or len(i.waveform) == 8000 for i in items)
+    peaks_db = [20 * np.log10(np.max(np.abs(i.waveform))) for i in items]
+    assert min(peaks_db) >= -40.01 and max(peaks_db) <= -5.99
+    assert noise_only_items([], 5, np.random.default_rng(1)) == []

@@ -192,6 +192,8 @@ def reproduce(
         None, "--fit-detector", help="jayashankar2020 only: afterwards fit a detector from the run's features "
                                      "(model selection on validation sources) and save it here; this is how the "
                                      "shipped detector was made."),
+    model: Optional[Path] = typer.Option(None, help="jayashankar2020 only: CTC model folder to attack and "
+                                                    "defend (default: the shipped model)."),
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
     from .asr import recipes
@@ -204,15 +206,16 @@ def reproduce(
         from .experiments import jayashankar2020 as experiment
     else:
         raise typer.BadParameter(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
-    if fit_detector is not None and paper != "jayashankar2020":
-        raise typer.BadParameter("--fit-detector applies to jayashankar2020 only")
-    experiment.run(out_dir, quick=quick, data_root=root, seed=seed)
+    if (fit_detector is not None or model is not None) and paper != "jayashankar2020":
+        raise typer.BadParameter("--fit-detector and --model apply to jayashankar2020 only")
+    model_option = {"model": model} if model is not None else {}  # daubener2020 trains its own models
+    experiment.run(out_dir, quick=quick, data_root=root, seed=seed, **model_option)
     tables = Path(out_dir) / "tables.md"
     if tables.exists():
         out.print(tables.read_text(encoding="utf-8"), markup=False, highlight=False)
     out.print(f"results in {out_dir}")
     if fit_detector is not None:
-        summary = experiment.fit_default_detector(out_dir, fit_detector)
+        summary = experiment.fit_default_detector(out_dir, fit_detector, model=model)
         aurocs = ", ".join(f"{a} {m['auroc']:.3f}" for a, m in summary["test_at_calibrated_threshold"].items())
         out.print(f"saved a {summary['classifier']} detector to {fit_detector}; held-out AUROC: {aurocs}")
 

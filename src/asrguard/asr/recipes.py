@@ -23,6 +23,10 @@ from ..text import DIGIT_WORDS
 FSDD_TEST_SPEAKERS = ("theo",)
 SC_TEST_FRACTION = 0.2
 SPLIT_SEED = 0
+#: UrbanSound8K folds that training may use as non-speech (empty transcript). Every other fold is
+#: held out, and the US attack draws its carriers from those. Folds, not clips: the slices of one
+#: Freesound recording share a fold.
+URBANSOUND_TRAIN_FOLDS = ("fold2", "fold3")
 CORPORA = ("fsdd-digits", "fsdd-isolated", "speech-commands", "sc-digits")
 
 
@@ -66,6 +70,19 @@ def speech_commands_records(root: Path, split: str):
     records = read_speech_commands(_require(root, "speech_commands_v0.02_test"))
     records = split_by_speaker(records, test_fraction=SC_TEST_FRACTION, seed=SPLIT_SEED)
     return [r for r in records if r.split == split]
+
+
+def urbansound_records(root: Path, split: str):
+    """UrbanSound8K clips of the split: ``train`` = :data:`URBANSOUND_TRAIN_FOLDS`, ``test`` = the rest.
+
+    Reads ``root/urbansound8k_subset`` (the shared subset) or else ``root/urbansound8k``.
+    Clips whose folder names no fold are held out.
+    """
+    from ..data import read_urbansound8k
+
+    folder = root / "urbansound8k_subset"
+    records = read_urbansound8k(folder if folder.exists() else root / "urbansound8k")
+    return [r for r in records if (Path(r.path).parent.name in URBANSOUND_TRAIN_FOLDS) == (split == "train")]
 
 
 def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[LabelledAudio]:

@@ -41,6 +41,10 @@ class TrainConfig:
     n_connected_fsdd: int = 2500           # regenerated every epoch from a new seed
     n_connected_sc: int = 600
     speech_commands_repeats: int = 1       # word clips appear this many times per epoch (augmented anew)
+    # non-speech with an empty transcript, so the model learns to stay silent on noise instead of
+    # transcribing it (which also makes its dropout transcripts of noise vary, hurting detection)
+    urbansound_repeats: int = 0            # UrbanSound8K training-fold clips, this many times per epoch
+    n_noise_only: int = 0                  # crops of the background-noise bank per epoch
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1.5e-3
@@ -98,7 +102,24 @@ def assemble_static_training_set(config: TrainConfig, root: Path):
     sc = recipes.speech_commands_records(root, "train")
     items = (recipes.load_records(fsdd) + recipes.load_records(sc) * config.speech_commands_repeats
              + tts_items(config, root))
+    if config.urbansound_repeats:
+        items += recipes.load_records(recipes.urbansound_records(root, "train")) * config.urbansound_repeats
     return items, fsdd, sc
+
+
+def noise_only_items(noises: list[np.ndarray], n: int, rng: np.random.Generator,
+                     sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[recipes.LabelledAudio]:
+    """``n`` crops (0.5-3 s, gain -40 to -6 dB peak) of the noise bank, each transcribed as nothing."""
+    items = []
+    for k in range(n if noises else 0):
+        noise = noises[rng.integers(len(noises))]
+        length = min(len(noise), int(rng.uniform(0.5, 3.0) * sample_rate))
+        start = rng.integers(0, len(noise) - length + 1)
+        crop = noise[start:start + length]
+        peak = float(np.max(np.abs(crop))) or 1.0
+        crop = (crop * (10 ** (rng.uniform(-40.0, -6.0) / 20) / peak)).astype(np.float32)
+        items.append(recipes.LabelledAudio(f"noise-only:{k}", crop, "", "noise"))
+    return items
 
 
 def noise_bank(root: Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[np.ndarray]:
@@ -267,7 +288,8 @@ def train(config: TrainConfig, progress: bool = True) -> CTCRecognizer:
         torch.manual_seed(config.seed * 1000 + epoch)
         items = (static_items
                  + recipes.connected_digits(fsdd_train, config.n_connected_fsdd, seed=10_000 + epoch)
-                 + recipes.connected_digits(sc_train, config.n_connected_sc, seed=20_000 + epoch, max_digits=5))
+                 + recipes.connected_digits(sc_train, config.n_connected_sc, seed=20_000 + epoch, max_digits=5)
+                 + noise_only_items(noises, config.n_noise_only, np.random.default_rng([config.seed, epoch, 1])))
         batches = make_batches([len(i.waveform) for i in items], config.batch_size, rng)
         steps_per_epoch = steps_per_epoch or len(batches)
         total_steps = total_steps or steps_per_epoch * config.epochs
@@ -355,4 +377,5 @@ def _load_optimizer(optimizer, flat: dict) -> None:
     optimizer.load_state_dict(state_dict)
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "change_speed", "band_limit", "add_noise", "SpecAugment"]
+__all__ = ["TrainConfig", "train", "evaluate", "change_speed", "band_limit", "add_noise", "noise_only_items",
+           "SpecAugment"]

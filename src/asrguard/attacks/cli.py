@@ -94,13 +94,11 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
 
 
 def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None) -> list[Item]:
+    """``n`` carriers from the held-out UrbanSound8K folds (training may use the others as non-speech)."""
+    from ..asr.recipes import urbansound_records
     from ..audio import load_audio
-    from ..data import read_urbansound8k
 
-    folder = root / "urbansound8k_subset"
-    if not folder.exists():
-        folder = root / "urbansound8k"
-    records = read_urbansound8k(folder)
+    records = urbansound_records(root, "test")
     if max_seconds is not None:
         records = [r for r in records if r.duration <= max_seconds]
     rng = np.random.default_rng(seed)

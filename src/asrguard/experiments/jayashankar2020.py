@@ -486,7 +486,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
 
     results = {
         "experiment": NAME, "settings": settings.to_dict(), "data_root": str(root),
-        "model_checksum": recognizer.checksum, "attacks_dir": str(attacks_dir),
+        "model_checksum": recognizer.checksum, "model": str(model) if model is not None else "shipped",
+        "attacks_dir": str(attacks_dir),
         "split": {"n_sources": len(speech), "n_train_sources": len(train_sources),
                   "n_test_sources": len(test_sources), "n_urban": len(urban), "n_urban_train": len(us_train),
                   "n_urban_test": len(us_test), "test_fraction": settings.test_fraction,
@@ -578,13 +579,18 @@ def _breakdown(by_group: dict, columns, classifiers, group_label: str, title: st
     return lines + [""]
 
 
+def _model_label(model: str) -> str:
+    return "shipped" if model == "shipped" else f"`{model}`"
+
+
 def tables_markdown(results: dict) -> str:
     """The paper's Tables 1 and 2 beside ours (``ours / paper``), TPR at low FPR and the attacks."""
     columns = [c[0] for c in COLUMNS]
     cells = results["cells"]
     lines = [f"# Jayashankar et al. (2020) reproduction ({'quick' if results['settings']['quick'] else 'full'} run)",
              "",
-             f"Our setup: shipped CTC model (sha256 {str(results.get('model_checksum'))[:12]}…), "
+             f"Our setup: {_model_label(results.get('model', 'shipped'))} CTC model "
+             f"(sha256 {str(results.get('model_checksum'))[:12]}…), "
              f"{results['split']['n_sources']} held-out speech sources "
              f"({', '.join(results['settings']['corpora'])}), {results['split']['n_urban']} UrbanSound clips, "
              f"I = {results['settings']['n_realizations']} realisations; sources split 70/30 "
@@ -663,8 +669,10 @@ def _calibration_items(settings: Settings, root: Path, sample_rate: int, exclude
 def fit_default_detector(run_dir, detector_dir, *,
                          candidates: Sequence[str] = ("char-svm4", "combined", "all-svm"),
                          target_fpr: float = 0.05, validation_fraction: float = 0.3,
-                         extra_calibration: int = 300, progress: bool = False) -> dict:
+                         extra_calibration: int = 300, progress: bool = False, model=None) -> dict:
     """Fit the shipped detector from the cached features of a finished full :func:`run`.
+
+    ``model``: the CTC model folder the run attacked (default: the shipped model).
 
     Model selection: the run's *training* sources are split again (70/30 by source); each
     candidate is fitted on DR examples of the first part and scored on the validation part
@@ -684,9 +692,10 @@ def fit_default_detector(run_dir, detector_dir, *,
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     settings = Settings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in results["settings"].items()})
-    recognizer = CTCRecognizer.load()
+    recognizer = CTCRecognizer.load(model)
     if recognizer.checksum != results["model_checksum"]:
-        raise ConfigError("the run in run_dir was made with another model; rerun it with the shipped model")
+        raise ConfigError(f"the run in {run_dir} attacked another model than {model or 'the shipped one'}; "
+                          "pass the model it was made with")
     speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, Path(results["data_root"]),
                         recognizer.sample_rate)
     ids = [i.id for i in speech]
