@@ -14,9 +14,10 @@ drawn from a seeded generator so that realisations are reproducible.
 
 :meth:`CTCRecognizer.realizations` has its own gradient-free pass for the detector: the
 first dense layer runs once, the 1/(1-p) rescaling is folded into the weights that follow
-each dropout, masks come from a fast seeded bit stream (:func:`dropout_keep_masks`), and on
-CPUs with native bfloat16 the mask-dependent layers run in bfloat16 (about 1.9x faster here;
-the rounding is far below the dropout noise being measured). ``precision="float32"`` opts out.
+each dropout, masks come from fast seeded bit streams, cached across calls and lengths
+(:func:`realization_keep_masks`), and on CPUs with native bfloat16 the mask-dependent layers
+run in bfloat16 (about 1.9x faster here; the rounding is far below the dropout noise being
+measured). ``precision="float32"`` opts out.
 """
 
 from __future__ import annotations
