@@ -228,15 +228,16 @@ def dropout_keep_masks(shapes: Sequence[tuple[int, ...]], p: float, seed: int) -
         >>> masks[0].shape, masks[0].dtype, keep
         (torch.Size([2, 3]), torch.bool, 0.5)
     """
-    threshold = _mask_threshold(p, seed)
+    threshold, keep_probability = _mask_threshold(p, seed)
     masks = []
     for index, shape in enumerate(shapes):
         row_size = int(np.prod(shape[1:]))
         masks.append(torch.from_numpy(_keep_rows(seed, index, row_size, 0, shape[0], threshold)).view(shape))
-    return masks, 1.0 - threshold / MASK_RESOLUTION
+    return masks, keep_probability
 
 
-def _mask_threshold(p: float, seed: int) -> int:
+def _mask_threshold(p: float, seed: int) -> tuple[int, float]:
+    """The 16-bit draw below which a unit is dropped, and the exact keep probability it gives."""
     if not 0.0 <= p < 1.0:
         raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
     if seed < 0:
@@ -244,7 +245,7 @@ def _mask_threshold(p: float, seed: int) -> int:
     threshold = int(round(p * MASK_RESOLUTION))
     if threshold >= MASK_RESOLUTION:
         raise ConfigError(f"dropout rate {p} is too close to 1 for masks of 16-bit resolution")
-    return threshold
+    return threshold, 1.0 - threshold / MASK_RESOLUTION
 
 
 def _keep_rows(seed: int, stream: int, row_size: int, start: int, stop: int, threshold: int) -> np.ndarray:
@@ -276,8 +277,7 @@ def realization_keep_masks(n_frames: int, n: int, widths: Sequence[int], p: floa
         >>> torch.equal(short[0], long[0][:10])
         True
     """
-    threshold = _mask_threshold(p, seed)
-    keep_probability = 1.0 - threshold / MASK_RESOLUTION
+    threshold, keep_probability = _mask_threshold(p, seed)
     key = (seed, threshold, n, tuple(widths))
     with _mask_cache_lock:
         cached = _mask_cache.pop(key, None)  # re-inserted below: the dict's order is the LRU order

@@ -103,12 +103,12 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
             eval_w = [w * scale for w in evaluation.waveforms]
             fit_scores = reduce_all(frame_entropies(rec, fit_w, n_draws, settings.seed)[0])
             benign = reduce_all(frame_entropies(rec, eval_w, n_draws, settings.seed)[0])
+            peaks = np.array([np.abs(w).max() for w in eval_w])
             for eps in eps_values:
                 t0 = time.perf_counter()
                 adversarial_audio = reproduction.craft_pgd(rec, eval_w, targets, eps, settings)[0]
                 entropies, transcripts = frame_entropies(rec, adversarial_audio, n_draws, settings.seed)
                 adversarial = reduce_all(entropies)
-                peaks = np.array([np.abs(w).max() for w in eval_w])
                 row = {"model": kind, "scale": scale, "eps": eps,
                        "median_eps_relative_to_peak_db": round(float(np.median(20 * np.log10(eps / peaks))), 1),
                        "accuracy_vs_target": round(word_accuracy(targets, transcripts), 3),
