@@ -240,13 +240,17 @@ def serve(
     detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port."),
+    mask_seed: Optional[str] = typer.Option(
+        None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
+        help="Seed of the dropout masks: an integer, or 'random' for a secret one drawn at start-up "
+             "(recommended: an attacker who knows the seed knows every mask)."),
 ):
     """Serve the detector over HTTP: POST /v1/detect with an audio file; GET /healthz."""
     import uvicorn
 
     from .service.app import create_app
 
-    uvicorn.run(create_app(detector), host=host, port=port)
+    uvicorn.run(create_app(detector, mask_seed=mask_seed), host=host, port=port)
 
 
 @app.command("make-example")

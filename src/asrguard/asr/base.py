@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..audio import validate_waveform
-from ..errors import InvalidAudioError
+from ..errors import ConfigError, InvalidAudioError
 
 
 @dataclass
@@ -110,6 +110,13 @@ class Recognizer(abc.ABC):
     @abc.abstractmethod
     def realizations(self, audio, n: int, seed: int = 0, *, p: float | None = None) -> Realizations:
         """``n`` stochastic transcripts and posteriors of one waveform, reproducible from ``seed``."""
+
+    def realization_log_probs(self, waveform: torch.Tensor, n: int, seed: int = 0, *, p: float = 0.1,
+                              indices: Sequence[int] | None = None) -> tuple[torch.Tensor, int]:
+        """Differentiable log-posteriors ``(n, T, C)`` (and the frame count) of exactly the
+        realisations :meth:`realizations` draws; ``indices`` keeps a subset. Optional: adaptive
+        attacks that know a detector's seed need it."""
+        raise ConfigError(f"{type(self).__name__} cannot differentiate through its seeded realisations")
 
     def realization_scheme(self, precision: str = "auto") -> str | None:
         """How :meth:`realizations` draws, recorded by feature caches and saved detectors; None if unnamed."""

@@ -149,7 +149,6 @@ class DeepSpeechCTC(nn.Module):
         features, lengths = self.features(waveforms, sample_lengths)
         return self.rest(self.first_layer(features), lengths), lengths
 
-    @torch.no_grad()
     def rest_realizations(self, shared: torch.Tensor, kept: Sequence[torch.Tensor], keep_probability: float,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``rest`` for many dropout realisations of one utterance ``(1, T', D)``: ``(n, T', C)``.
@@ -157,7 +156,9 @@ class DeepSpeechCTC(nn.Module):
         ``kept`` are boolean masks, True where a unit is kept, one per dropout in order
         (:meth:`dropout_widths`), each time-major ``(T', n, width)``. Dividing by the keep
         probability is folded into the weights of the layer after each dropout, so a mask costs
-        one multiplication; the layers run in ``dtype``.
+        one multiplication; the layers run in ``dtype``. Differentiable with respect to
+        ``shared`` when gradients are on (adaptive attacks need that); call it under
+        ``torch.no_grad()`` otherwise.
         """
         c = self.config
         w = self._realization_weights(keep_probability, dtype)
@@ -181,7 +182,8 @@ class DeepSpeechCTC(nn.Module):
         hidden.view(-1, hidden.shape[-1]).addmm_(backward.reshape(-1, c.lstm_size), weight[c.lstm_size:])
         hidden = hidden.add_(bias).clamp_(0.0, c.relu_clip).mul_(kept[-1])
         logits = torch.matmul(hidden, w["output"][0]).add_(w["output"][1])
-        return F.log_softmax(logits.float(), dim=-1).transpose(0, 1).contiguous()
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bfloat16 -> float32, float64 stays
+        return F.log_softmax(logits, dim=-1).transpose(0, 1).contiguous()
 
     def _realization_weights(self, keep_probability: float, dtype: torch.dtype) -> dict:
         """Weights cast to ``dtype`` with 1/keep folded in where a dropout precedes; cached until any weight changes."""
@@ -462,18 +464,38 @@ class CTCRecognizer(Recognizer):
         """
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
-        dtype = self._realization_dtype(precision)
         p = self.config.dropout if p is None else float(p)
-        device = self.model.feature_std.device
-        waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate)).to(device)
+        waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
         with torch.no_grad():
-            features, lengths = self.model.features(waveform[None], torch.tensor([len(waveform)], device=device))
-            shared = self.model.first_layer(features)
-            n_frames = shared.shape[1]
-            kept, keep = realization_keep_masks(n_frames, n, self.model.dropout_widths(), p, seed)
-            log_probs = self.model.rest_realizations(shared, kept, keep, dtype)
-        transcripts = greedy_decode(log_probs, lengths.expand(n))
-        return Realizations(transcripts, log_probs, int(lengths[0]), p, seed)
+            log_probs, length = self.realization_log_probs(waveform, n, seed, p=p, precision=precision)
+        transcripts = greedy_decode(log_probs, torch.tensor([length]).expand(n))
+        return Realizations(transcripts, log_probs, length, p, seed)
+
+    def realization_log_probs(self, waveform: torch.Tensor, n: int = 50, seed: int = 0, *, p: float = 0.1,
+                              precision: str = "auto", indices: Sequence[int] | None = None
+                              ) -> tuple[torch.Tensor, int]:
+        """Log-posteriors ``(n, T', C)`` and frame count of the realisations :meth:`realizations` draws.
+
+        The same masks as :meth:`realizations` with the same ``n``, ``seed`` and ``p``, and
+        differentiable with respect to ``waveform`` (a 1-D tensor at :attr:`sample_rate`) when
+        gradients are on: an attacker who knows a detector's seed can optimise against exactly
+        its realisations (:class:`asrguard.attacks.adaptive.KnownMaskAttack`). ``indices``
+        keeps only those realisations (a subset of the ``n``), for cheaper steps.
+        """
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        dtype = self._realization_dtype(precision)
+        device = self.model.feature_std.device
+        waveform = waveform.to(device)
+        features, lengths = self.model.features(waveform[None], torch.tensor([waveform.shape[-1]], device=device))
+        shared = self.model.first_layer(features)
+        kept, keep = realization_keep_masks(shared.shape[1], n, self.model.dropout_widths(), p, seed)
+        if indices is not None:
+            index = torch.as_tensor(list(indices), dtype=torch.long)
+            if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
+                raise ConfigError(f"indices must name realisations in 0..{n - 1}")
+            kept = [k.index_select(1, index) for k in kept]
+        return self.model.rest_realizations(shared, kept, keep, dtype), int(lengths[0])
 
     def realization_scheme(self, precision: str = "auto") -> str:
         """How :meth:`realizations` draws here, e.g. ``"pcg64-rows-u16/bfloat16"``.

@@ -13,7 +13,7 @@ import typer
 
 from ..errors import ConfigError, DataError
 
-ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal")
+ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask")
 SPEECH_CORPORA = ("fsdd-digits", "speech-commands", "sc-digits", "fsdd-isolated")
 URBAN = "urbansound8k"
 DEFAULT_CORPUS = {"us": URBAN}
@@ -29,12 +29,13 @@ class Item:
 
 def make_attack(name: str, recognizer, overrides: dict | None = None):
     """An attack by CLI name with config fields overridden from ``overrides``."""
+    from .adaptive import KnownMaskAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
     from .imperceptible import ImperceptibleAttack
     from .universal import UniversalAttack
 
     classes = {"cw": CWAttack, "dr": DRAttack, "nrr": NRRAttack, "ia": ImperceptibleAttack, "us": USAttack,
-               "universal": UniversalAttack}
+               "universal": UniversalAttack, "known-mask": KnownMaskAttack}
     if name not in classes:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     cls = classes[name]
@@ -127,7 +128,8 @@ def register(app: typer.Typer) -> None:
     @app.command("attack")
     @friendly_errors
     def attack_command(
-        attack: str = typer.Option(..., "--attack", help="cw | dr | nrr | ia | us | universal"),
+        attack: str = typer.Option(..., "--attack", help="cw | dr | nrr | ia | us | universal | known-mask "
+                                                          "(adaptive: knows the detector's dropout seed)"),
         out: Path = typer.Option(..., "--out", help="Output folder (re-running resumes it)."),
         corpus: Optional[str] = typer.Option(
             None, help="Comma-separated held-out sets: fsdd-digits, speech-commands, sc-digits, fsdd-isolated, "

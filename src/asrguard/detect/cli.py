@@ -66,13 +66,17 @@ def register(app: typer.Typer) -> None:
         detector: Optional[Path] = typer.Option(None, "--detector", help="Detector folder (default: the shipped one)."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
+        mask_seed: Optional[str] = typer.Option(
+            None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
+            help="Seed of the dropout masks instead of the detector's: an integer, or 'random' for a secret one. "
+                 "Deployments should not use the published default."),
     ):
         """Say whether each file is adversarial, with the dropout transcripts as evidence."""
         from rich.console import Console
 
         from ..defaults import load_detector
 
-        det = load_detector(detector, model)
+        det = load_detector(detector, model).set_mask_seed(mask_seed)
         console = Console()
         for path in files:
             result = det.explain(path)

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Mapping
 
@@ -96,6 +97,7 @@ class Detector:
         self.target_fpr = float(target_fpr)
         self.threshold: float | None = None
         self.metadata: dict = {}
+        self.mask_seed_is_secret = False
 
     def __repr__(self) -> str:
         return (f"Detector({self.classifier.name}, {self.feature_extractor!r}, "
@@ -131,6 +133,36 @@ class Detector:
             feats.append(item if isinstance(item, UncertaintyFeatures)
                          else self.features(item, name=f"{what}[{i}]"))
         return FeatureTable.stack(feats)
+
+    def set_mask_seed(self, seed: int | str | None) -> "Detector":
+        """Draw the dropout masks from another seed; ``"random"`` draws a secret one. Returns ``self``.
+
+        An attacker who knows the seed knows all I masks and can optimise against exactly those
+        realisations. A deployment should therefore use a seed of its own, kept secret: the
+        classifier and threshold carry over, because realisations from any seed are alike in
+        distribution (``python -m asrguard.experiments.mask_seeds`` measures how alike). A
+        secret seed is never reported by :meth:`explain`; ``None`` keeps the current one.
+
+        Example:
+            >>> det.set_mask_seed("random").explain("x.wav")["seed"]   # doctest: +SKIP
+            'secret'
+        """
+        if seed is None:
+            return self
+        secret = isinstance(seed, str) and seed.strip().lower() == "random"
+        if secret:
+            value = secrets.randbits(63)
+        else:
+            try:
+                value = int(seed)
+            except (TypeError, ValueError):
+                raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}") from None
+            if value < 0:
+                raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}")
+        c = self.feature_extractor.config
+        self.feature_extractor = FeatureExtractor(n=c.n, p=c.p, seed=value, max_distance=c.max_distance)
+        self.mask_seed_is_secret = secret
+        return self
 
     # --- fitting ---------------------------------------------------------------------
     def fit(self, benign, adversarial=None, *, calibration=None) -> "Detector":
@@ -213,7 +245,7 @@ class Detector:
             "threshold": float(self.threshold),
             "target_fpr": self.target_fpr,
             "classifier": self.classifier.name,
-            "realizations": c.n, "p": c.p, "seed": c.seed,
+            "realizations": c.n, "p": c.p, "seed": "secret" if self.mask_seed_is_secret else c.seed,
             "medoid": features.medoid,
             "distinct": [{"transcript": t, "count": int(n)} for t, n in features.distinct()],
             "histogram": [int(v) for v in features.char_hist],

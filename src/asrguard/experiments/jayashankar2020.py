@@ -666,6 +666,30 @@ def _calibration_items(settings: Settings, root: Path, sample_rate: int, exclude
     return chosen[:n]
 
 
+def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list, list[str], set[str]]:
+    """A finished :func:`run`'s results, settings, speech sources, training ids and test sources.
+
+    Raises :class:`ConfigError` when ``recognizer`` is not the model the run attacked.
+    """
+    from ..attacks.cli import load_items
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise ConfigError(f"{run_dir}: no results.json; run `asrguard reproduce jayashankar2020 --out {run_dir}` first")
+    results = json.loads((run_dir / "results.json").read_text())
+    settings = Settings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in results["settings"].items()})
+    if recognizer.checksum != results["model_checksum"]:
+        raise ConfigError(f"the run in {run_dir} attacked another model than {model or 'the shipped one'}; "
+                          "pass the model it was made with")
+    speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, Path(results["data_root"]),
+                        recognizer.sample_rate)
+    ids = [i.id for i in speech]
+    train_mask, test_mask = split_by_source(ids, settings.test_fraction, settings.seed)
+    train_ids = [s for s, m in zip(ids, train_mask) if m]
+    test_sources = {s for s, m in zip(ids, test_mask) if m}
+    return results, settings, speech, train_ids, test_sources
+
+
 def fit_default_detector(run_dir, detector_dir, *,
                          candidates: Sequence[str] = ("char-svm4", "combined", "all-svm"),
                          target_fpr: float = 0.05, validation_fraction: float = 0.3,
@@ -684,24 +708,14 @@ def fit_default_detector(run_dir, detector_dir, *,
     steps saw.
     """
     from ..asr.ctc import CTCRecognizer
-    from ..attacks.cli import load_items
     from ..data import read_jsonl
     from ..detect.classifiers import make_classifier
     from ..detect.detector import Detector
 
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    settings = Settings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in results["settings"].items()})
     recognizer = CTCRecognizer.load(model)
-    if recognizer.checksum != results["model_checksum"]:
-        raise ConfigError(f"the run in {run_dir} attacked another model than {model or 'the shipped one'}; "
-                          "pass the model it was made with")
-    speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, Path(results["data_root"]),
-                        recognizer.sample_rate)
+    results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)
     ids = [i.id for i in speech]
-    train_mask, test_mask = split_by_source(ids, settings.test_fraction, settings.seed)
-    train_ids = [s for s, m in zip(ids, train_mask) if m]
-    test_sources = {s for s, m in zip(ids, test_mask) if m}
     fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
     fit_sources = {s for s, m in zip(train_ids, fit_mask) if m}
     val_sources = {s for s, m in zip(train_ids, val_mask) if m}
@@ -767,4 +781,4 @@ def fit_default_detector(run_dir, detector_dir, *,
     return _clean(summary)
 
 
-__all__ = ["COLUMNS", "NAME", "PAPER", "Settings", "fit_default_detector", "run", "tables_markdown"]
+__all__ = ["COLUMNS", "NAME", "PAPER", "Settings", "finished_run", "fit_default_detector", "run", "tables_markdown"]

@@ -73,13 +73,17 @@ def decode_upload(data: bytes, filename: str, sample_rate: int, *, max_seconds: 
 
 
 def create_app(detector_path: str | os.PathLike | None = None, *, model: str | os.PathLike | None = None,
-               detector=None, max_bytes: int = MAX_BYTES, max_seconds: float = MAX_SECONDS):
+               detector=None, max_bytes: int = MAX_BYTES, max_seconds: float = MAX_SECONDS,
+               mask_seed: int | str | None = None):
     """The FastAPI app. ``detector`` (a loaded :class:`~asrguard.detect.detector.Detector`)
-    overrides ``detector_path``/``model``; by default the shipped detector and model are used."""
+    overrides ``detector_path``/``model``; by default the shipped detector and model are used.
+    ``mask_seed`` (an integer or ``"random"``) replaces the detector's dropout seed
+    (:meth:`~asrguard.detect.detector.Detector.set_mask_seed`); a random one is never reported."""
     if detector is None:
         from ..defaults import load_detector
 
         detector = load_detector(detector_path, model)
+    detector.set_mask_seed(mask_seed)
     lock = threading.Lock()  # the recogniser's dropout state is per instance: one request at a time
     app = FastAPI(title="asrguard", description="Detect adversarial audio from a recogniser's dropout uncertainty.",
                   version=_version())
@@ -100,6 +104,7 @@ def create_app(detector_path: str | os.PathLike | None = None, *, model: str | o
     def healthz():
         c = detector.feature_extractor.config
         return {"status": "ok", "classifier": detector.classifier.name, "realizations": c.n, "p": c.p,
+                "mask_seed": "secret" if detector.mask_seed_is_secret else c.seed,
                 "threshold": detector.threshold, "target_fpr": detector.target_fpr,
                 "sample_rate": detector.recognizer.sample_rate, "max_bytes": max_bytes, "max_seconds": max_seconds}
 

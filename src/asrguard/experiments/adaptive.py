@@ -1,0 +1,192 @@
+"""An attacker who knows the detector's seed, against a detector whose seed is known or secret.
+
+:class:`~asrguard.attacks.adaptive.KnownMaskAttack` crafts examples whose I seeded dropout
+realisations (the shipped detector's: seed 0, I = 50, p = 0.1) all transcribe as the target.
+This runs it on the held-out test sources of a finished Jayashankar reproduction, toward the
+same targets as that run's CW examples, and scores both sets with the detector
+
+* under the seed the attacker knew (the published one), and
+* under seeds the attacker did not know (what ``--mask-seed random`` gives a deployment),
+
+at the detector's own threshold. Benign test sources give the false-positive rate under
+each seed. The attack run is resumable (``--out``); rerunning only re-scores.
+
+    python -m asrguard.experiments.adaptive --run runs/jayashankar2020 --out runs/adaptive --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..fileio import atomic_write_text
+
+#: Seeds the attacker did not know.
+SECRET_SEEDS = (101, 202, 303, 404, 505)
+
+
+class RunTargets:
+    """Target sampler that reuses another attack run's target for each item id."""
+
+    def __init__(self, targets: dict[str, str]):
+        self.targets = dict(targets)
+
+    def choose(self, item_id: str, available_frames: int, exclude: str = "") -> str | None:
+        return self.targets.get(item_id)
+
+
+def summarise(sweep: dict, known_seed: int) -> dict:
+    """Per-attack rates under the known seed, and their mean / min / max over the secret seeds.
+
+    ``sweep`` is :func:`asrguard.experiments.mask_seeds.seed_sweep`'s output.
+
+    Example:
+        >>> summarise(seed_sweep(det, benign, {"cw": adv}, seeds=(0, 7)), 0)["at_secret_seeds"]["cw"]  # doctest: +SKIP
+    """
+    per_seed = sweep["per_seed"]
+    secret = [s for s in per_seed if s != known_seed]
+    out: dict = {"at_known_seed": per_seed[known_seed], "at_secret_seeds": {}}
+    for attack in per_seed[known_seed]:
+        out["at_secret_seeds"][attack] = {
+            metric: {"mean": float(np.mean([per_seed[s][attack][metric] for s in secret])),
+                     "min": float(np.min([per_seed[s][attack][metric] for s in secret])),
+                     "max": float(np.max([per_seed[s][attack][metric] for s in secret]))}
+            for metric in ("auroc", "true_positive_rate", "false_positive_rate")} if secret else {}
+    return out
+
+
+def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequence[int] = SECRET_SEEDS,
+        limit: int | None = None, batch_size: int = 8, progress: bool = True, overrides: dict | None = None) -> dict:
+    """Attack the run's test sources with known masks, then score at the known and secret seeds.
+
+    ``overrides``: :class:`~asrguard.attacks.adaptive.KnownMaskConfig` fields (as strings, like
+    ``asrguard attack --set``), e.g. ``{"tau_db": "20"}``. Writes ``adaptive.json`` and
+    ``adaptive.md`` into ``out_dir``.
+    """
+    from ..attacks.cli import make_attack
+    from ..attacks.runner import report, run_attack
+    from ..audio import load_audio
+    from ..data import read_jsonl
+    from ..defaults import load_detector
+    from .jayashankar2020 import finished_run
+    from .mask_seeds import seed_sweep
+
+    detector = load_detector(detector_dir, model)
+    recognizer = detector.recognizer
+    results, _, speech, _, test_sources = finished_run(run_dir, recognizer, model)
+    c = detector.feature_extractor.config
+    if c.seed in secret_seeds:
+        raise ConfigError(f"the secret seeds must differ from the detector's own seed {c.seed}")
+    cw_folder = Path(results["attacks"]["cw"]["folder"])
+    cw_rows = {r["id"]: r for r in read_jsonl(cw_folder / "manifest.jsonl", allow_partial_tail=True)
+               if r.get("id") in test_sources and r.get("target")}
+    items = [item for item in speech if item.id in cw_rows][:limit]
+    if not items:
+        raise ConfigError(f"{run_dir}: no CW examples of test sources to take targets from")
+
+    attack = make_attack("known-mask", recognizer, {"mask_seed": c.seed, "n_realizations": c.n, "p": c.p,
+                                                    **(overrides or {})})
+    config = attack.config
+    out_dir = Path(out_dir)
+    attack_dir = out_dir / f"known-mask-{attack.config_hash}"
+    run_attack(attack, items, attack_dir, sampler=RunTargets({i: r["target"] for i, r in cw_rows.items()}),
+               batch_size=batch_size, progress=progress,
+               meta={"run": str(run_dir), "detector": str(detector_dir or "shipped")})
+    rate = recognizer.sample_rate
+    ids = {item.id for item in items}
+    adaptive_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
+                     if r.get("success") and r.get("id") in ids]
+    sets = {
+        "benign": [item.waveform for item in items],
+        "known_mask": [load_audio(attack_dir / r["audio"], rate)[0] for r in adaptive_rows],
+        "cw": [load_audio(cw_folder / cw_rows[i]["audio"], rate)[0] for i in sorted(ids)
+               if cw_rows[i].get("success") and cw_rows[i].get("audio")],
+    }
+    fractions = [float(r.get("known_mask_target_fraction", 0.0)) for r in adaptive_rows]
+    if not sets["known_mask"]:
+        raise ConfigError(f"{attack_dir}: the attack succeeded on no source; nothing to score")
+    sweep = seed_sweep(detector, sets.pop("benign"), sets, seeds=[c.seed, *secret_seeds])
+    summary = {
+        "experiment": "known-mask adaptive attack", "run": str(run_dir), "attack_dir": str(attack_dir),
+        "detector": str(detector_dir or "shipped"), "classifier": detector.classifier.name,
+        "threshold": float(detector.threshold), "known_seed": c.seed, "secret_seeds": list(map(int, secret_seeds)),
+        "n_sources": len(items), "n_known_mask": len(sets["known_mask"]), "n_cw": len(sets["cw"]),
+        "attack": report(attack_dir), "attack_config": attack.config_dict(),
+        "known_realizations_on_target": {"mean": float(np.mean(fractions)), "median": float(np.median(fractions)),
+                                         "share_reaching_required": float(np.mean(
+                                             [f >= config.required_fraction for f in fractions]))},
+        **summarise(sweep, c.seed), "per_seed": {str(s): v for s, v in sweep["per_seed"].items()},
+    }
+    atomic_write_text(out_dir / "adaptive.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "adaptive.md", markdown(summary))
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    """The summary as a table: detection at the threshold, seed known vs secret."""
+    known, secret = summary["at_known_seed"], summary["at_secret_seeds"]
+
+    def show(metric: str, value: float) -> str:
+        return f"{value:.3f}" if metric == "auroc" else f"{100 * value:.1f} %"
+
+    lines = [f"Detector {summary['classifier']} (threshold {summary['threshold']:+.3f}) on {summary['n_sources']} "
+             f"held-out test sources; the attacker knows seed {summary['known_seed']}. Secret seeds "
+             f"{', '.join(map(str, summary['secret_seeds']))}: mean (min-max).", "",
+             "| | seed known to the attacker | secret seed |", "|---|---|---|"]
+    rows = [("known_mask", "true_positive_rate", f"known-mask examples detected (n = {summary['n_known_mask']})"),
+            ("cw", "true_positive_rate", f"CW examples detected (n = {summary['n_cw']})"),
+            ("known_mask", "auroc", "AUROC, known-mask vs benign"),
+            ("cw", "auroc", "AUROC, CW vs benign"),
+            ("cw", "false_positive_rate", "benign flagged")]
+    for attack, metric, label in rows:
+        cell = secret.get(attack, {}).get(metric)
+        right = (f"{show(metric, cell['mean'])} ({show(metric, cell['min'])}-{show(metric, cell['max'])})"
+                 if cell else "-")
+        lines.append(f"| {label} | {show(metric, known[attack][metric])} | {right} |")
+    a, on_target = summary["attack"], summary["known_realizations_on_target"]
+    lines += ["", f"Attack: {a['n_success']}/{a['n']} reach the target without dropout, mean dB_x(δ) "
+              f"{a['mean_db_x_delta']:.1f}, {a['seconds_per_success']:.1f} s per success. Of the detector's "
+              f"{summary['attack_config']['n_realizations']} realisations (known seed), {100 * on_target['mean']:.0f} % "
+              f"(median {100 * on_target['median']:.0f} %) transcribe as the target; "
+              f"{100 * on_target['share_reaching_required']:.0f} % of the examples reach the attack's "
+              f"goal of {100 * summary['attack_config']['required_fraction']:.0f} %."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .mask_seeds import add_run_arguments, parse_seeds
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/adaptive"), help="output folder (resumable)")
+    parser.add_argument("--secret-seeds", default=",".join(map(str, SECRET_SEEDS)),
+                        help="comma-separated seeds the attacker does not know")
+    parser.add_argument("--limit", type=int, default=None, help="attack only the first N test sources")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a KnownMaskConfig field (repeatable), e.g. --set masks_per_step=25")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    seeds = parse_seeds(parser, args.secret_seeds, "--secret-seeds")
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    summary = run(args.run, args.out, detector_dir=args.detector, model=args.model, secret_seeds=seeds,
+                  limit=args.limit, batch_size=args.batch_size, progress=not args.json, overrides=overrides)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
