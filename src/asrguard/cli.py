@@ -242,8 +242,8 @@ def serve(
     port: int = typer.Option(8000, help="Port."),
     mask_seed: Optional[str] = typer.Option(
         None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
-        help="Seed of the dropout masks: an integer, or 'random' for a secret one drawn at start-up "
-             "(recommended: an attacker who knows the seed knows every mask)."),
+        help="Seed of the dropout masks: an integer, or 'random' for a secret one drawn at start-up. The "
+             "shipped seed is public; a secret one costs no accuracy but does not stop dropout-robust attacks."),
 ):
     """Serve the detector over HTTP: POST /v1/detect with an audio file; GET /healthz."""
     import uvicorn

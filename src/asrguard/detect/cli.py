@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
         mask_seed: Optional[str] = typer.Option(
             None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
-            help="Seed of the dropout masks instead of the detector's: an integer, or 'random' for a secret one. "
-                 "Deployments should not use the published default."),
+            help="Seed of the dropout masks instead of the detector's: an integer, or 'random' for a secret "
+                 "one (never printed)."),
     ):
         """Say whether each file is adversarial, with the dropout transcripts as evidence."""
         from rich.console import Console

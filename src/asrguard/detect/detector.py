@@ -137,11 +137,14 @@ class Detector:
     def set_mask_seed(self, seed: int | str | None) -> "Detector":
         """Draw the dropout masks from another seed; ``"random"`` draws a secret one. Returns ``self``.
 
-        An attacker who knows the seed knows all I masks and can optimise against exactly those
-        realisations. A deployment should therefore use a seed of its own, kept secret: the
-        classifier and threshold carry over, because realisations from any seed are alike in
-        distribution (``python -m asrguard.experiments.mask_seeds`` measures how alike). A
-        secret seed is never reported by :meth:`explain`; ``None`` keeps the current one.
+        The shipped detector's seed is public, so an attacker knows all I masks. A seed of the
+        deployment's own costs nothing: the classifier and threshold carry over, because
+        realisations from any seed are alike in distribution (``python -m
+        asrguard.experiments.mask_seeds`` measures how alike). It is no defence against an
+        attacker who makes the transcript robust to dropout, though: examples optimised against
+        the 50 known masks evade unseen masks just as well (``python -m
+        asrguard.experiments.adaptive``). A secret seed is never reported by :meth:`explain`;
+        ``None`` keeps the current one.
 
         Example:
             >>> det.set_mask_seed("random").explain("x.wav")["seed"]   # doctest: +SKIP

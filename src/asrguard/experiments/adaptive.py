@@ -101,9 +101,12 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     ids = {item.id for item in items}
     adaptive_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
                      if r.get("success") and r.get("id") in ids]
+    goal = [r for r in adaptive_rows if float(r.get("known_mask_target_fraction", 0.0)) >= config.required_fraction]
     sets = {
         "benign": [item.waveform for item in items],
         "known_mask": [load_audio(attack_dir / r["audio"], rate)[0] for r in adaptive_rows],
+        # the examples that reached the attacker's goal on the known realisations
+        **({"known_mask_goal": [load_audio(attack_dir / r["audio"], rate)[0] for r in goal]} if goal else {}),
         "cw": [load_audio(cw_folder / cw_rows[i]["audio"], rate)[0] for i in sorted(ids)
                if cw_rows[i].get("success") and cw_rows[i].get("audio")],
     }
@@ -116,6 +119,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
         "detector": str(detector_dir or "shipped"), "classifier": detector.classifier.name,
         "threshold": float(detector.threshold), "known_seed": c.seed, "secret_seeds": list(map(int, secret_seeds)),
         "n_sources": len(items), "n_known_mask": len(sets["known_mask"]), "n_cw": len(sets["cw"]),
+        "n_known_mask_goal": len(goal),
         "attack": report(attack_dir), "attack_config": attack.config_dict(),
         "known_realizations_on_target": {"mean": float(np.mean(fractions)), "median": float(np.median(fractions)),
                                          "share_reaching_required": float(np.mean(
@@ -139,11 +143,15 @@ def markdown(summary: dict) -> str:
              f"{', '.join(map(str, summary['secret_seeds']))}: mean (min-max).", "",
              "| | seed known to the attacker | secret seed |", "|---|---|---|"]
     rows = [("known_mask", "true_positive_rate", f"known-mask examples detected (n = {summary['n_known_mask']})"),
+            ("known_mask_goal", "true_positive_rate",
+             f"... of them, those that reached the goal (n = {summary.get('n_known_mask_goal', 0)})"),
             ("cw", "true_positive_rate", f"CW examples detected (n = {summary['n_cw']})"),
             ("known_mask", "auroc", "AUROC, known-mask vs benign"),
             ("cw", "auroc", "AUROC, CW vs benign"),
             ("cw", "false_positive_rate", "benign flagged")]
     for attack, metric, label in rows:
+        if attack not in known:
+            continue
         cell = secret.get(attack, {}).get(metric)
         right = (f"{show(metric, cell['mean'])} ({show(metric, cell['min'])}-{show(metric, cell['max'])})"
                  if cell else "-")

@@ -1,9 +1,9 @@
 """Does a detector keep its threshold when its dropout masks come from another seed?
 
-A deployment should draw its masks from a secret seed (``asrguard serve --mask-seed random``):
-with the published seed an attacker knows all I masks and can optimise against exactly those
-realisations. The classifier and its threshold were fitted on features from one seed, so this
-measures what changing the seed costs. It scores the held-out test sources of a finished
+A deployment can draw its masks from a seed of its own (``asrguard serve --mask-seed random``)
+instead of the published one. The classifier and its threshold were fitted on features from
+one seed, so this measures what changing the seed costs. (What it buys against an attacker
+who knows the published seed is measured by :mod:`asrguard.experiments.adaptive`.) It scores the held-out test sources of a finished
 Jayashankar reproduction (benign and every speech attack, none of them seen in fitting) with
 the detector under each seed, at the detector's own threshold.
 
