@@ -60,6 +60,44 @@ def summarise(sweep: dict, known_seed: int) -> dict:
     return out
 
 
+def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path, list[dict]]]) -> dict:
+    """Every classifier of the reproduction, trained on its DR examples, on other attacks' test sources.
+
+    ``attack_sets`` maps a label to ``(cache kind, folder, successful manifest rows)``; the kind
+    names the set in the run's feature cache (``<attack>-<config hash>``), so benign, DR and CW
+    features are reused; the cells are comparable with
+    the run's ``tables.md`` (p = 0.1, 70/30 split by source). Returns ``{label: {classifier:
+    metrics}}`` with AUROC and accuracy at each classifier's own threshold.
+    """
+    from ..audio import load_audio
+    from ..data import read_jsonl
+    from ..uncertainty.features import FeatureExtractor
+    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train,
+                                  finished_run)
+
+    results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
+    rate = recognizer.sample_rate
+    extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
+    cache = FeatureCache(Path(run_dir) / "features", recognizer, extractor)
+
+    def features(kind: str, folder: Path, rows: list[dict]):
+        entries = [(r["id"], r["id"], (lambda r=r: load_audio(folder / r["audio"], rate)[0])) for r in rows]
+        return _feature_set(cache, kind, entries, lambda: None)
+
+    benign = _feature_set(cache, "benign", [(i.id, i.id, (lambda i=i: i.waveform)) for i in speech], lambda: None)
+    dr = results["attacks"][settings.train_attack]
+    dr_folder = Path(dr["folder"])
+    dr_rows = [r for r in read_jsonl(dr_folder / "manifest.jsonl", allow_partial_tail=True)
+               if r.get("success") and r.get("audio")]
+    trained = _train(CLASSIFIERS, *_paired(benign, features(f"{settings.train_attack}-{dr['config_hash']}",
+                                                              dr_folder, dr_rows), set(train_ids)), settings.seed)
+    table = {}
+    for label, (kind, folder, rows) in attack_sets.items():
+        cell = _evaluate(trained, *_paired(benign, features(kind, folder, rows), test_sources))
+        table[label] = {name: {k: v for k, v in m.items() if not k.startswith("_")} for name, m in cell.items()}
+    return table
+
+
 def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequence[int] = SECRET_SEEDS,
         limit: int | None = None, batch_size: int = 8, progress: bool = True, overrides: dict | None = None) -> dict:
     """Attack the run's test sources with known masks, then score at the known and secret seeds.
@@ -114,6 +152,10 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     if not sets["known_mask"]:
         raise ConfigError(f"{attack_dir}: the attack succeeded on no source; nothing to score")
     sweep = seed_sweep(detector, sets.pop("benign"), sets, seeds=[c.seed, *secret_seeds])
+    classifiers = classifier_table(run_dir, recognizer, {
+        "cw": (f"cw-{results['attacks']['cw']['config_hash']}", cw_folder,
+               [r for r in cw_rows.values() if r.get("success") and r.get("audio") and r["id"] in ids]),
+        "known-mask": (f"known-mask-{attack.config_hash}", attack_dir, adaptive_rows)})
     summary = {
         "experiment": "known-mask adaptive attack", "run": str(run_dir), "attack_dir": str(attack_dir),
         "detector": str(detector_dir or "shipped"), "classifier": detector.classifier.name,
@@ -125,6 +167,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
                                          "share_reaching_required": float(np.mean(
                                              [f >= config.required_fraction for f in fractions]))},
         **summarise(sweep, c.seed), "per_seed": {str(s): v for s, v in sweep["per_seed"].items()},
+        "classifiers_trained_on_dr": classifiers,
     }
     atomic_write_text(out_dir / "adaptive.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out_dir / "adaptive.md", markdown(summary))
@@ -163,6 +206,16 @@ def markdown(summary: dict) -> str:
               f"(median {100 * on_target['median']:.0f} %) transcribe as the target; "
               f"{100 * on_target['share_reaching_required']:.0f} % of the examples reach the attack's "
               f"goal of {100 * summary['attack_config']['required_fraction']:.0f} %."]
+    classifiers = summary.get("classifiers_trained_on_dr")
+    if classifiers:
+        labels = list(classifiers)
+        lines += ["", "Every classifier of the reproduction (trained on DR examples of the training sources, "
+                      "p = 0.1, seed known), AUROC / accuracy on the same test sources:", "",
+                  "| classifier | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for name in classifiers[labels[0]]:
+            cells = [classifiers[label].get(name, {}) for label in labels]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} %" if "auroc" in m else "-" for m in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
