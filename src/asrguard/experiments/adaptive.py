@@ -60,19 +60,21 @@ def summarise(sweep: dict, known_seed: int) -> dict:
     return out
 
 
-def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path, list[dict]]]) -> dict:
+def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path, list[dict]]], *,
+                     also_train_on: tuple[str, Path, list[dict]] | None = None) -> dict:
     """Every classifier of the reproduction, trained on its DR examples, on other attacks' test sources.
 
     ``attack_sets`` maps a label to ``(cache kind, folder, successful manifest rows)``; the kind
-    names the set in the run's feature cache (``<attack>-<config hash>``), so benign, DR and CW
-    features are reused; the cells are comparable with
-    the run's ``tables.md`` (p = 0.1, 70/30 split by source). Returns ``{label: {classifier:
-    metrics}}`` with AUROC and accuracy at each classifier's own threshold.
+    names the set in the run's feature cache (``<attack>-<config hash>``), so the run's own
+    features are reused and the cells are comparable with its ``tables.md`` (p = 0.1, 70/30
+    split by source). ``also_train_on`` adds another attack's examples of the *training*
+    sources to the DR ones (a detector hardened against that attack). Returns ``{label:
+    {classifier: metrics}}`` with AUROC and accuracy at each classifier's own threshold.
     """
     from ..audio import load_audio
     from ..data import read_jsonl
-    from ..uncertainty.features import FeatureExtractor
-    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train,
+    from ..uncertainty.features import FeatureExtractor, FeatureTable
+    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, FeatureSet, _evaluate, _feature_set, _paired, _train,
                                   finished_run)
 
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
@@ -89,8 +91,14 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     dr_folder = Path(dr["folder"])
     dr_rows = [r for r in read_jsonl(dr_folder / "manifest.jsonl", allow_partial_tail=True)
                if r.get("success") and r.get("audio")]
-    trained = _train(CLASSIFIERS, *_paired(benign, features(f"{settings.train_attack}-{dr['config_hash']}",
-                                                              dr_folder, dr_rows), set(train_ids)), settings.seed)
+    adversarial = features(f"{settings.train_attack}-{dr['config_hash']}", dr_folder, dr_rows).select(set(train_ids))
+    if also_train_on is not None:
+        extra = features(*also_train_on).select(set(train_ids))
+        if len(extra):
+            adversarial = FeatureSet(adversarial.ids + extra.ids, adversarial.sources + extra.sources,
+                                     FeatureTable.concat([adversarial.table, extra.table]),
+                                     adversarial.records + extra.records)
+    trained = _train(CLASSIFIERS, *_paired(benign, adversarial, set(train_ids)), settings.seed)
     table = {}
     for label, (kind, folder, rows) in attack_sets.items():
         cell = _evaluate(trained, *_paired(benign, features(kind, folder, rows), test_sources))
@@ -99,8 +107,12 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
 
 
 def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequence[int] = SECRET_SEEDS,
-        limit: int | None = None, batch_size: int = 8, progress: bool = True, overrides: dict | None = None) -> dict:
+        limit: int | None = None, batch_size: int = 8, progress: bool = True, overrides: dict | None = None,
+        harden: bool = False) -> dict:
     """Attack the run's test sources with known masks, then score at the known and secret seeds.
+
+    ``harden``: also attack the run's training sources and train every classifier on their
+    known-mask examples besides the DR ones, then score the same test sources again.
 
     ``overrides``: :class:`~asrguard.attacks.adaptive.KnownMaskConfig` fields (as strings, like
     ``asrguard attack --set``), e.g. ``{"tau_db": "20"}``. Writes ``adaptive.json`` and
@@ -111,18 +123,19 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     from ..audio import load_audio
     from ..data import read_jsonl
     from ..defaults import load_detector
-    from .jayashankar2020 import finished_run
+    from .jayashankar2020 import SPEECH_ATTACKS, finished_run
     from .mask_seeds import seed_sweep
 
     detector = load_detector(detector_dir, model)
     recognizer = detector.recognizer
-    results, _, speech, _, test_sources = finished_run(run_dir, recognizer, model)
+    results, _, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)
     c = detector.feature_extractor.config
     if c.seed in secret_seeds:
         raise ConfigError(f"the secret seeds must differ from the detector's own seed {c.seed}")
     cw_folder = Path(results["attacks"]["cw"]["folder"])
-    cw_rows = {r["id"]: r for r in read_jsonl(cw_folder / "manifest.jsonl", allow_partial_tail=True)
-               if r.get("id") in test_sources and r.get("target")}
+    all_cw_rows = {r["id"]: r for r in read_jsonl(cw_folder / "manifest.jsonl", allow_partial_tail=True)
+                   if r.get("target")}
+    cw_rows = {i: r for i, r in all_cw_rows.items() if i in test_sources}
     items = [item for item in speech if item.id in cw_rows][:limit]
     if not items:
         raise ConfigError(f"{run_dir}: no CW examples of test sources to take targets from")
@@ -132,9 +145,13 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     config = attack.config
     out_dir = Path(out_dir)
     attack_dir = out_dir / f"known-mask-{attack.config_hash}"
-    run_attack(attack, items, attack_dir, sampler=RunTargets({i: r["target"] for i, r in cw_rows.items()}),
-               batch_size=batch_size, progress=progress,
-               meta={"run": str(run_dir), "detector": str(detector_dir or "shipped")})
+    train_items = [item for item in speech if item.id in all_cw_rows and item.id in set(train_ids)] if harden else []
+    # test sources first, so a cut-short hardening run still leaves the main result
+    for chunk in (items, train_items):
+        if chunk:
+            run_attack(attack, chunk, attack_dir, sampler=RunTargets({i: r["target"] for i, r in all_cw_rows.items()}),
+                       batch_size=batch_size, progress=progress,
+                       meta={"run": str(run_dir), "detector": str(detector_dir or "shipped")})
     rate = recognizer.sample_rate
     ids = {item.id for item in items}
     adaptive_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
@@ -152,10 +169,19 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     if not sets["known_mask"]:
         raise ConfigError(f"{attack_dir}: the attack succeeded on no source; nothing to score")
     sweep = seed_sweep(detector, sets.pop("benign"), sets, seeds=[c.seed, *secret_seeds])
-    classifiers = classifier_table(run_dir, recognizer, {
-        "cw": (f"cw-{results['attacks']['cw']['config_hash']}", cw_folder,
-               [r for r in cw_rows.values() if r.get("success") and r.get("audio") and r["id"] in ids]),
-        "known-mask": (f"known-mask-{attack.config_hash}", attack_dir, adaptive_rows)})
+    evaluated = {name: (f"{name}-{results['attacks'][name]['config_hash']}", Path(results["attacks"][name]["folder"]),
+                        [r for r in read_jsonl(Path(results["attacks"][name]["folder"]) / "manifest.jsonl",
+                                               allow_partial_tail=True)
+                         if r.get("success") and r.get("audio") and r.get("id") in ids])
+                 for name in SPEECH_ATTACKS}
+    evaluated["known-mask"] = (f"known-mask-{attack.config_hash}", attack_dir, adaptive_rows)
+    classifiers = classifier_table(run_dir, recognizer, evaluated)
+    hardened = None
+    if harden:
+        train_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
+                      if r.get("success") and r.get("audio") and r.get("id") in set(train_ids)]
+        hardened = classifier_table(run_dir, recognizer, evaluated,
+                                    also_train_on=(f"known-mask-{attack.config_hash}", attack_dir, train_rows))
     summary = {
         "experiment": "known-mask adaptive attack", "run": str(run_dir), "attack_dir": str(attack_dir),
         "detector": str(detector_dir or "shipped"), "classifier": detector.classifier.name,
@@ -168,6 +194,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
                                              [f >= config.required_fraction for f in fractions]))},
         **summarise(sweep, c.seed), "per_seed": {str(s): v for s, v in sweep["per_seed"].items()},
         "classifiers_trained_on_dr": classifiers,
+        **({"classifiers_trained_on_dr_and_known_mask": hardened} if hardened else {}),
     }
     atomic_write_text(out_dir / "adaptive.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out_dir / "adaptive.md", markdown(summary))
@@ -206,11 +233,14 @@ def markdown(summary: dict) -> str:
               f"(median {100 * on_target['median']:.0f} %) transcribe as the target; "
               f"{100 * on_target['share_reaching_required']:.0f} % of the examples reach the attack's "
               f"goal of {100 * summary['attack_config']['required_fraction']:.0f} %."]
-    classifiers = summary.get("classifiers_trained_on_dr")
-    if classifiers:
+    for key, trained_on in (("classifiers_trained_on_dr", "DR examples"),
+                            ("classifiers_trained_on_dr_and_known_mask", "DR and known-mask examples")):
+        classifiers = summary.get(key)
+        if not classifiers:
+            continue
         labels = list(classifiers)
-        lines += ["", "Every classifier of the reproduction (trained on DR examples of the training sources, "
-                      "p = 0.1, seed known), AUROC / accuracy on the same test sources:", "",
+        lines += ["", f"Every classifier of the reproduction, trained on {trained_on} of the training sources "
+                      "(p = 0.1, seed known), AUROC / accuracy on the test sources:", "",
                   "| classifier | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for name in classifiers[labels[0]]:
             cells = [classifiers[label].get(name, {}) for label in labels]
@@ -231,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a KnownMaskConfig field (repeatable), e.g. --set masks_per_step=25")
+    parser.add_argument("--harden", action="store_true",
+                        help="also attack the training sources and retrain the classifiers on those examples")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     seeds = parse_seeds(parser, args.secret_seeds, "--secret-seeds")
@@ -241,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
     summary = run(args.run, args.out, detector_dir=args.detector, model=args.model, secret_seeds=seeds,
-                  limit=args.limit, batch_size=args.batch_size, progress=not args.json, overrides=overrides)
+                  limit=args.limit, batch_size=args.batch_size, progress=not args.json, overrides=overrides,
+                  harden=args.harden)
     if args.json:
         print(json.dumps(summary))
     else:
