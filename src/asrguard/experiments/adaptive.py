@@ -227,8 +227,9 @@ def markdown(summary: dict) -> str:
                  if cell else "-")
         lines.append(f"| {label} | {show(metric, known[attack][metric])} | {right} |")
     a, on_target = summary["attack"], summary["known_realizations_on_target"]
-    lines += ["", f"Attack: {a['n_success']}/{a['n']} reach the target without dropout, mean dB_x(δ) "
-              f"{a['mean_db_x_delta']:.1f}, {a['seconds_per_success']:.1f} s per success. Of the detector's "
+    lines += ["", f"Attack, over every source it attacked: {a['n_success']}/{a['n']} reach the target without "
+              f"dropout, mean dB_x(δ) {a['mean_db_x_delta']:.1f}, {a['seconds_per_success']:.1f} s per success. "
+              f"On the test sources, of the detector's "
               f"{summary['attack_config']['n_realizations']} realisations (known seed), {100 * on_target['mean']:.0f} % "
               f"(median {100 * on_target['median']:.0f} %) transcribe as the target; "
               f"{100 * on_target['share_reaching_required']:.0f} % of the examples reach the attack's "
