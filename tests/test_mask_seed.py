@@ -1,6 +1,8 @@
-"""A deployment's own (secret) dropout seed: Detector.set_mask_seed, detect/serve --mask-seed, the seed sweep."""
+"""A deployment's own (secret) dropout seed (Detector.set_mask_seed, detect/serve --mask-seed), the seed
+sweep, and the adaptive-attack experiment's summaries and classifier table."""
 
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -136,3 +138,58 @@ def test_adaptive_summary_compares_the_known_seed_with_the_secret_ones(saved):
                       "known_realizations_on_target": {"mean": 0.5, "median": 0.5, "share_reaching_required": 0.25}})
     assert "| known-mask examples detected (n = 3) |" in table and "goal of 90 %" in table
     assert RunTargets({"a": "stop"}).choose("a", 10) == "stop" and RunTargets({}).choose("b", 10) is None
+
+
+def _tiny_finished_run(root, recognizer, data_root):
+    """A finished-reproduction folder over 8 real held-out sources, with made-up 'attacks'.
+
+    Each 'attack' example is its source with loud noise added, so the classifiers have
+    something to separate; the folder layout is the one `asrguard reproduce` writes.
+    """
+    from asrguard.attacks.cli import load_items
+    from asrguard.audio import save_audio
+    from asrguard.experiments.jayashankar2020 import SPEECH_ATTACKS, Settings
+
+    settings = Settings(corpora=("fsdd-digits",), n_sources=8, n_realizations=8, test_fraction=0.5)
+    items = load_items(list(settings.corpora), settings.n_sources, settings.seed, data_root, 16000)
+    rng = np.random.default_rng(0)
+    attacks = {}
+    for k, name in enumerate(SPEECH_ATTACKS + ("known-mask",)):
+        folder = root / "attacks" / f"{name}-{k:012d}"
+        (folder / "audio").mkdir(parents=True)
+        rows = []
+        for item in items:
+            noisy = np.clip(item.waveform + 0.3 * rng.uniform(-1, 1, item.waveform.size), -1, 1).astype(np.float32)
+            save_audio(folder / "audio" / f"{item.id.replace(':', '_')}.wav", noisy, 16000)
+            rows.append({"id": item.id, "success": True, "target": "go",
+                         "audio": f"audio/{item.id.replace(':', '_')}.wav"})
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        attacks[name] = {"config_hash": f"{k:012d}", "folder": str(folder), "rows": rows}
+    (root / "results.json").write_text(json.dumps({
+        "settings": settings.to_dict(), "data_root": str(data_root), "model_checksum": recognizer.checksum,
+        "attacks": {n: {"config_hash": a["config_hash"], "folder": a["folder"]} for n, a in attacks.items()}}))
+    return items, attacks
+
+
+def test_classifier_table_trains_on_dr_and_optionally_on_another_attack(saved, shared_data, tmp_path):
+    from asrguard.experiments.adaptive import classifier_table
+    from asrguard.experiments.jayashankar2020 import CLASSIFIERS, finished_run
+
+    _, det, _ = saved
+    recognizer = det.recognizer
+    items, attacks = _tiny_finished_run(tmp_path, recognizer, shared_data)
+    _, _, speech, train_ids, test_sources = finished_run(tmp_path, recognizer)
+    assert [i.id for i in speech] == [i.id for i in items] and len(train_ids) + len(test_sources) == 8
+    sets = {name: (f"{name}-{attacks[name]['config_hash']}", Path(attacks[name]["folder"]), attacks[name]["rows"])
+            for name in ("cw", "known-mask")}
+    plain = classifier_table(tmp_path, recognizer, sets)
+    assert set(plain) == {"cw", "known-mask"} and set(plain["cw"]) == set(CLASSIFIERS)
+    cell = plain["cw"]["char-svm4"]
+    # test sources only: each successful example and exactly its benign source
+    assert cell["n_benign"] == cell["n_adversarial"] == len(test_sources)
+    assert 0.0 <= cell["auroc"] <= 1.0 and not any(k.startswith("_") for k in cell)
+    # the features went through the run's cache, so a second call reuses them
+    cached = sorted(p.name for p in (tmp_path / "features").rglob("*.json"))
+    hardened = classifier_table(tmp_path, recognizer, sets, also_train_on=sets["known-mask"])
+    assert sorted(p.name for p in (tmp_path / "features").rglob("*.json")) == cached
+    assert set(hardened) == set(plain) and hardened["cw"]["char-svm4"]["n_benign"] == len(test_sources)
