@@ -141,7 +141,7 @@ def test_adaptive_summary_compares_the_known_seed_with_the_secret_ones(saved):
 
 
 def _tiny_finished_run(root, recognizer, data_root):
-    """A finished-reproduction folder over 8 real held-out sources, with made-up 'attacks'.
+    """A finished-reproduction folder over 12 real held-out sources, with made-up 'attacks'.
 
     Each 'attack' example is its source with loud noise added, so the classifiers have
     something to separate; the folder layout is the one `asrguard reproduce` writes.
@@ -150,7 +150,7 @@ def _tiny_finished_run(root, recognizer, data_root):
     from asrguard.audio import save_audio
     from asrguard.experiments.jayashankar2020 import SPEECH_ATTACKS, Settings
 
-    settings = Settings(corpora=("fsdd-digits",), n_sources=8, n_realizations=8, test_fraction=0.5)
+    settings = Settings(corpora=("fsdd-digits",), n_sources=12, n_realizations=8, test_fraction=0.5)
     items = load_items(list(settings.corpora), settings.n_sources, settings.seed, data_root, 16000)
     rng = np.random.default_rng(0)
     attacks = {}
@@ -179,11 +179,11 @@ def test_classifier_table_trains_on_dr_and_optionally_on_another_attack(saved, s
     recognizer = det.recognizer
     items, attacks = _tiny_finished_run(tmp_path, recognizer, shared_data)
     _, _, speech, train_ids, test_sources = finished_run(tmp_path, recognizer)
-    assert [i.id for i in speech] == [i.id for i in items] and len(train_ids) + len(test_sources) == 8
+    assert [i.id for i in speech] == [i.id for i in items] and len(train_ids) + len(test_sources) == 12
     sets = {name: (f"{name}-{attacks[name]['config_hash']}", Path(attacks[name]["folder"]), attacks[name]["rows"])
-            for name in ("cw", "known-mask")}
+            for name in attacks}
     plain = classifier_table(tmp_path, recognizer, sets)
-    assert set(plain) == {"cw", "known-mask"} and set(plain["cw"]) == set(CLASSIFIERS)
+    assert set(plain) == {"cw", "dr", "nrr", "ia", "known-mask"} and set(plain["cw"]) == set(CLASSIFIERS)
     cell = plain["cw"]["char-svm4"]
     # test sources only: each successful example and exactly its benign source
     assert cell["n_benign"] == cell["n_adversarial"] == len(test_sources)
@@ -193,3 +193,15 @@ def test_classifier_table_trains_on_dr_and_optionally_on_another_attack(saved, s
     hardened = classifier_table(tmp_path, recognizer, sets, also_train_on=sets["known-mask"])
     assert sorted(p.name for p in (tmp_path / "features").rglob("*.json")) == cached
     assert set(hardened) == set(plain) and hardened["cw"]["char-svm4"]["n_benign"] == len(test_sources)
+    # a deployable detector fitted the shipped way, with the extra attack's examples added
+    from asrguard.detect.detector import Detector
+    from asrguard.experiments.jayashankar2020 import fit_default_detector
+
+    root = saved[0]
+    kind, folder, _ = sets["known-mask"]
+    summary = fit_default_detector(tmp_path, tmp_path / "hardened", candidates=("char-svm4",), extra_calibration=2,
+                                   model=root / "model0", also_train_on=(kind, folder))
+    assert set(summary["test_at_calibrated_threshold"]) == {"cw", "dr", "nrr", "ia", kind}
+    assert f"DR and {kind} examples" in summary["trained_on"]
+    assert summary["n_fit"]["adversarial"] == 2 * summary["n_fit"]["benign"]  # DR and known-mask of each source
+    assert Detector.load(tmp_path / "hardened", recognizer).classifier.name == "char-svm4"

@@ -73,9 +73,8 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     """
     from ..audio import load_audio
     from ..data import read_jsonl
-    from ..uncertainty.features import FeatureExtractor, FeatureTable
-    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, FeatureSet, _evaluate, _feature_set, _paired, _train,
-                                  finished_run)
+    from ..uncertainty.features import FeatureExtractor
+    from .jayashankar2020 import CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train, finished_run
 
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate = recognizer.sample_rate
@@ -93,11 +92,7 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
                if r.get("success") and r.get("audio")]
     adversarial = features(f"{settings.train_attack}-{dr['config_hash']}", dr_folder, dr_rows).select(set(train_ids))
     if also_train_on is not None:
-        extra = features(*also_train_on).select(set(train_ids))
-        if len(extra):
-            adversarial = FeatureSet(adversarial.ids + extra.ids, adversarial.sources + extra.sources,
-                                     FeatureTable.concat([adversarial.table, extra.table]),
-                                     adversarial.records + extra.records)
+        adversarial = adversarial.plus(features(*also_train_on).select(set(train_ids)))
     trained = _train(CLASSIFIERS, *_paired(benign, adversarial, set(train_ids)), settings.seed)
     table = {}
     for label, (kind, folder, rows) in attack_sets.items():
@@ -108,11 +103,14 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
 
 def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequence[int] = SECRET_SEEDS,
         limit: int | None = None, batch_size: int = 8, progress: bool = True, overrides: dict | None = None,
-        harden: bool = False) -> dict:
+        harden: bool = False, save_detector=None) -> dict:
     """Attack the run's test sources with known masks, then score at the known and secret seeds.
 
     ``harden``: also attack the run's training sources and train every classifier on their
     known-mask examples besides the DR ones, then score the same test sources again.
+    ``save_detector`` (needs ``harden``): fit and save a deployable all-features detector the
+    way the shipped one is fitted (:func:`~asrguard.experiments.jayashankar2020.fit_default_detector`),
+    with the known-mask examples of its fitting sources added.
 
     ``overrides``: :class:`~asrguard.attacks.adaptive.KnownMaskConfig` fields (as strings, like
     ``asrguard attack --set``), e.g. ``{"tau_db": "20"}``. Writes ``adaptive.json`` and
@@ -123,7 +121,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     from ..audio import load_audio
     from ..data import read_jsonl
     from ..defaults import load_detector
-    from .jayashankar2020 import SPEECH_ATTACKS, finished_run
+    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, fit_default_detector
     from .mask_seeds import seed_sweep
 
     detector = load_detector(detector_dir, model)
@@ -182,6 +180,12 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
                       if r.get("success") and r.get("audio") and r.get("id") in set(train_ids)]
         hardened = classifier_table(run_dir, recognizer, evaluated,
                                     also_train_on=(f"known-mask-{attack.config_hash}", attack_dir, train_rows))
+    saved = None
+    if save_detector is not None:
+        if not harden:
+            raise ConfigError("saving a hardened detector needs the hardening run (harden=True)")
+        saved = fit_default_detector(run_dir, save_detector, candidates=("all-svm",), model=model,
+                                     also_train_on=(f"known-mask-{attack.config_hash}", attack_dir))
     summary = {
         "experiment": "known-mask adaptive attack", "run": str(run_dir), "attack_dir": str(attack_dir),
         "detector": str(detector_dir or "shipped"), "classifier": detector.classifier.name,
@@ -195,6 +199,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
         **summarise(sweep, c.seed), "per_seed": {str(s): v for s, v in sweep["per_seed"].items()},
         "classifiers_trained_on_dr": classifiers,
         **({"classifiers_trained_on_dr_and_known_mask": hardened} if hardened else {}),
+        **({"hardened_detector": {"folder": str(save_detector), **saved}} if saved else {}),
     }
     atomic_write_text(out_dir / "adaptive.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out_dir / "adaptive.md", markdown(summary))
@@ -247,6 +252,14 @@ def markdown(summary: dict) -> str:
             cells = [classifiers[label].get(name, {}) for label in labels]
             lines.append(f"| {name} | " + " | ".join(
                 f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} %" if "auroc" in m else "-" for m in cells) + " |")
+    hardened = summary.get("hardened_detector")
+    if hardened:
+        test = hardened["test_at_calibrated_threshold"]
+        lines += ["", f"Hardened detector saved to `{hardened['folder']}` ({hardened['classifier']}, trained on "
+                      f"{hardened['trained_on']}), on the test sources at its calibrated threshold:", "",
+                  "| attack | AUROC | detected | benign flagged |", "|---|---|---|---|"]
+        lines += [f"| {attack} | {m['auroc']:.3f} | {100 * m['true_positive_rate']:.1f} % | "
+                  f"{100 * m['false_positive_rate']:.1f} % |" for attack, m in test.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -264,9 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override a KnownMaskConfig field (repeatable), e.g. --set masks_per_step=25")
     parser.add_argument("--harden", action="store_true",
                         help="also attack the training sources and retrain the classifiers on those examples")
+    parser.add_argument("--save-detector", type=Path, default=None, metavar="DIR",
+                        help="with --harden: fit and save an all-features detector trained on DR and known-mask "
+                             "examples, calibrated like the shipped one")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     seeds = parse_seeds(parser, args.secret_seeds, "--secret-seeds")
+    if args.save_detector is not None and not args.harden:
+        parser.error("--save-detector needs --harden")
     overrides = {}
     for item in args.overrides:
         key, sep, value = item.partition("=")
@@ -275,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides[key.strip()] = value.strip()
     summary = run(args.run, args.out, detector_dir=args.detector, model=args.model, secret_seeds=seeds,
                   limit=args.limit, batch_size=args.batch_size, progress=not args.json, overrides=overrides,
-                  harden=args.harden)
+                  harden=args.harden, save_detector=args.save_detector)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -272,6 +272,15 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def plus(self, other: "FeatureSet") -> "FeatureSet":
+        """Both sets' examples in one (``self`` first)."""
+        if not len(other):
+            return self
+        if not len(self):
+            return other
+        return FeatureSet(self.ids + other.ids, self.sources + other.sources,
+                          FeatureTable.concat([self.table, other.table]), self.records + other.records)
+
     def select(self, sources: set) -> "FeatureSet":
         index = [i for i, s in enumerate(self.sources) if s in sources]
         return FeatureSet([self.ids[i] for i in index], [self.sources[i] for i in index],
@@ -693,10 +702,14 @@ def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list,
 def fit_default_detector(run_dir, detector_dir, *,
                          candidates: Sequence[str] = ("char-svm4", "combined", "all-svm"),
                          target_fpr: float = 0.05, validation_fraction: float = 0.3,
-                         extra_calibration: int = 300, progress: bool = False, model=None) -> dict:
+                         extra_calibration: int = 300, progress: bool = False, model=None,
+                         also_train_on: tuple[str, Path] | None = None) -> dict:
     """Fit the shipped detector from the cached features of a finished full :func:`run`.
 
     ``model``: the CTC model folder the run attacked (default: the shipped model).
+    ``also_train_on``: ``(cache kind, attack folder)`` of another attack whose examples of the
+    fitting sources join the DR ones (their features must be in the run's cache already, as
+    :mod:`asrguard.experiments.adaptive` leaves them); it is scored on the test sources too.
 
     Model selection: the run's *training* sources are split again (70/30 by source); each
     candidate is fitted on DR examples of the first part and scored on the validation part
@@ -740,20 +753,36 @@ def fit_default_detector(run_dir, detector_dir, *,
         successful = {r["id"]: None for r in read_jsonl(Path(a["folder"]) / "manifest.jsonl", allow_partial_tail=True)
                       if r.get("success") and r.get("id") in source_ids}  # manifest order, each id once
         attack_sets[name] = cached(f"{name}-{a['config_hash']}", list(successful))
+    scored = list(SPEECH_ATTACKS)
+    extra_set = None
+    if also_train_on is not None:
+        kind, folder = also_train_on
+        successful = {r["id"]: None for r in read_jsonl(Path(folder) / "manifest.jsonl", allow_partial_tail=True)
+                      if r.get("success") and r.get("id") in source_ids}
+        extra_set = attack_sets[kind] = cached(kind, list(successful))
+        if not len(extra_set):
+            raise ConfigError(f"{folder}: no cached features of successful examples; run the attack's experiment first")
+        scored.append(kind)
+
+    def training_pair(sources: set) -> tuple[FeatureSet, FeatureSet]:
+        adversarial = attack_sets[settings.train_attack].select(sources)
+        if extra_set is not None:
+            adversarial = adversarial.plus(extra_set.select(sources))
+        return benign.select(set(adversarial.sources)), adversarial
 
     selection = {}
     for name in candidates:
-        b, adv = _paired(benign, attack_sets[settings.train_attack], fit_sources)
+        b, adv = training_pair(fit_sources)
         clf = _train([name], b, adv, settings.seed)[name]
         per = {}
-        for attack in SPEECH_ATTACKS:
+        for attack in scored:
             vb, va = _paired(benign, attack_sets[attack], val_sources)
             per[attack] = {k: v for k, v in _evaluate({name: clf}, vb, va)[name].items() if not k.startswith("_")}
         selection[name] = {"per_attack": per, "mean_auroc": float(np.mean([per[a]["auroc"] for a in per])),
                            "mean_accuracy": float(np.mean([per[a]["accuracy"] for a in per]))}
     best = max(candidates, key=lambda n: (round(selection[n]["mean_auroc"], 4),
                                           round(selection[n]["mean_accuracy"], 4), -candidates.index(n)))
-    b, adv = _paired(benign, attack_sets[settings.train_attack], fit_sources)
+    b, adv = training_pair(fit_sources)
     detector = Detector(recognizer, extractor, make_classifier(best, seed=settings.seed), target_fpr=target_fpr)
     validation_benign = benign.select(val_sources)
     calibration = [validation_benign.table]
@@ -766,7 +795,7 @@ def fit_default_detector(run_dir, detector_dir, *,
                                                                          for i in extra], tick).table)
     detector.fit_features(b.table, adv.table, calibration=FeatureTable.concat(calibration))
     test = {}
-    for attack in SPEECH_ATTACKS:
+    for attack in scored:
         tb, ta = _paired(benign, attack_sets[attack], test_sources)
         table, labels = _labelled(tb, ta)
         scores = detector.score_features(table)
@@ -774,8 +803,9 @@ def fit_default_detector(run_dir, detector_dir, *,
     summary = {"classifier": best, "selection": selection, "test_at_calibrated_threshold": test,
                "n_fit": {"benign": len(b), "adversarial": len(adv)},
                "n_calibration": {"validation_sources": len(validation_benign), "extra_held_out": len(extra)},
-               "trained_on": f"{settings.train_attack.upper()} examples of {len(fit_sources)} sources from "
-                             f"{', '.join(settings.corpora)} (held-out speakers)",
+               "trained_on": f"{settings.train_attack.upper()}"
+                             f"{' and ' + also_train_on[0] if also_train_on else ''} examples of {len(fit_sources)} "
+                             f"sources from {', '.join(settings.corpora)} (held-out speakers)",
                "run": str(run_dir)}
     detector.save(detector_dir, metadata={"selection": _clean(summary)})
     return _clean(summary)
