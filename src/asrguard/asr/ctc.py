@@ -481,6 +481,15 @@ class CTCRecognizer(Recognizer):
         gradients are on: an attacker who knows a detector's seed can optimise against exactly
         its realisations (:class:`asrguard.attacks.adaptive.KnownMaskAttack`). ``indices``
         keeps only those realisations (a subset of the ``n``), for cheaper steps.
+
+        Example:
+            >>> rec = CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8))
+            >>> x = torch.full((3200,), 0.1, requires_grad=True)
+            >>> log_probs, frames = rec.realization_log_probs(x, 4, seed=1, indices=[0, 2])
+            >>> tuple(log_probs.shape), frames
+            ((2, 11, 29), 11)
+            >>> log_probs.sum().backward(); x.grad.shape
+            torch.Size([3200])
         """
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
