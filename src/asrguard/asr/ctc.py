@@ -462,8 +462,6 @@ class CTCRecognizer(Recognizer):
         (bfloat16 where the CPU has it natively, see :func:`native_bfloat16`). Reproducible
         from ``seed`` (:func:`dropout_keep_masks`).
         """
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
         p = self.config.dropout if p is None else float(p)
         waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
         with torch.no_grad():

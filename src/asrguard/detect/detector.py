@@ -167,6 +167,11 @@ class Detector:
         self.mask_seed_is_secret = secret
         return self
 
+    @property
+    def reported_mask_seed(self) -> int | str:
+        """The mask seed as outputs may show it: ``"secret"`` for a random one."""
+        return "secret" if self.mask_seed_is_secret else self.feature_extractor.config.seed
+
     # --- fitting ---------------------------------------------------------------------
     def fit(self, benign, adversarial=None, *, calibration=None) -> "Detector":
         """Fit on benign (and adversarial) audio; returns ``self``.
@@ -248,7 +253,7 @@ class Detector:
             "threshold": float(self.threshold),
             "target_fpr": self.target_fpr,
             "classifier": self.classifier.name,
-            "realizations": c.n, "p": c.p, "seed": "secret" if self.mask_seed_is_secret else c.seed,
+            "realizations": c.n, "p": c.p, "seed": self.reported_mask_seed,
             "medoid": features.medoid,
             "distinct": [{"transcript": t, "count": int(n)} for t, n in features.distinct()],
             "histogram": [int(v) for v in features.char_hist],

@@ -72,9 +72,9 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     {classifier: metrics}}`` with AUROC and accuracy at each classifier's own threshold.
     """
     from ..audio import load_audio
-    from ..data import read_jsonl
     from ..uncertainty.features import FeatureExtractor
-    from .jayashankar2020 import CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train, finished_run
+    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train, finished_run,
+                                  successful_examples)
 
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate = recognizer.sample_rate
@@ -86,14 +86,14 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
         return _feature_set(cache, kind, entries, lambda: None)
 
     benign = _feature_set(cache, "benign", [(i.id, i.id, (lambda i=i: i.waveform)) for i in speech], lambda: None)
+    train_sources = set(train_ids)
     dr = results["attacks"][settings.train_attack]
     dr_folder = Path(dr["folder"])
-    dr_rows = [r for r in read_jsonl(dr_folder / "manifest.jsonl", allow_partial_tail=True)
-               if r.get("success") and r.get("audio")]
-    adversarial = features(f"{settings.train_attack}-{dr['config_hash']}", dr_folder, dr_rows).select(set(train_ids))
+    adversarial = features(f"{settings.train_attack}-{dr['config_hash']}", dr_folder,
+                           successful_examples(dr_folder, train_sources))
     if also_train_on is not None:
-        adversarial = adversarial.plus(features(*also_train_on).select(set(train_ids)))
-    trained = _train(CLASSIFIERS, *_paired(benign, adversarial, set(train_ids)), settings.seed)
+        adversarial = adversarial.plus(features(*also_train_on).select(train_sources))
+    trained = _train(CLASSIFIERS, *_paired(benign, adversarial, train_sources), settings.seed)
     table = {}
     for label, (kind, folder, rows) in attack_sets.items():
         cell = _evaluate(trained, *_paired(benign, features(kind, folder, rows), test_sources))
@@ -121,7 +121,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     from ..audio import load_audio
     from ..data import read_jsonl
     from ..defaults import load_detector
-    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, fit_default_detector
+    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, fit_default_detector, successful_examples
     from .mask_seeds import seed_sweep
 
     detector = load_detector(detector_dir, model)
@@ -143,7 +143,8 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     config = attack.config
     out_dir = Path(out_dir)
     attack_dir = out_dir / f"known-mask-{attack.config_hash}"
-    train_items = [item for item in speech if item.id in all_cw_rows and item.id in set(train_ids)] if harden else []
+    train_sources = set(train_ids)
+    train_items = [item for item in speech if item.id in all_cw_rows and item.id in train_sources] if harden else []
     # test sources first, so a cut-short hardening run still leaves the main result
     for chunk in (items, train_items):
         if chunk:
@@ -152,32 +153,29 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
                        meta={"run": str(run_dir), "detector": str(detector_dir or "shipped")})
     rate = recognizer.sample_rate
     ids = {item.id for item in items}
-    adaptive_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
-                     if r.get("success") and r.get("id") in ids]
-    goal = [r for r in adaptive_rows if float(r.get("known_mask_target_fraction", 0.0)) >= config.required_fraction]
+    adaptive_rows = successful_examples(attack_dir, ids)
+    fractions = [float(r.get("known_mask_target_fraction", 0.0)) for r in adaptive_rows]
+    adaptive_audio = [load_audio(attack_dir / r["audio"], rate)[0] for r in adaptive_rows]
+    # the examples that reached the attacker's goal on the known realisations
+    goal = [w for w, f in zip(adaptive_audio, fractions) if f >= config.required_fraction]
     sets = {
         "benign": [item.waveform for item in items],
-        "known_mask": [load_audio(attack_dir / r["audio"], rate)[0] for r in adaptive_rows],
-        # the examples that reached the attacker's goal on the known realisations
-        **({"known_mask_goal": [load_audio(attack_dir / r["audio"], rate)[0] for r in goal]} if goal else {}),
+        "known_mask": adaptive_audio,
+        **({"known_mask_goal": goal} if goal else {}),
         "cw": [load_audio(cw_folder / cw_rows[i]["audio"], rate)[0] for i in sorted(ids)
                if cw_rows[i].get("success") and cw_rows[i].get("audio")],
     }
-    fractions = [float(r.get("known_mask_target_fraction", 0.0)) for r in adaptive_rows]
     if not sets["known_mask"]:
         raise ConfigError(f"{attack_dir}: the attack succeeded on no source; nothing to score")
     sweep = seed_sweep(detector, sets.pop("benign"), sets, seeds=[c.seed, *secret_seeds])
     evaluated = {name: (f"{name}-{results['attacks'][name]['config_hash']}", Path(results["attacks"][name]["folder"]),
-                        [r for r in read_jsonl(Path(results["attacks"][name]["folder"]) / "manifest.jsonl",
-                                               allow_partial_tail=True)
-                         if r.get("success") and r.get("audio") and r.get("id") in ids])
+                        successful_examples(results["attacks"][name]["folder"], ids))
                  for name in SPEECH_ATTACKS}
     evaluated["known-mask"] = (f"known-mask-{attack.config_hash}", attack_dir, adaptive_rows)
     classifiers = classifier_table(run_dir, recognizer, evaluated)
     hardened = None
     if harden:
-        train_rows = [r for r in read_jsonl(attack_dir / "manifest.jsonl", allow_partial_tail=True)
-                      if r.get("success") and r.get("audio") and r.get("id") in set(train_ids)]
+        train_rows = successful_examples(attack_dir, train_sources)
         hardened = classifier_table(run_dir, recognizer, evaluated,
                                     also_train_on=(f"known-mask-{attack.config_hash}", attack_dir, train_rows))
     saved = None

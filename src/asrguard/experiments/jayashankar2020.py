@@ -197,6 +197,18 @@ def _attack(name: str, recognizer, items, folder: Path, settings: Settings, prog
     return {"config_hash": attacker.config_hash, "rows": rows, "folder": folder}
 
 
+def successful_examples(folder, ids=None) -> list[dict]:
+    """Manifest rows of an attack folder's successful examples (each id once, manifest order),
+    only those of ``ids`` when given."""
+    from ..data import read_jsonl
+
+    rows: dict = {}
+    for r in read_jsonl(Path(folder) / "manifest.jsonl", allow_partial_tail=True):
+        if r.get("success") and r.get("audio") and (ids is None or r.get("id") in ids):
+            rows[r["id"]] = r
+    return list(rows.values())
+
+
 def _attack_folder(root: Path, name: str, config_hash: str) -> Path:
     """``root/<name>`` when it holds this very attack config (as ``asrguard attack --out root/<name>``
     writes it), else ``root/<name>-<config hash>``: other settings never clash with it."""
@@ -721,7 +733,6 @@ def fit_default_detector(run_dir, detector_dir, *,
     steps saw.
     """
     from ..asr.ctc import CTCRecognizer
-    from ..data import read_jsonl
     from ..detect.classifiers import make_classifier
     from ..detect.detector import Detector
 
@@ -750,16 +761,13 @@ def fit_default_detector(run_dir, detector_dir, *,
     attack_sets = {}
     for name in SPEECH_ATTACKS:
         a = results["attacks"][name]
-        successful = {r["id"]: None for r in read_jsonl(Path(a["folder"]) / "manifest.jsonl", allow_partial_tail=True)
-                      if r.get("success") and r.get("id") in source_ids}  # manifest order, each id once
-        attack_sets[name] = cached(f"{name}-{a['config_hash']}", list(successful))
+        attack_sets[name] = cached(f"{name}-{a['config_hash']}",
+                                   [r["id"] for r in successful_examples(a["folder"], source_ids)])
     scored = list(SPEECH_ATTACKS)
     extra_set = None
     if also_train_on is not None:
         kind, folder = also_train_on
-        successful = {r["id"]: None for r in read_jsonl(Path(folder) / "manifest.jsonl", allow_partial_tail=True)
-                      if r.get("success") and r.get("id") in source_ids}
-        extra_set = attack_sets[kind] = cached(kind, list(successful))
+        extra_set = attack_sets[kind] = cached(kind, [r["id"] for r in successful_examples(folder, source_ids)])
         if not len(extra_set):
             raise ConfigError(f"{folder}: no cached features of successful examples; run the attack's experiment first")
         scored.append(kind)
@@ -811,4 +819,5 @@ def fit_default_detector(run_dir, detector_dir, *,
     return _clean(summary)
 
 
-__all__ = ["COLUMNS", "NAME", "PAPER", "Settings", "finished_run", "fit_default_detector", "run", "tables_markdown"]
+__all__ = ["COLUMNS", "NAME", "PAPER", "Settings", "finished_run", "fit_default_detector", "run",
+           "successful_examples", "tables_markdown"]

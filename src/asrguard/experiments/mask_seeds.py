@@ -43,7 +43,7 @@ def seed_sweep(detector, benign: Sequence[np.ndarray], adversarial: Mapping[str,
         raise ConfigError("need benign examples and at least one adversarial example of each attack")
     if not seeds:
         raise ConfigError("no seeds to try")
-    original = detector.feature_extractor.config.seed, detector.mask_seed_is_secret
+    original = detector.feature_extractor, detector.mask_seed_is_secret
     per_seed: dict = {}
     try:
         for seed in seeds:
@@ -61,8 +61,7 @@ def seed_sweep(detector, benign: Sequence[np.ndarray], adversarial: Mapping[str,
                 per_seed[int(seed)][attack] = {k: m[k] for k in ("auroc", "accuracy", "true_positive_rate",
                                                                  "false_positive_rate", "n_benign", "n_adversarial")}
     finally:
-        detector.set_mask_seed(original[0])
-        detector.mask_seed_is_secret = original[1]
+        detector.feature_extractor, detector.mask_seed_is_secret = original
     spread = {attack: {metric: [min(per_seed[s][attack][metric] for s in per_seed),
                                 max(per_seed[s][attack][metric] for s in per_seed)]
                        for metric in ("auroc", "accuracy", "true_positive_rate", "false_positive_rate")}
@@ -74,17 +73,15 @@ def seed_sweep(detector, benign: Sequence[np.ndarray], adversarial: Mapping[str,
 def held_out_examples(run_dir: Path, recognizer) -> tuple[list, dict]:
     """Benign test sources of a finished reproduction and their successful speech attacks."""
     from ..audio import load_audio
-    from ..data import read_jsonl
-    from .jayashankar2020 import SPEECH_ATTACKS, finished_run
+    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, successful_examples
 
     results, _, speech, _, test_sources = finished_run(run_dir, recognizer)
     benign = [item.waveform for item in speech if item.id in test_sources]
     adversarial = {}
     for name in SPEECH_ATTACKS:
         folder = Path(results["attacks"][name]["folder"])
-        rows = {r["id"]: r for r in read_jsonl(folder / "manifest.jsonl", allow_partial_tail=True)
-                if r.get("success") and r.get("audio") and r.get("id") in test_sources}
-        adversarial[name] = [load_audio(folder / r["audio"], recognizer.sample_rate)[0] for r in rows.values()]
+        adversarial[name] = [load_audio(folder / r["audio"], recognizer.sample_rate)[0]
+                             for r in successful_examples(folder, test_sources)]
     return benign, adversarial
 
 

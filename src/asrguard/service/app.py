@@ -104,7 +104,7 @@ def create_app(detector_path: str | os.PathLike | None = None, *, model: str | o
     def healthz():
         c = detector.feature_extractor.config
         return {"status": "ok", "classifier": detector.classifier.name, "realizations": c.n, "p": c.p,
-                "mask_seed": "secret" if detector.mask_seed_is_secret else c.seed,
+                "mask_seed": detector.reported_mask_seed,
                 "threshold": detector.threshold, "target_fpr": detector.target_fpr,
                 "sample_rate": detector.recognizer.sample_rate, "max_bytes": max_bytes, "max_seconds": max_seconds}
 
