@@ -3,7 +3,9 @@
 Scoring = validate the audio, draw I dropout realisations in one batched pass, compute every
 uncertainty feature (P^char with the medoid, P^prob, entropy, MI, variance, aKLD) and run the
 classifier. Prints medians over repeated runs in one process and ``ratio_score_over_transcribe``
-(target <= 5).
+(target <= 5). ``ratio_floor_over_transcribe`` adds the features and classifier to the
+realisation pass's floor (its recurrent layers and matrix products alone, see
+``realizations.py``): what scoring would cost if everything else in that pass were free.
 
     python benchmarks/detect.py --json
 """
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from _timing import median_seconds, print_result
+from realizations import floor_seconds
 
 from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
 from asrguard.audio import load_audio
@@ -68,14 +71,17 @@ def main() -> None:
     realizations_s = median_seconds(lambda: detector.feature_extractor.realizations(recognizer, waveform),
                                     args.repeats)
     c = detector.feature_extractor.config
+    lstm_s, matmul_s = floor_seconds(recognizer, waveform, c.n, c.p, args.repeats)
+    features_s = max(score_s - realizations_s, 0.0)
     result = {
         "model": "shipped" if shipped_model else "untrained (no shipped model found)",
         "detector": f"shipped ({detector.classifier.name})" if shipped_model and shipped_detector
         else "synthetic char-svm4 (no shipped detector found)",
         "n_realizations": c.n, "p": c.p, "seconds_audio": args.seconds, "torch_threads": torch.get_num_threads(),
         "transcribe_s": transcribe_s, "score_s": score_s, "realizations_only_s": realizations_s,
-        "features_and_classifier_s": max(score_s - realizations_s, 0.0),
+        "features_and_classifier_s": features_s, "lstm_s": lstm_s, "matmul_s": matmul_s,
         "ratio_score_over_transcribe": score_s / transcribe_s,
+        "ratio_floor_over_transcribe": (lstm_s + matmul_s + features_s) / transcribe_s,
     }
     print_result(result, args.json)
 

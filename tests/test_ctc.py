@@ -103,6 +103,22 @@ def test_cached_realization_masks_are_prefixes_and_do_not_depend_on_the_cache(mo
         realization_keep_masks(5, 2, [4], 1.0, seed=0)
 
 
+def test_realization_masks_in_a_float_type_are_the_bool_masks_as_zeros_and_ones(monkeypatch):
+    import asrguard.asr.ctc as ctc
+
+    monkeypatch.setattr(ctc, "_mask_cache", {})
+    as_bool, keep = realization_keep_masks(12, 4, [8, 3], 0.3, seed=5)
+    for dtype in (torch.bfloat16, torch.float64):
+        as_float, float_keep = realization_keep_masks(12, 4, [8, 3], 0.3, seed=5, dtype=dtype)
+        assert float_keep == keep
+        assert all(f.dtype == dtype and torch.equal(f, b.to(dtype)) for f, b in zip(as_float, as_bool))
+    # the byte cap counts bytes, not elements: float64 masks take eight times the room
+    monkeypatch.setattr(ctc, "_mask_cache", {})
+    monkeypatch.setattr(ctc, "MASK_CACHE_BYTES", 4 * 11 * 12 * 8 - 1)
+    realization_keep_masks(12, 4, [8, 3], 0.3, seed=5, dtype=torch.float64)
+    assert ctc._mask_cache == {}
+
+
 def test_realizations_refuse_an_unknown_precision(recognizer):
     with pytest.raises(ConfigError, match="precision"):
         recognizer.realizations(tone(300.0, 0.5), 2, precision="float16")
