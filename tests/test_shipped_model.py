@@ -36,6 +36,19 @@ def test_asr_eval_json_contract(shared_data):
     assert not train_speakers & set(report["speakers"])
 
 
+def test_asr_eval_details_say_which_words_fail(shared_data):
+    args = ["asr-eval", "--corpus", "speech-commands", "--limit", "60", "--data-root", str(shared_data), "--details"]
+    report = json.loads(CliRunner().invoke(app, args + ["--json"]).stdout)
+    errors = report["word_errors"]
+    assert sum(e["n"] for e in errors["per_word"].values()) == 60  # one word per Speech Commands clip
+    wrong = sum(e["n"] - e["correct"] for e in errors["per_word"].values())
+    # a clip is wrong when its word is, or when words were inserted around it
+    assert 0 < wrong <= round((1 - report["utterance_accuracy"]) * 60)
+    assert sum(c for *_, c in errors["substitutions"]) <= wrong
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0 and "worst words" in text.stdout
+
+
 @pytest.mark.parametrize("corpus", ["fsdd-digits", "speech-commands"])
 def test_held_out_sets_are_deterministic(corpus, shared_data):
     a = recipes.evaluation_set(corpus, "test", shared_data, limit=5)

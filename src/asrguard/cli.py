@@ -137,6 +137,8 @@ def asr_eval(
     lm: Optional[Path] = typer.Option(None, help="Word bigram JSON for --decoder lm (default: the shipped one)."),
     lm_weight: float = typer.Option(0.5, help="--decoder lm: weight α of the LM log-probability."),
     word_bonus: float = typer.Option(1.0, help="--decoder lm: bonus β per word."),
+    details: bool = typer.Option(False, "--details", help="Also give accuracy per word and the most frequent "
+                                                            "substitutions, deletions and insertions."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Score the recogniser (CER, WER, word accuracy) on a held-out set."""
@@ -152,7 +154,7 @@ def asr_eval(
 
         decode = make_decoder(WordBigramLM.load(lm) if lm else load_default_lm(), alpha=lm_weight, beta=word_bonus)
     items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
-    metrics = evaluate(recognizer, items, decoder=decode)
+    metrics = evaluate(recognizer, items, decoder=decode, details=details)
     metrics.update(corpus=corpus, split=split, model=str(model or "default"), decoder=decoder)
     if decoder == "lm":
         metrics.update(lm=str(lm or "default"), lm_weight=lm_weight, word_bonus=word_bonus)
@@ -162,6 +164,17 @@ def asr_eval(
         for key in ("corpus", "split", "n_utterances", "cer", "wer", "word_accuracy", "utterance_accuracy"):
             out.print(f"{key:>20}: {metrics[key]}")
         out.print(f"{'speakers':>20}: {len(metrics['speakers'])}")
+        if details:
+            _print_word_errors(metrics["word_errors"])
+
+
+def _print_word_errors(errors: dict, worst: int = 10) -> None:
+    words = list(errors["per_word"].items())[:worst]
+    out.print(f"{'worst words':>20}: " + ", ".join(f"{w} {e['correct']}/{e['n']}" for w, e in words))
+    for label, rows in (("substitutions", errors["substitutions"]), ("deletions", errors["deletions"]),
+                        ("insertions", errors["insertions"])):
+        if rows:
+            out.print(f"{label:>20}: " + ", ".join(" → ".join(r[:-1]) + f" ×{r[-1]}" for r in rows))
 
 
 @app.command("model-card")

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..audio import DEFAULT_SAMPLE_RATE, load_audio
 from ..errors import ConfigError
-from ..evaluate.metrics import recognition_metrics
+from ..evaluate.metrics import recognition_metrics, word_errors
 from ..text import encode
 from . import recipes
 from .base import AudioBatch
@@ -225,8 +225,12 @@ def estimate_feature_std(model: DeepSpeechCTC, items, n: int = 300) -> torch.Ten
         return torch.cat(rows).std(0).clamp_min(1e-3)
 
 
-def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32, decoder=None) -> dict:
-    """Recognition metrics on ``items``; ``decoder(log_probs, lengths)`` replaces greedy decoding."""
+def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32, decoder=None, details: bool = False) -> dict:
+    """Recognition metrics on ``items``; ``decoder(log_probs, lengths)`` replaces greedy decoding.
+
+    ``details`` adds ``word_errors`` (:func:`~asrguard.evaluate.metrics.word_errors`): accuracy
+    per reference word and the most frequent confusions.
+    """
     hypotheses = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
@@ -236,8 +240,11 @@ def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32, decoder=Non
         else:
             with torch.no_grad():
                 hypotheses.extend(decoder(*recognizer.log_probs(batch)))
-    metrics = recognition_metrics([i.transcript for i in items], hypotheses)
+    references = [i.transcript for i in items]
+    metrics = recognition_metrics(references, hypotheses)
     metrics["speakers"] = sorted({i.speaker for i in items})
+    if details:
+        metrics["word_errors"] = word_errors(references, hypotheses)
     return metrics
 
 
