@@ -72,4 +72,9 @@ def test_reproduce_refuses_unknown_paper_and_misplaced_fit_detector(tmp_path):
     wrong_model = runner.invoke(app, ["reproduce", "daubener2020", "--out", str(tmp_path / "r"),
                                       "--model", str(tmp_path / "m")])
     assert wrong_model.exit_code == 2 and "jayashankar2020 only" in wrong_model.output
+    wrong_setup = runner.invoke(app, ["reproduce", "daubener2020", "--out", str(tmp_path / "r"), "--setup", "paper"])
+    assert wrong_setup.exit_code == 2 and "jayashankar2020 only" in wrong_setup.output
+    unknown_setup = runner.invoke(app, ["reproduce", "jayashankar2020", "--out", str(tmp_path / "r"),
+                                        "--setup", "long", "--data-root", str(tmp_path)])
+    assert unknown_setup.exit_code != 0 and "unknown setup" in unknown_setup.output
     assert not (tmp_path / "r").exists()  # refused before any work

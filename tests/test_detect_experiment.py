@@ -71,3 +71,53 @@ def test_extra_calibration_items_are_held_out_and_never_run_sources(shared_data)
     sc_speakers = {i.id.rsplit("/", 1)[-1].split("_nohash_")[0].split("_")[-1]
                    for i in extra if i.id.startswith("speech-commands:")}
     assert sc_speakers and not sc_speakers & train_speakers
+
+
+def test_paper_setup_puts_the_paper_target_on_long_enough_sources(tmp_path):
+    import pytest
+
+    from asrguard.asr.ctc import seconds_for_target
+    from asrguard.attacks.targets import PAPER_TARGET
+    from asrguard.errors import ConfigError
+    from asrguard.experiments.jayashankar2020 import Settings
+
+    paper = Settings.make(False, setup="paper")
+    assert paper.targets == "paper" and paper.corpora == ("fsdd-digits", "sc-digits")
+    # the sources are long enough for the target at the setup's fill
+    assert paper.min_seconds * paper.max_fill >= seconds_for_target(PAPER_TARGET) - 0.01
+    quick = Settings.make(True, setup="paper")
+    assert quick.n_sources == 12 and quick.min_seconds == paper.min_seconds
+    assert Settings.make(False) == Settings()  # the default setup is unchanged
+    with pytest.raises(ConfigError, match="unknown setup"):
+        Settings.make(False, setup="librispeech")
+
+
+def test_an_output_folder_holds_one_setup_and_attack_folders_never_mix_targets(tmp_path):
+    import pytest
+
+    from asrguard.errors import ConfigError
+    from asrguard.experiments.jayashankar2020 import Settings, _attack_folder, _claim_for_setup
+
+    mixed, paper = Settings(), Settings.make(False, setup="paper")
+    _claim_for_setup(tmp_path, mixed)
+    _claim_for_setup(tmp_path, mixed)  # resuming the same setup is fine
+    with pytest.raises(ConfigError, match="another --out"):
+        _claim_for_setup(tmp_path, paper)
+
+    # an `asrguard attack --out root/cw` folder is reused only for the same config and targets
+    (tmp_path / "cw").mkdir()
+    (tmp_path / "cw" / "run.json").write_text(json.dumps({"config_hash": "abc", "targets": "mixed", "max_fill": 0.2}))
+    assert _attack_folder(tmp_path, "cw", "abc", mixed) == tmp_path / "cw"
+    assert _attack_folder(tmp_path, "cw", "abc", paper) == tmp_path / "cw-abc-paper0.3"
+    assert _attack_folder(tmp_path, "cw", "def", mixed) == tmp_path / "cw-def"
+
+
+def test_min_seconds_keeps_only_sources_long_enough(shared_data):
+    from asrguard.attacks.cli import load_items
+
+    items = load_items(["sc-digits", "urbansound8k"], 10, 0, shared_data, min_seconds=2.8)
+    assert len(items) == 10 and {i.id.split(":")[0] for i in items} >= {"sc-digits"}
+    assert min(len(i.waveform) for i in items) >= 2.8 * 16000
+    # without a bound the selection is the one every earlier run used
+    assert [i.id for i in load_items(["sc-digits"], 5, 0, shared_data)] == \
+        [i.id for i in load_items(["sc-digits"], 5, 0, shared_data, min_seconds=None)]

@@ -60,12 +60,13 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
 
 
 def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, sample_rate: int = 16_000,
-               max_seconds: float | None = None) -> list[Item]:
+               max_seconds: float | None = None, min_seconds: float | None = None) -> list[Item]:
     """``n`` held-out items split evenly over ``corpora`` (ids prefixed with the corpus name).
 
     ``max_seconds`` keeps only utterances up to that length (drawn, seeded, from the whole
     held-out set): attack cost grows with length, and so does the speech the perturbation
-    has to overwrite.
+    has to overwrite. ``min_seconds`` keeps only utterances at least that long (a long target
+    such as the paper's needs room).
     """
     from ..asr.recipes import default_data_root, evaluation_set
 
@@ -78,15 +79,15 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
         if share == 0:
             continue
         if corpus == URBAN:
-            items += _urban_items(root, share, seed, sample_rate, max_seconds)
+            items += _urban_items(root, share, seed, sample_rate, max_seconds, min_seconds)
             continue
         if corpus not in SPEECH_CORPORA:
             raise ConfigError(f"unknown corpus {corpus!r}; choose from {', '.join(SPEECH_CORPORA + (URBAN,))}")
-        if max_seconds is None:
+        if max_seconds is None and min_seconds is None:
             pool = evaluation_set(corpus, "test", root, limit=share, seed=seed)
         else:
             pool = [u for u in evaluation_set(corpus, "test", root, seed=seed)
-                    if len(u.waveform) <= max_seconds * sample_rate]
+                    if _within(len(u.waveform) / sample_rate, min_seconds, max_seconds)]
             rng = np.random.default_rng(seed)
             pool = [pool[i] for i in sorted(rng.choice(len(pool), min(share, len(pool)), replace=False))]
         for u in pool:
@@ -94,14 +95,17 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
     return items
 
 
-def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None) -> list[Item]:
+def _within(seconds: float, min_seconds: float | None, max_seconds: float | None) -> bool:
+    return (min_seconds is None or seconds >= min_seconds) and (max_seconds is None or seconds <= max_seconds)
+
+
+def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None,
+                 min_seconds: float | None = None) -> list[Item]:
     """``n`` carriers from the held-out UrbanSound8K folds (training may use the others as non-speech)."""
     from ..asr.recipes import urbansound_records
     from ..audio import load_audio
 
-    records = urbansound_records(root, "test")
-    if max_seconds is not None:
-        records = [r for r in records if r.duration <= max_seconds]
+    records = [r for r in urbansound_records(root, "test") if _within(r.duration, min_seconds, max_seconds)]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(records), min(n, len(records)), replace=False))
     items = []

@@ -77,6 +77,13 @@ PAPER = {
 METRICS = ("accuracy", "auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr")
 
 
+#: Reproduction setups (see :meth:`Settings.make`).
+SETUPS = ("mixed", "paper")
+#: The paper setup's target fill: 41 characters in 2.8 s, 1.5 times denser than ``mixed`` allows
+#: (our sources are shorter than the paper's ~5 s CommonVoice clips).
+PAPER_MAX_FILL = 0.3
+
+
 @dataclass
 class Settings:
     """Everything that determines the results."""
@@ -95,15 +102,33 @@ class Settings:
     max_fill: float = 0.2
     batch_size: int = 32
     attack_overrides: dict = field(default_factory=dict)
+    min_seconds: float | None = None
+    setup: str = "mixed"
 
     @classmethod
-    def make(cls, quick: bool, seed: int = 0) -> "Settings":
-        if not quick:
-            return cls(quick=False, seed=seed)
-        # a smoke test of the whole pipeline: one attack batch per attack, shorter optimisation
-        fast = {name: {"max_iter": 300} for name in SPEECH_ATTACKS + ("us",)}
-        fast["ia"]["stage2_iter"] = 60
-        return cls(quick=True, seed=seed, n_sources=12, n_urban=6, batch_size=12, attack_overrides=fast)
+    def make(cls, quick: bool, seed: int = 0, setup: str = "mixed") -> "Settings":
+        """The full or ``quick`` sizes of one of :data:`SETUPS`.
+
+        ``mixed``: held-out FSDD connected digits and Speech Commands words, each with a
+        target sized to it (one-word commands for one-word clips). ``paper``: the paper's one
+        41-character target on every source, so only connected digits long enough to carry
+        it at 15 characters a second (2.8 s) and UrbanSound clips as long.
+        """
+        if setup not in SETUPS:
+            raise ConfigError(f"unknown setup {setup!r}; choose from {', '.join(SETUPS)}")
+        size = {"quick": quick, "seed": seed, "setup": setup}
+        if quick:
+            # a smoke test of the whole pipeline: one attack batch per attack, shorter optimisation
+            fast = {name: {"max_iter": 300} for name in SPEECH_ATTACKS + ("us",)}
+            fast["ia"]["stage2_iter"] = 60
+            size.update(n_sources=12, n_urban=6, batch_size=12, attack_overrides=fast)
+        if setup == "paper":
+            from ..asr.ctc import seconds_for_target
+            from ..attacks.targets import PAPER_TARGET
+
+            size.update(corpora=("fsdd-digits", "sc-digits"), targets="paper", max_fill=PAPER_MAX_FILL,
+                        min_seconds=round(seconds_for_target(PAPER_TARGET) / PAPER_MAX_FILL, 2))
+        return cls(**size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -185,7 +210,7 @@ def _attack(name: str, recognizer, items, folder: Path, settings: Settings, prog
 
     overrides = {"seed": str(settings.seed), **{k: str(v) for k, v in settings.attack_overrides.get(name, {}).items()}}
     attacker = make_attack(name, recognizer, overrides)
-    folder = _attack_folder(Path(folder), name, attacker.config_hash)
+    folder = _attack_folder(Path(folder), name, attacker.config_hash, settings)
     wanted = {it.id for it in items}
     if not wanted <= finished_ids(folder):
         sampler = TargetSampler(settings.targets, seed=settings.seed, max_fill=settings.max_fill)
@@ -209,16 +234,33 @@ def successful_examples(folder, ids=None) -> list[dict]:
     return list(rows.values())
 
 
-def _attack_folder(root: Path, name: str, config_hash: str) -> Path:
-    """``root/<name>`` when it holds this very attack config (as ``asrguard attack --out root/<name>``
-    writes it), else ``root/<name>-<config hash>``: other settings never clash with it."""
+def _claim_for_setup(out_dir: Path, settings: Settings) -> None:
+    """Refuse an output folder made for other sources or targets: its cached features would be stale."""
+    defining = {"corpora": list(settings.corpora), "targets": settings.targets, "max_fill": settings.max_fill,
+                "min_seconds": settings.min_seconds}
+    marker = out_dir / "setup.json"
+    if marker.is_file():
+        made = json.loads(marker.read_text())
+        if made != defining:
+            raise ConfigError(f"{out_dir} holds a run with {made}, not {defining}; pass another --out")
+        return
+    _write_json(marker, defining)
+
+
+def _attack_folder(root: Path, name: str, config_hash: str, settings: Settings) -> Path:
+    """``root/<name>`` when it holds this very attack config and target choice (as ``asrguard attack
+    --out root/<name>`` writes it), else ``root/<name>-<config hash>``, with the target kind and
+    fill appended when they are not the default ones: other settings never clash with it."""
     plain = root / name
     try:
-        if json.loads((plain / "run.json").read_text()).get("config_hash") == config_hash:
+        made = json.loads((plain / "run.json").read_text())
+        if (made.get("config_hash") == config_hash and made.get("targets", "mixed") == settings.targets
+                and made.get("max_fill", 0.2) == settings.max_fill):
             return plain
     except (OSError, ValueError):
         pass
-    return root / f"{name}-{config_hash}"
+    targets = "" if (settings.targets, settings.max_fill) == ("mixed", 0.2) else f"-{settings.targets}{settings.max_fill:g}"
+    return root / f"{name}-{config_hash}{targets}"
 
 
 def _attack_summary(rows: dict) -> dict:
@@ -401,7 +443,7 @@ def _train(names: Sequence[str], benign: FeatureSet, adversarial: FeatureSet, se
 
 
 def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=None, attacks_dir=None,
-        progress: bool = True, settings: Settings | None = None) -> dict:
+        progress: bool = True, settings: Settings | None = None, setup: str = "mixed") -> dict:
     """Run (or resume) the reproduction; returns the results dict also written to ``results.json``.
 
     Args:
@@ -413,15 +455,17 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         attacks_dir: where attack folders live (default ``out_dir/attacks``), one per attack and
             settings, ``<attack>-<config hash>/``; an existing one is reused and completed, so
             several runs (quick and full, say) can share the attacks they have in common.
+        setup: ``mixed`` or ``paper`` (:meth:`Settings.make`); an output folder holds one setup.
     """
     from ..asr.ctc import CTCRecognizer
     from ..asr.recipes import default_data_root
     from ..attacks.cli import load_items
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-    settings = settings or Settings.make(quick, seed)
+    settings = settings or Settings.make(quick, seed, setup)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_for_setup(out_dir, settings)
     attacks_dir = Path(attacks_dir) if attacks_dir is not None else out_dir / "attacks"
     root = Path(data_root) if data_root is not None else default_data_root()
     if not (root / "fsdd").is_dir():
@@ -432,8 +476,9 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     rate = recognizer.sample_rate
 
     t0 = time.perf_counter()
-    speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, root, rate)
-    urban = load_items(["urbansound8k"], settings.n_urban, settings.seed, root, rate)
+    speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, root, rate,
+                        min_seconds=settings.min_seconds)
+    urban = load_items(["urbansound8k"], settings.n_urban, settings.seed, root, rate, min_seconds=settings.min_seconds)
     timing["load_seconds"] = time.perf_counter() - t0
 
     # 1. attacks
@@ -604,6 +649,15 @@ def _model_label(model: str) -> str:
     return "shipped" if model == "shipped" else f"`{model}`"
 
 
+def _targets_sentence(settings: dict) -> str:
+    fill = settings.get("max_fill", 0.2)
+    if settings.get("targets") == "paper":
+        return (f"Setup `paper`: every source gets the paper's target, so only sources of at least "
+                f"{settings.get('min_seconds')} s are used (up to {fill:g} characters per output frame).")
+    return (f"Setup `mixed`: targets `{settings.get('targets', 'mixed')}`, sized to each source "
+            f"(up to {fill:g} characters per output frame).")
+
+
 def tables_markdown(results: dict) -> str:
     """The paper's Tables 1 and 2 beside ours (``ours / paper``), TPR at low FPR and the attacks."""
     columns = [c[0] for c in COLUMNS]
@@ -618,7 +672,7 @@ def tables_markdown(results: dict) -> str:
              f"({results['split']['n_train_sources']} train / {results['split']['n_test_sources']} test); classifiers "
              f"trained on {results['split']['train_attack'].upper()} examples of the training sources; each test "
              "cell = successful adversarial examples of the test sources + their own benign sources. US: trained "
-             "and tested on UrbanSound (70/30 by clip).",
+             "and tested on UrbanSound (70/30 by clip). " + _targets_sentence(results['settings']),
              f"Paper setup: {PAPER['setup']}.", "",
              "Each cell: **ours** / paper. Accuracy uses each classifier's own decision threshold.", ""]
 
@@ -703,7 +757,7 @@ def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list,
         raise ConfigError(f"the run in {run_dir} attacked another model than {model or 'the shipped one'}; "
                           "pass the model it was made with")
     speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, Path(results["data_root"]),
-                        recognizer.sample_rate)
+                        recognizer.sample_rate, min_seconds=settings.min_seconds)
     ids = [i.id for i in speech]
     train_mask, test_mask = split_by_source(ids, settings.test_fraction, settings.seed)
     train_ids = [s for s, m in zip(ids, train_mask) if m]
