@@ -121,3 +121,48 @@ def test_min_seconds_keeps_only_sources_long_enough(shared_data):
     # without a bound the selection is the one every earlier run used
     assert [i.id for i in load_items(["sc-digits"], 5, 0, shared_data)] == \
         [i.id for i in load_items(["sc-digits"], 5, 0, shared_data, min_seconds=None)]
+
+
+def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, shared_data, monkeypatch):
+    """`--attacks cw,dr` over finished attack folders: CW and DR columns, the rest left empty."""
+    import pytest
+
+    from asrguard.attacks.cli import load_items, make_attack
+    from asrguard.audio import save_audio
+    from asrguard.errors import ConfigError
+    from asrguard.experiments.jayashankar2020 import Settings, _attack_folder, run
+
+    recognizer = tiny_recognizer(tmp_path)
+    settings = Settings(corpora=("fsdd-digits",), n_sources=12, n_realizations=8, test_fraction=0.5)
+    items = load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data, 16000)
+    rng = np.random.default_rng(0)
+    for name in ("cw", "dr"):  # finished attack folders, so nothing is optimised here
+        folder = _attack_folder(tmp_path / "attacks", name, make_attack(name, recognizer, {"seed": "0"}).config_hash,
+                                settings)
+        (folder / "audio").mkdir(parents=True)
+        rows = []
+        for item in items:
+            audio = f"audio/{item.id.replace(':', '_')}.wav"
+            noisy = np.clip(item.waveform + 0.3 * rng.uniform(-1, 1, item.waveform.size), -1, 1).astype(np.float32)
+            save_audio(folder / audio, noisy, 16000)
+            rows.append({"id": item.id, "success": True, "target": "go", "audio": audio})
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    import asrguard.attacks.runner as runner
+
+    def no_optimising(*args, **kwargs):
+        raise AssertionError("the finished attack folders should have been reused")
+
+    monkeypatch.setattr(runner, "run_attack", no_optimising)
+    out = tmp_path / "run"
+    results = run(out, settings=settings, attacks=["dr", "cw"], model=tmp_path / "model0", data_root=shared_data,
+                  attacks_dir=tmp_path / "attacks", progress=False)
+    assert results["columns"] == ["CW p=0.05", "CW", "DR"] and set(results["cells"]) == {"CW p=0.05", "CW", "DR"}
+    assert set(results["attacks"]) == {"cw", "dr"} and results["split"]["n_urban"] == 0
+    assert results["cells"]["CW"]["char-svm4"]["n_adversarial"] == results["split"]["n_test_sources"]
+    tables = (out / "tables.md").read_text()
+    assert "| P^char | SVM-4 | **" in tables and "| NRR |" not in tables.split("## Attacks")[1]
+    with pytest.raises(ConfigError, match="must include dr"):
+        run(out, settings=settings, attacks=["cw"], progress=False)
+    with pytest.raises(ConfigError, match="unknown attack"):
+        run(out, settings=settings, attacks=["dr", "pgd"], progress=False)

@@ -210,6 +210,10 @@ def reproduce(
     setup: str = typer.Option("mixed", help="jayashankar2020 only: mixed (digit strings and one-word commands, "
                                             "each with a target that fits it) or paper (the paper's one "
                                             "41-character target; sources of 2.8 s and more)."),
+    attacks: Optional[str] = typer.Option(None, help="jayashankar2020 only: comma-separated subset of "
+                                                     "cw,dr,nrr,ia,us (dr is needed); other columns stay empty."),
+    attacks_dir: Optional[Path] = typer.Option(None, help="jayashankar2020 only: where the attack folders live "
+                                                          "(default: OUT/attacks); runs can share them."),
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
     from .asr import recipes
@@ -222,10 +226,17 @@ def reproduce(
         from .experiments import jayashankar2020 as experiment
     else:
         raise typer.BadParameter(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
-    if (fit_detector is not None or model is not None or setup != "mixed") and paper != "jayashankar2020":
-        raise typer.BadParameter("--fit-detector/--model/--setup: jayashankar2020 only")
+    if paper != "jayashankar2020":
+        given = {"--fit-detector": fit_detector, "--model": model, "--attacks": attacks, "--attacks-dir": attacks_dir,
+                 "--setup": None if setup == "mixed" else setup}
+        misplaced = [name for name, value in given.items() if value is not None]
+        if misplaced:
+            raise typer.BadParameter(f"{', '.join(misplaced)}: jayashankar2020 only")
     # daubener2020 trains its own models and has one setup
-    options = {"model": model, "setup": setup} if paper == "jayashankar2020" else {}
+    options = {}
+    if paper == "jayashankar2020":
+        options = {"model": model, "setup": setup, "attacks_dir": attacks_dir,
+                   "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None}
     experiment.run(out_dir, quick=quick, data_root=root, seed=seed, **options)
     tables = Path(out_dir) / "tables.md"
     if tables.exists():

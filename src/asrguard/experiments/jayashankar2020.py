@@ -234,6 +234,20 @@ def successful_examples(folder, ids=None) -> list[dict]:
     return list(rows.values())
 
 
+def _chosen_attacks(attacks: Sequence[str] | None, settings: Settings) -> tuple[str, ...]:
+    """The attacks to run, in the paper's order; the training attack must be one of them."""
+    every = SPEECH_ATTACKS + ("us",)
+    if attacks is None:
+        return every
+    unknown = sorted(set(attacks) - set(every))
+    if unknown:
+        raise ConfigError(f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+    if settings.train_attack not in attacks:
+        raise ConfigError(f"the classifiers are trained on {settings.train_attack.upper()} examples, "
+                          f"so the attacks must include {settings.train_attack}")
+    return tuple(a for a in every if a in attacks)
+
+
 def _claim_for_setup(out_dir: Path, settings: Settings) -> None:
     """Refuse an output folder made for other sources or targets: its cached features would be stale."""
     defining = {"corpora": list(settings.corpora), "targets": settings.targets, "max_fill": settings.max_fill,
@@ -443,7 +457,8 @@ def _train(names: Sequence[str], benign: FeatureSet, adversarial: FeatureSet, se
 
 
 def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=None, attacks_dir=None,
-        progress: bool = True, settings: Settings | None = None, setup: str = "mixed") -> dict:
+        progress: bool = True, settings: Settings | None = None, setup: str = "mixed",
+        attacks: Sequence[str] | None = None) -> dict:
     """Run (or resume) the reproduction; returns the results dict also written to ``results.json``.
 
     Args:
@@ -456,6 +471,9 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
             settings, ``<attack>-<config hash>/``; an existing one is reused and completed, so
             several runs (quick and full, say) can share the attacks they have in common.
         setup: ``mixed`` or ``paper`` (:meth:`Settings.make`); an output folder holds one setup.
+        attacks: only these of ``cw, dr, nrr, ia, us`` (default: all); the training attack (DR)
+            is always needed. The other columns stay empty: a first look while the slow attacks
+            still run (share their ``attacks_dir``), or a cheaper partial reproduction.
     """
     from ..asr.ctc import CTCRecognizer
     from ..asr.recipes import default_data_root
@@ -463,6 +481,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     settings = settings or Settings.make(quick, seed, setup)
+    chosen = _chosen_attacks(attacks, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_for_setup(out_dir, settings)
@@ -478,12 +497,13 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     t0 = time.perf_counter()
     speech = load_items(list(settings.corpora), settings.n_sources, settings.seed, root, rate,
                         min_seconds=settings.min_seconds)
-    urban = load_items(["urbansound8k"], settings.n_urban, settings.seed, root, rate, min_seconds=settings.min_seconds)
+    urban = (load_items(["urbansound8k"], settings.n_urban, settings.seed, root, rate, min_seconds=settings.min_seconds)
+             if "us" in chosen else [])
     timing["load_seconds"] = time.perf_counter() - t0
 
     # 1. attacks
     attacks: dict = {}
-    for name in SPEECH_ATTACKS + ("us",):
+    for name in chosen:
         t0 = time.perf_counter()
         attacks[name] = _attack(name, recognizer, urban if name == "us" else speech, attacks_dir, settings, progress)
         timing[f"attack_{name}_seconds"] = time.perf_counter() - t0
@@ -496,8 +516,9 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     plan = []  # (key, kind label for the cache, p, entries)
     for p in (settings.p_main, settings.p_low):
         plan.append((("benign", p), "benign", p, [(i.id, i.id, (lambda i=i: i.waveform)) for i in speech]))
-    plan.append((("benign-us", settings.p_main), "benign-us", settings.p_main,
-                 [(i.id, i.id, (lambda i=i: i.waveform)) for i in urban]))
+    if urban:
+        plan.append((("benign-us", settings.p_main), "benign-us", settings.p_main,
+                     [(i.id, i.id, (lambda i=i: i.waveform)) for i in urban]))
     for name, info in attacks.items():
         folder = info["folder"]
         ok = [r for r in info["rows"].values() if r.get("success") and r.get("audio")]
@@ -521,20 +542,25 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     speech_ids = [i.id for i in speech]
     train_sources = {s for s, m in zip(speech_ids, train_mask) if m}
     test_sources = {s for s, m in zip(speech_ids, test_mask) if m}
-    us_train_mask, us_test_mask = split_by_source([i.id for i in urban], settings.test_fraction, settings.seed)
-    us_train = {i.id for i, m in zip(urban, us_train_mask) if m}
-    us_test = {i.id for i, m in zip(urban, us_test_mask) if m}
+    us_train, us_test = set(), set()
+    if urban:
+        us_train_mask, us_test_mask = split_by_source([i.id for i in urban], settings.test_fraction, settings.seed)
+        us_train = {i.id for i, m in zip(urban, us_train_mask) if m}
+        us_test = {i.id for i, m in zip(urban, us_test_mask) if m}
 
     trained = {}
     for p in (settings.p_main, settings.p_low):
         benign, adversarial = _paired(sets[("benign", p)], sets[(settings.train_attack, p)], train_sources)
         trained[p] = _train(CLASSIFIERS, benign, adversarial, settings.seed)
-    us_benign_train, us_adv_train = _paired(sets[("benign-us", settings.p_main)], sets[("us", settings.p_main)],
-                                            us_train)
-    trained_us = _train(CLASSIFIERS, us_benign_train, us_adv_train, settings.seed)
+    if urban:
+        us_benign_train, us_adv_train = _paired(sets[("benign-us", settings.p_main)], sets[("us", settings.p_main)],
+                                                us_train)
+        trained_us = _train(CLASSIFIERS, us_benign_train, us_adv_train, settings.seed)
 
     cells: dict = {}
     for label, attack, p in COLUMNS:
+        if attack not in chosen:
+            continue
         if attack == "us":
             benign, adversarial = _paired(sets[("benign-us", p)], sets[("us", p)], us_test)
             cells[label] = _evaluate(trained_us, benign, adversarial)
@@ -570,9 +596,9 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
                   for col, per in cells.items()},
         "cells_by_corpus": {col: _by_corpus(per) for col, per in cells.items()},
         "cells_by_target_length": {col: _by_target_length(cells[col], attacks[attack]["rows"])
-                                   for col, attack, _ in COLUMNS},
+                                   for col, attack, _ in COLUMNS if attack in chosen},
         "paper": PAPER, "figures": figures, "timing": timing,
-        "columns": [c[0] for c in COLUMNS] + ["US (DR-trained)"],
+        "columns": [c[0] for c in COLUMNS if c[1] in chosen] + (["US (DR-trained)"] if urban else []),
     }
     results = _clean(results)
     _write_json(out_dir / "results.json", results)
