@@ -688,7 +688,11 @@ def tables_markdown(results: dict) -> str:
     """The paper's Tables 1 and 2 beside ours (``ours / paper``), TPR at low FPR and the attacks."""
     columns = [c[0] for c in COLUMNS]
     cells = results["cells"]
-    lines = [f"# Jayashankar et al. (2020) reproduction ({'quick' if results['settings']['quick'] else 'full'} run)",
+    size = "quick" if results["settings"]["quick"] else "full"
+    done = [a for a in SPEECH_ATTACKS + ("us",) if a in results["attacks"]]
+    if len(done) < len(SPEECH_ATTACKS) + 1:
+        size += f" sizes; only {', '.join(a.upper() for a in done)}"
+    lines = [f"# Jayashankar et al. (2020) reproduction ({size} run)",
              "",
              f"Our setup: {_model_label(results.get('model', 'shipped'))} CTC model "
              f"(sha256 {str(results.get('model_checksum'))[:12]}…), "
