@@ -205,3 +205,21 @@ def test_classifier_table_trains_on_dr_and_optionally_on_another_attack(saved, s
     assert f"DR and {kind} examples" in summary["trained_on"]
     assert summary["n_fit"]["adversarial"] == 2 * summary["n_fit"]["benign"]  # DR and known-mask of each source
     assert Detector.load(tmp_path / "hardened", recognizer).classifier.name == "char-svm4"
+
+
+def test_held_out_examples_are_the_test_sources_and_skip_attacks_a_partial_run_lacks(saved, shared_data, tmp_path):
+    from asrguard.experiments.jayashankar2020 import finished_run
+    from asrguard.experiments.mask_seeds import held_out_examples
+
+    _, det, _ = saved
+    _tiny_finished_run(tmp_path, det.recognizer, shared_data)
+    benign, adversarial = held_out_examples(tmp_path, det.recognizer)
+    _, _, _, _, test_sources = finished_run(tmp_path, det.recognizer)
+    assert len(benign) == len(test_sources) and set(adversarial) == {"cw", "dr", "nrr", "ia"}
+    assert all(len(examples) == len(test_sources) for examples in adversarial.values())
+    # a run made with `--attacks cw,dr` has no NRR or IA folder to read
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("nrr", "ia"):
+        del results["attacks"][name]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert set(held_out_examples(tmp_path, det.recognizer)[1]) == {"cw", "dr"}

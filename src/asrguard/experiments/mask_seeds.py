@@ -71,14 +71,14 @@ def seed_sweep(detector, benign: Sequence[np.ndarray], adversarial: Mapping[str,
 
 
 def held_out_examples(run_dir: Path, recognizer) -> tuple[list, dict]:
-    """Benign test sources of a finished reproduction and their successful speech attacks."""
+    """Benign test sources of a finished reproduction and their successful speech attacks (those it ran)."""
     from ..audio import load_audio
     from .jayashankar2020 import SPEECH_ATTACKS, finished_run, successful_examples
 
     results, _, speech, _, test_sources = finished_run(run_dir, recognizer)
     benign = [item.waveform for item in speech if item.id in test_sources]
     adversarial = {}
-    for name in SPEECH_ATTACKS:
+    for name in (a for a in SPEECH_ATTACKS if a in results["attacks"]):  # a partial run lacks some
         folder = Path(results["attacks"][name]["folder"])
         adversarial[name] = [load_audio(folder / r["audio"], recognizer.sample_rate)[0]
                              for r in successful_examples(folder, test_sources)]
