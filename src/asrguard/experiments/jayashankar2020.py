@@ -273,7 +273,8 @@ def _attack_folder(root: Path, name: str, config_hash: str, settings: Settings) 
             return plain
     except (OSError, ValueError):
         pass
-    targets = "" if (settings.targets, settings.max_fill) == ("mixed", 0.2) else f"-{settings.targets}{settings.max_fill:g}"
+    default = (settings.targets, settings.max_fill) == ("mixed", 0.2)
+    targets = "" if default else f"-{settings.targets}{settings.max_fill:g}"
     return root / f"{name}-{config_hash}{targets}"
 
 
