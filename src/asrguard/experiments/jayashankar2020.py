@@ -503,13 +503,13 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     timing["load_seconds"] = time.perf_counter() - t0
 
     # 1. attacks
-    attacks: dict = {}
+    crafted: dict = {}  # attack name -> its config hash, manifest rows and folder
     for name in chosen:
         t0 = time.perf_counter()
-        attacks[name] = _attack(name, recognizer, urban if name == "us" else speech, attacks_dir, settings, progress)
+        crafted[name] = _attack(name, recognizer, urban if name == "us" else speech, attacks_dir, settings, progress)
         timing[f"attack_{name}_seconds"] = time.perf_counter() - t0
-        log.info("%s: %d/%d successful", name, sum(bool(r.get("success")) for r in attacks[name]["rows"].values()),
-                 len(attacks[name]["rows"]))
+        log.info("%s: %d/%d successful", name, sum(bool(r.get("success")) for r in crafted[name]["rows"].values()),
+                 len(crafted[name]["rows"]))
 
     # 2. features
     t0 = time.perf_counter()
@@ -520,7 +520,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     if urban:
         plan.append((("benign-us", settings.p_main), "benign-us", settings.p_main,
                      [(i.id, i.id, (lambda i=i: i.waveform)) for i in urban]))
-    for name, info in attacks.items():
+    for name, info in crafted.items():
         folder = info["folder"]
         ok = [r for r in info["rows"].values() if r.get("success") and r.get("audio")]
         entries = [(r["id"], r["id"], (lambda r=r, folder=folder: load_audio(folder / r["audio"], rate)[0]))
@@ -587,7 +587,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
                   "train_attack": settings.train_attack},
         "attacks": {name: {"config_hash": info["config_hash"], "folder": str(info["folder"]),
                            **_attack_summary(info["rows"])}
-                    for name, info in attacks.items()},
+                    for name, info in crafted.items()},
         "training_sets": {
             f"p={p:g}": {"n_benign": len(_paired(sets[("benign", p)], sets[(settings.train_attack, p)],
                                                  train_sources)[0]),
@@ -596,7 +596,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         "cells": {col: {clf: {k: v for k, v in m.items() if not k.startswith("_")} for clf, m in per.items()}
                   for col, per in cells.items()},
         "cells_by_corpus": {col: _by_corpus(per) for col, per in cells.items()},
-        "cells_by_target_length": {col: _by_target_length(cells[col], attacks[attack]["rows"])
+        "cells_by_target_length": {col: _by_target_length(cells[col], crafted[attack]["rows"])
                                    for col, attack, _ in COLUMNS if attack in chosen},
         "paper": PAPER, "figures": figures, "timing": timing,
         "columns": [c[0] for c in COLUMNS if c[1] in chosen] + (["US (DR-trained)"] if urban else []),
