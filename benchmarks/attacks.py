@@ -1,8 +1,8 @@
 """Our CW attack against IBM ART 1.20.1's ``CarliniWagnerASR`` on the same shipped model.
 
 Both attack the same held-out utterances (half connected FSDD digits, half Speech Commands)
-toward the same targets, through the same recogniser (ART sees it through a minimal
-``SpeechRecognizerMixin`` estimator with ``predict`` and ``loss_gradient``). Each utterance is
+toward the same targets, through the same recogniser (ART sees it through
+:func:`asrguard.asr.art.to_art_estimator`, with ``predict`` and ``loss_gradient``). Each utterance is
 scaled to a peak of 0.5 first, so ART's single absolute ``eps`` means the same relative
 bound for every utterance. ART runs with its documented defaults converted from int16 to
 the float scale (eps 2000/32768, learning rate 100/32768, check and shrink every 10
@@ -77,61 +77,17 @@ class Monitor:
 
 
 def make_art_estimator(recognizer, monitor: Monitor):
-    from art.estimators.estimator import BaseEstimator, LossGradientsMixin, NeuralNetworkMixin
-    from art.estimators.speech_recognition.speech_recognizer import SpeechRecognizerMixin
+    """The recogniser as an ART estimator (:func:`asrguard.asr.art.to_art_estimator`), timed by ``monitor``."""
+    from asrguard.asr.art import to_art_estimator
 
-    class AsrguardART(SpeechRecognizerMixin, LossGradientsMixin, NeuralNetworkMixin, BaseEstimator):
-        """The asrguard recogniser as an ART speech recogniser (float audio in [-1, 1])."""
+    def before_gradient(x, y):
+        if time_to_fraction(monitor.first, BAR_SUCCESS) is not None:
+            raise BarReached
+        if monitor.elapsed() > monitor.budget_s:
+            raise BudgetExceeded
+        monitor.iterations += 1
 
-        estimator_params = BaseEstimator.estimator_params + NeuralNetworkMixin.estimator_params
-
-        def __init__(self):
-            super().__init__(model=None, clip_values=None, channels_first=False)
-
-        @property
-        def input_shape(self):
-            return (None,)
-
-        @property
-        def sample_rate(self):
-            return recognizer.sample_rate
-
-        def _batch(self, x):
-            return AudioBatch.from_waveforms([np.asarray(w, dtype=np.float32) for w in x], recognizer.sample_rate,
-                                             validate=False)
-
-        def predict(self, x, batch_size: int = 32, **kwargs):
-            with torch.no_grad():
-                log_probs, lengths = recognizer.log_probs(self._batch(x))
-            transcripts = recognizer.decode(log_probs, lengths)
-            monitor.observe(x, transcripts)
-            return np.array([t.upper() for t in transcripts])
-
-        def loss_gradient(self, x, y, **kwargs):
-            if time_to_fraction(monitor.first, BAR_SUCCESS) is not None:
-                raise BarReached
-            if monitor.elapsed() > monitor.budget_s:
-                raise BudgetExceeded
-            monitor.iterations += 1
-            batch = self._batch(x)
-            waveforms = batch.waveforms.clone().requires_grad_(True)
-            loss = recognizer.loss(batch.with_waveforms(waveforms), [str(t).lower() for t in y]).sum()
-            (grad,) = torch.autograd.grad(loss, waveforms)
-            out = [grad[i, : int(n)].numpy().astype(np.float32) for i, n in enumerate(batch.lengths)]
-            result = np.empty(len(out), dtype=object)
-            result[:] = out
-            return result
-
-        def fit(self, x, y, **kwargs):
-            raise NotImplementedError
-
-        def get_activations(self, x, layer, batch_size, framework=False):
-            raise NotImplementedError
-
-        def compute_loss(self, x, y, **kwargs):
-            raise NotImplementedError
-
-    return AsrguardART()
+    return to_art_estimator(recognizer, on_predict=monitor.observe, on_loss_gradient=before_gradient)
 
 
 def time_to_fraction(first_times, fraction: float):

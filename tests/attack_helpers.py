@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from asrguard.asr.base import AudioBatch, Realizations, Recognizer
+from asrguard.attacks.base import required_frames
 from asrguard.text import CHARACTERS, encode
 
 
@@ -26,6 +27,12 @@ class ToyRecognizer(Recognizer):
         self.bias[0] = 3.0  # blank wins on silence
         self.p = None
         self.generator = None
+
+    vocabulary = CHARACTERS
+
+    def target_fits(self, batch, targets):
+        frames = (batch.lengths // self.frame).tolist()
+        return [bool(t) and required_frames(t) <= n for t, n in zip(targets, frames)]
 
     def log_probs(self, batch: AudioBatch):
         self._check_rate(batch)

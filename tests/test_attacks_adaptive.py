@@ -10,6 +10,7 @@ from asrguard.attacks.adaptive import KnownMaskAttack, KnownMaskConfig
 from asrguard.attacks.cw import CWAttack, CWConfig
 from asrguard.audio import db
 from asrguard.errors import ConfigError
+from asrguard.text import encode
 from attack_helpers import ToyRecognizer, speechlike
 
 
@@ -27,6 +28,13 @@ class SeededToy(ToyRecognizer):
         if indices is not None:
             keep = keep[list(indices)]
         return F.log_softmax((frames * keep / (1 - p)) @ self.weight + self.bias, dim=-1), n_frames
+
+    def realization_loss(self, waveform, target, n, seed=0, *, p=0.1, indices=None):
+        log_probs, frames = self.realization_log_probs(waveform, n, seed, p=p, indices=indices)
+        label = torch.tensor(encode(target))
+        k = log_probs.shape[0]
+        return F.ctc_loss(log_probs.transpose(0, 1), label.repeat(k), torch.full((k,), frames),
+                          torch.full((k,), len(label)), reduction="none", zero_infinity=True)
 
     def realizations(self, audio, n, seed=0, *, p=None):
         with torch.no_grad():
@@ -62,10 +70,47 @@ def test_subsets_visit_every_realisation_and_the_config_validates():
             KnownMaskConfig(**bad)
 
 
-def test_a_recogniser_without_differentiable_realisations_is_refused_clearly():
-    attack = KnownMaskAttack(ToyRecognizer(), KnownMaskConfig(n_realizations=4, masks_per_step=2, max_iter=2))
-    with pytest.raises(ConfigError, match="cannot differentiate through its seeded realisations"):
-        attack.generate([speechlike(0.4)], ["ab"])
+def test_without_exact_realisations_the_attack_averages_seeded_dropout_draws():
+    # Whisper-like recognisers cannot replay the detector's masks: the loss is an expectation over
+    # seeded draws of their own dropout, reproducible from the attack's seed.
+    config = KnownMaskConfig(n_realizations=4, masks_per_step=2, max_iter=3, p=0.2)
+    x = torch.from_numpy(speechlike(0.4))[None]
+    batch = AudioBatch(x, torch.tensor([x.shape[1]]), 16000)
+    first = KnownMaskAttack(ToyRecognizer(), config).objective(batch, ["ab"], step=1)
+    again = KnownMaskAttack(ToyRecognizer(), config).objective(batch, ["ab"], step=1)
+    other_step = KnownMaskAttack(ToyRecognizer(), config).objective(batch, ["ab"], step=2)
+    deterministic = ToyRecognizer().loss(batch, ["ab"])
+    assert torch.equal(first, again) and not torch.equal(first, other_step)
+    assert float(first) > float(deterministic)  # the plain loss plus beta times the draws' mean
+
+
+def test_a_recogniser_without_randomness_is_refused_when_the_attack_is_built():
+    from asrguard.errors import MissingCapabilityError
+
+    class Deterministic:
+        sample_rate = 16000
+
+        def __init__(self):
+            self.toy = ToyRecognizer()
+
+        def transcribe(self, batch):
+            return self.toy.transcribe(batch)
+
+        def fingerprint(self):
+            return None
+
+        def normalize_text(self, text):
+            return text
+
+        def loss(self, batch, targets):
+            return self.toy.loss(batch, targets)
+
+        def target_fits(self, batch, targets):
+            return [True] * len(targets)
+
+    with pytest.raises(MissingCapabilityError, match="known-mask attack needs a recogniser with stochastic"):
+        KnownMaskAttack(Deterministic(), KnownMaskConfig())
+    CWAttack(Deterministic(), CWConfig(max_iter=1))  # CW needs only transcripts and a loss
 
 
 def test_ctc_realisation_log_probs_match_realizations_and_differentiate():

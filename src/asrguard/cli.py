@@ -55,10 +55,16 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
 
 
-def _load_recognizer(model: Optional[Path]):
-    from .asr.ctc import CTCRecognizer
+RECOGNIZER_HELP = ("Recogniser: ctc (the shipped CTC model), ctc:PATH, hybrid:PATH, whisper:tiny.en, whisper:PATH "
+                   "or hf:NAME_OR_PATH; options after '?', e.g. whisper:tiny.en?window=own.")
 
-    return CTCRecognizer.load(model)
+
+def _load_recognizer(model: Optional[Path], recognizer: Optional[str] = None):
+    from .asr.registry import load_recognizer
+
+    if model is not None and recognizer is not None:
+        raise ConfigError("give --model or --recognizer, not both (--model PATH is --recognizer ctc:PATH)")
+    return load_recognizer(recognizer if recognizer is not None else model)
 
 
 @app.command()
@@ -66,6 +72,7 @@ def _load_recognizer(model: Optional[Path]):
 def transcribe(
     audio: List[Path] = typer.Argument(None, help="WAV/FLAC files; default: the bundled example."),
     model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     realizations: int = typer.Option(50, "--realizations", "-n", min=0, help="Dropout realisations I (0: none)."),
     p: float = typer.Option(0.1, help="Inference dropout rate for the realisations."),
     seed: int = typer.Option(0, help="Seed for the dropout masks."),
@@ -74,7 +81,7 @@ def transcribe(
     """Print the deterministic transcript and the distinct dropout transcripts with counts."""
     from .audio import load_audio
 
-    recognizer = _load_recognizer(model)
+    recognizer = _load_recognizer(model, recognizer_spec)
     paths = audio or [EXAMPLE_AUDIO]
     for path in paths:
         waveform, _ = load_audio(path, recognizer.sample_rate)
@@ -127,9 +134,12 @@ def train(
 @app.command("asr-eval")
 @friendly_errors
 def asr_eval(
-    corpus: str = typer.Option("fsdd-digits", help="fsdd-digits, fsdd-isolated, speech-commands or sc-digits."),
+    corpus: str = typer.Option("fsdd-digits", help="fsdd-digits, fsdd-isolated, speech-commands, sc-digits or "
+                                                   "english-speech (895 real English utterances, scored per subset "
+                                                   "after Whisper's English normalisation)."),
     split: str = typer.Option("test", help="test (held-out speakers) or train."),
     model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding fsdd/ and speech_commands_v0.02_test/."),
     limit: Optional[int] = typer.Option(None, help="Score a seeded subset of this many utterances."),
     decoder: str = typer.Option("greedy", help="greedy (what attacks and detection use) or lm: beam search "
@@ -147,7 +157,11 @@ def asr_eval(
 
     if decoder not in ("greedy", "lm"):
         raise ConfigError(f"--decoder must be greedy or lm, got {decoder!r}")
-    recognizer = _load_recognizer(model)
+    recognizer = _load_recognizer(model, recognizer_spec)
+    spec = recognizer_spec or (f"ctc:{model}" if model else "ctc")
+    if corpus == "english-speech" or not spec.startswith("ctc"):
+        _asr_eval_any(recognizer, spec, corpus, split, data_root, limit, decoder, as_json)
+        return
     decode = None
     if decoder == "lm":
         from .asr.lm import WordBigramLM, load_default_lm, make_decoder
@@ -166,6 +180,32 @@ def asr_eval(
         out.print(f"{'speakers':>20}: {len(metrics['speakers'])}")
         if details:
             _print_word_errors(metrics["word_errors"])
+
+
+def _asr_eval_any(recognizer, spec: str, corpus: str, split: str, data_root, limit, decoder: str,
+                  as_json: bool) -> None:
+    """asr-eval for any recogniser: transcripts only; english-speech normalised as Whisper's evaluation does."""
+    from .asr import recipes
+    from .evaluate.recognition import evaluate_transcriber
+    from .text import normalize_english
+
+    if decoder != "greedy":
+        raise ConfigError("--decoder lm decodes the CTC model's characters; it needs --recognizer ctc")
+    items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
+    normalize = normalize_english if corpus == "english-speech" else None
+    metrics = evaluate_transcriber(recognizer, items, normalize=normalize, progress=not as_json)
+    metrics.update(corpus=corpus, split=split, recognizer=spec, normalization="whisper-english" if normalize else None)
+    if as_json:
+        out.print_json(json.dumps({k: v for k, v in metrics.items() if k != "examples"}))
+        return
+    for key in ("corpus", "recognizer", "n_utterances", "cer", "wer", "real_time_factor"):
+        out.print(f"{key:>20}: {metrics[key]}")
+    table = Table(title="per subset", title_justify="left")
+    for column in ("subset", "n", "WER %", "CER %"):
+        table.add_column(column, justify="left" if column == "subset" else "right")
+    for subset, m in metrics.get("per_subset", {}).items():
+        table.add_row(subset, str(m["n_utterances"]), f"{100 * m['wer']:.1f}", f"{100 * m['cer']:.1f}")
+    out.print(table)
 
 
 def _print_word_errors(errors: dict, worst: int = 10) -> None:

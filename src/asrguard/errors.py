@@ -23,3 +23,7 @@ class ConfigError(AsrguardError, ValueError):
 
 class DataError(AsrguardError):
     """A corpus folder or manifest that is missing or laid out unexpectedly."""
+
+
+class MissingCapabilityError(ConfigError):
+    """A recogniser that lacks a capability an attack or feature needs (see ``asr.base``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -25,6 +26,38 @@ def normalize_transcript(text: str) -> str:
     text = re.sub(r"\d", lambda m: f" {DIGIT_WORDS[int(m.group())]} ", text)
     text = _NOT_ALLOWED.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
+
+
+def lower_single_spaced(text: str) -> str:
+    """Lower case with single spaces: how CTC-style transcripts (HF, ART models) are compared.
+
+    Example:
+        >>> lower_single_spaced(" OKAY   GOOGLE ")
+        'okay google'
+    """
+    return " ".join(text.lower().split())
+
+
+@functools.lru_cache(maxsize=1)
+def _english_normalizer():
+    # transformers ships Whisper's English normaliser; imported on first use (it is heavy).
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+def normalize_english(text: str) -> str:
+    """Whisper's English normalisation, used for WER and for comparing Whisper transcripts.
+
+    Lower case; brackets, fillers ("um", "hmm") and most punctuation removed; contractions and
+    titles spelled one way ("mr" -> "mister"); numbers written as digits ("twenty one" -> "21",
+    "two thousand" -> "2000"). The British-to-American spelling table is not applied.
+
+    Example:
+        >>> normalize_english("Mr. Smith paid twenty-one dollars, didn't he?")
+        'mister smith paid $21 did not he'
+    """
+    return _english_normalizer()(text)
 
 
 def encode(text: str) -> list[int]:

@@ -1,8 +1,19 @@
 """The Recognizer interface: everything attacks and detectors are allowed to use.
 
-A recogniser maps a batch of waveforms to per-frame log-probabilities, a differentiable
-attacker's loss and transcripts, and can switch on inference-time randomness (dropout at
-any rate, a Bayesian weight sample, an ensemble member) without touching its weights.
+The interface is split by capability, so a recogniser implements only what it can:
+
+* :class:`Transcriber`: deterministic transcripts, a ``fingerprint()`` of the weights and the
+  text normalisation under which two transcripts count as the same;
+* :class:`DifferentiableLoss`: a loss toward a target string with gradients reaching the
+  samples, and whether a target fits an input;
+* :class:`Posteriors`: log-probabilities per output step (CTC frames, HMM states or the
+  tokens of a sequence-to-sequence decoder), their decoding and the vocabulary;
+* :class:`Stochastic`: inference-time randomness (dropout at any rate, a Bayesian weight
+  sample, an ensemble member) without touching the weights, and seeded realisations.
+
+Attacks and uncertainty features declare what they need with :func:`require`, which refuses
+a recogniser that lacks a capability when the attack or extractor is built. :class:`Recognizer`
+is the abstract base of recognisers that have all four (the CTC and hybrid models).
 """
 
 from __future__ import annotations
@@ -10,13 +21,13 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..audio import validate_waveform
-from ..errors import ConfigError, InvalidAudioError
+from ..errors import ConfigError, InvalidAudioError, MissingCapabilityError
 
 
 @dataclass
@@ -86,6 +97,99 @@ class Realizations:
     seed: int
 
 
+@runtime_checkable
+class Transcriber(Protocol):
+    """Deterministic transcripts of waveforms at ``sample_rate``."""
+
+    sample_rate: int
+
+    def transcribe(self, batch: "AudioBatch | Sequence") -> list[str]: ...
+
+    def fingerprint(self) -> str | None: ...
+
+    def normalize_text(self, text: str) -> str: ...
+
+
+@runtime_checkable
+class DifferentiableLoss(Protocol):
+    """A loss toward target transcripts, one value per utterance, differentiable in the samples."""
+
+    def loss(self, batch: AudioBatch, targets: Sequence[str]) -> torch.Tensor: ...
+
+    def target_fits(self, batch: AudioBatch, targets: Sequence[str]) -> list[bool]: ...
+
+
+@runtime_checkable
+class Posteriors(Protocol):
+    """Per-step log-posteriors ``(B, T, C)`` with lengths, their decoding and the vocabulary."""
+
+    def log_probs(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]: ...
+
+    @property
+    def vocabulary(self) -> Sequence[str]: ...
+
+
+@runtime_checkable
+class Stochastic(Protocol):
+    """Inference-time randomness that leaves the weights alone, and seeded realisations."""
+
+    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> contextlib.AbstractContextManager: ...
+
+    def realizations(self, audio, n: int, seed: int = 0, *, p: float | None = None) -> "Realizations": ...
+
+
+@runtime_checkable
+class Aligner(Protocol):
+    """Forced alignment of transcripts onto frames (HMM state targets for PGD)."""
+
+    def align(self, batch: AudioBatch, transcripts: Sequence[str]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class DifferentiableRealizations(Protocol):
+    """The loss toward a target under exactly the masks :meth:`Stochastic.realizations` draws."""
+
+    def realization_loss(self, waveform: torch.Tensor, target: str, n: int, seed: int, *, p: float,
+                         indices: Sequence[int]) -> torch.Tensor: ...
+
+
+#: Capability names accepted by :func:`require`, with the protocol each stands for.
+CAPABILITIES = {"transcribe": Transcriber, "loss": DifferentiableLoss, "posteriors": Posteriors,
+                "stochastic": Stochastic, "align": Aligner, "realization_loss": DifferentiableRealizations}
+
+
+def missing_capabilities(recognizer, *capabilities: str) -> list[str]:
+    """The capabilities in ``capabilities`` that ``recognizer`` lacks.
+
+    Example:
+        >>> missing_capabilities(object(), "transcribe", "loss")
+        ['transcribe', 'loss']
+    """
+    unknown = [c for c in capabilities if c not in CAPABILITIES]
+    if unknown:
+        raise ConfigError(f"unknown capability {unknown[0]!r}; choose from {', '.join(CAPABILITIES)}")
+    return [c for c in capabilities if not isinstance(recognizer, CAPABILITIES[c])]
+
+
+def require(recognizer, *capabilities: str, user: str) -> None:
+    """Refuse ``recognizer`` unless it has every capability ``user`` (an attack or feature) needs.
+
+    Example:
+        >>> require(object(), "loss", user="cw attack")
+        Traceback (most recent call last):
+        ...
+        asrguard.errors.MissingCapabilityError: cw attack needs a recogniser with loss (DifferentiableLoss); object lacks it
+    """
+    missing = missing_capabilities(recognizer, *capabilities)
+    if missing:
+        names = ", ".join(f"{c} ({CAPABILITIES[c].__name__})" for c in missing)
+        raise MissingCapabilityError(
+            f"{user} needs a recogniser with {names}; {type(recognizer).__name__} lacks "
+            f"{'it' if len(missing) == 1 else 'them'}")
+
+
 class Recognizer(abc.ABC):
     """Abstract recogniser. Subclasses set ``sample_rate`` and implement the abstract methods."""
 
@@ -121,6 +225,23 @@ class Recognizer(abc.ABC):
     def realization_scheme(self, precision: str = "auto") -> str | None:
         """How :meth:`realizations` draws, recorded by feature caches and saved detectors; None if unnamed."""
         return None
+
+    @property
+    @abc.abstractmethod
+    def vocabulary(self) -> Sequence[str]:
+        """The output symbols that :meth:`log_probs` scores, in index order."""
+
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the weights (and config) when loaded from files, else None."""
+        return getattr(self, "checksum", None)
+
+    def normalize_text(self, text: str) -> str:
+        """The form in which two transcripts are compared (attack success, P^char): as is."""
+        return text
+
+    def target_fits(self, batch: AudioBatch, targets: Sequence[str]) -> list[bool]:
+        """Whether each target can be emitted for its input (by default: any non-empty target)."""
+        return [bool(t.strip()) for t in targets]
 
     def transcribe(self, batch: AudioBatch | Sequence) -> list[str]:
         """Deterministic transcripts (no inference-time randomness)."""

@@ -423,6 +423,16 @@ class CTCRecognizer(Recognizer):
         self.checksum: str | None = None
 
     # --- Recognizer interface ---------------------------------------------------
+    @property
+    def vocabulary(self) -> Sequence[str]:
+        return CHARACTERS
+
+    def target_fits(self, batch: AudioBatch, targets: Sequence[str]) -> list[bool]:
+        """A CTC target needs one output frame per character plus one per doubled letter."""
+        with torch.no_grad():
+            _, frames = self.log_probs(batch)
+        return [bool(t.strip()) and required_frames(t) <= int(n) for t, n in zip(targets, frames.tolist())]
+
     def log_probs(self, batch: AudioBatch):
         self._check_rate(batch)
         return self.model(batch.waveforms, batch.lengths)
@@ -514,6 +524,21 @@ class CTCRecognizer(Recognizer):
                 raise ConfigError(f"indices must name realisations in 0..{n - 1}")
             kept = [k.index_select(1, index) for k in kept]
         return self.model.rest_realizations(shared, kept, keep, dtype), int(lengths[0])
+
+    def realization_loss(self, waveform: torch.Tensor, target: str, n: int = 50, seed: int = 0, *, p: float = 0.1,
+                         indices: Sequence[int] | None = None) -> torch.Tensor:
+        """CTC loss toward ``target`` of each realisation :meth:`realizations` draws (or ``indices`` of them): ``(k,)``.
+
+        Example:
+            >>> rec = CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8))
+            >>> rec.realization_loss(torch.full((3200,), 0.1), "hi", 4, seed=1, indices=[0, 2]).shape
+            torch.Size([2])
+        """
+        log_probs, frames = self.realization_log_probs(waveform, n, seed, p=p, indices=indices)
+        label = torch.tensor(encode(target), dtype=torch.long)
+        k = log_probs.shape[0]
+        return F.ctc_loss(log_probs.float().transpose(0, 1), label.repeat(k), torch.full((k,), frames),
+                          torch.full((k,), len(label)), blank=0, reduction="none", zero_infinity=True)
 
     def realization_scheme(self, precision: str = "auto") -> str:
         """How :meth:`realizations` draws here, e.g. ``"pcg64-rows-u16/bfloat16"``.

@@ -27,7 +27,7 @@ SPLIT_SEED = 0
 #: held out, and the US attack draws its carriers from those. Folds, not clips: the slices of one
 #: Freesound recording share a fold.
 URBANSOUND_TRAIN_FOLDS = ("fold2", "fold3")
-CORPORA = ("fsdd-digits", "fsdd-isolated", "speech-commands", "sc-digits")
+CORPORA = ("fsdd-digits", "fsdd-isolated", "speech-commands", "sc-digits", "english-speech")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class LabelledAudio:
     waveform: np.ndarray
     transcript: str
     speaker: str
+    subset: str = ""
 
 
 def default_data_root() -> Path:
@@ -85,12 +86,21 @@ def urbansound_records(root: Path, split: str):
     return [r for r in records if (Path(r.path).parent.name in URBANSOUND_TRAIN_FOLDS) == (split == "train")]
 
 
-def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[LabelledAudio]:
+def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE, *, subsets: bool = False) -> list[LabelledAudio]:
+    """Decode ``records``; ``subsets`` keeps each record's ``source`` as the reporting subset."""
     out = []
     for r in records:
         waveform, _ = load_audio(r.path, sample_rate)
-        out.append(LabelledAudio(r.id, waveform, r.transcript, r.speaker))
+        out.append(LabelledAudio(r.id, waveform, r.transcript, r.speaker, r.source if subsets else ""))
     return out
+
+
+def english_speech_records(root: Path, *, min_seconds: float = 0.0, max_seconds: float = float("inf")):
+    """The real English speech set (every item; none of it trains anything here)."""
+    from ..data import read_english_speech
+
+    records = read_english_speech(_require(root, "english_speech"))
+    return [r for r in records if min_seconds <= r.duration <= max_seconds]
 
 
 def connected_digits(records, n: int, seed: int, *, min_digits: int = 1, max_digits: int = 7,
@@ -110,7 +120,9 @@ def evaluation_set(corpus: str, split: str = "test", root: Path | None = None,
     * ``fsdd-digits``: 300 connected-digit utterances (1–7 digits) of the split's FSDD speakers;
     * ``fsdd-isolated``: the split's FSDD recordings as they are;
     * ``speech-commands``: every word clip of the split's Speech Commands speakers;
-    * ``sc-digits``: 200 connected-digit utterances from Speech Commands digit words.
+    * ``sc-digits``: 200 connected-digit utterances from Speech Commands digit words;
+    * ``english-speech``: the 895 real English utterances of ``english_speech`` (no train split:
+      nothing here is trained on them), each with its reporting subset.
     """
     root = Path(root) if root is not None else default_data_root()
     if split not in ("train", "test"):
@@ -124,6 +136,14 @@ def evaluation_set(corpus: str, split: str = "test", root: Path | None = None,
     elif corpus == "sc-digits":
         items = connected_digits(speech_commands_records(root, split), limit or 200, seed,
                                  max_digits=5)
+    elif corpus == "english-speech":
+        if split != "test":
+            raise DataError("english-speech has only a test split")
+        records = english_speech_records(root)
+        if limit is not None and len(records) > limit:  # pick before decoding: the set is large
+            rng = np.random.default_rng(seed)
+            records = [records[i] for i in sorted(rng.choice(len(records), limit, replace=False))]
+        items = load_records(records, subsets=True)
     else:
         raise DataError(f"unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}")
     if limit is not None and len(items) > limit:

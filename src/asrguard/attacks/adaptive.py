@@ -9,11 +9,14 @@ is public) can craft δ such that *those* I realisations all transcribe as the t
 
     min_δ  ℓ(x + δ, t) + β · mean_{k ∈ S} ℓ_k(x + δ, t)    s.t.  dB(δ) ≤ dB(x) − τ
 
-where ``ℓ_k`` is the CTC loss of realisation ``k`` with the detector's exact mask
-(:meth:`Recognizer.realization_log_probs`) and ``S`` a seeded subset of ``masks_per_step``
-of the I realisations (cheaper steps; every realisation is visited). An iterate succeeds
-when the deterministic transcript and at least ``required_fraction`` of all I exact
-realisations decode to the target.
+where ``ℓ_k`` is the loss of realisation ``k`` with the detector's exact mask (the
+``realization_loss`` capability, e.g. :meth:`CTCRecognizer.realization_loss`) and ``S`` a
+seeded subset of ``masks_per_step`` of the I realisations (cheaper steps; every realisation
+is visited). A recogniser that cannot replay its realisations differentiably (Whisper: its
+masks follow the free-running decoder) gets the expectation over ``masks_per_step`` seeded
+draws of its own dropout at rate ``p`` instead. An iterate succeeds when the deterministic
+transcript and at least ``required_fraction`` of all I exact realisations (drawn by
+``realizations``, the detector's own call) say the target.
 
 Whether such examples also fool a detector whose seed is secret is what
 :mod:`asrguard.experiments.adaptive` measures.
@@ -26,11 +29,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..asr.base import AudioBatch
+from ..asr.base import AudioBatch, DifferentiableRealizations
 from ..errors import ConfigError
-from ..text import encode
+from ..rng import derive
 from .cw import CWAttack, CWConfig
 
 
@@ -77,6 +79,7 @@ class KnownMaskAttack(CWAttack):
 
     name = "known-mask"
     config_class = KnownMaskConfig
+    requires = ("transcribe", "loss", "stochastic")
 
     def _subset(self, step: int) -> list[int]:
         c = self.config
@@ -90,17 +93,19 @@ class KnownMaskAttack(CWAttack):
         c = self.config
         loss = self.target_loss(batch, targets)
         subset = self._subset(step)
+        if not isinstance(self.recognizer, DifferentiableRealizations):
+            draws = [self._drawn_loss(batch, targets, step, k) for k in range(c.masks_per_step)]
+            return loss + c.beta * torch.stack(draws).mean(0)
         robust = []
         for i, target in enumerate(targets):  # realisations are per utterance
             n = int(batch.lengths[i])
-            log_probs, frames = self.recognizer.realization_log_probs(
-                batch.waveforms[i, :n], c.n_realizations, c.mask_seed, p=c.p, indices=subset)
-            label = torch.tensor(encode(target), dtype=torch.long)
-            k = log_probs.shape[0]
-            ctc = F.ctc_loss(log_probs.transpose(0, 1), label.repeat(k), torch.full((k,), frames),
-                             torch.full((k,), len(label)), blank=0, reduction="none", zero_infinity=True)
-            robust.append(ctc.mean())
+            robust.append(self.recognizer.realization_loss(batch.waveforms[i, :n], target, c.n_realizations,
+                                                           c.mask_seed, p=c.p, indices=subset).mean())
         return loss + c.beta * torch.stack(robust)
+
+    def _drawn_loss(self, batch: AudioBatch, targets: Sequence[str], step: int, k: int) -> torch.Tensor:
+        with self.recognizer.stochastic(self.config.p, seed=derive(self.config.seed, "known-mask-draw", step, k)):
+            return self.recognizer.loss(batch, targets)
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         ok = super().is_success(batch, targets, step)
@@ -109,13 +114,13 @@ class KnownMaskAttack(CWAttack):
             n = int(batch.lengths[i])
             r = self.recognizer.realizations(batch.waveforms[i, :n].detach().numpy(), c.n_realizations,
                                              seed=c.mask_seed, p=c.p)
-            ok[i] = np.mean([t == targets[i] for t in r.transcripts]) >= c.required_fraction
+            ok[i] = np.mean(self._matches(r.transcripts, [targets[i]] * len(r.transcripts))) >= c.required_fraction
         return ok
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
         c = self.config
         r = self.recognizer.realizations(adversarial, c.n_realizations, seed=c.mask_seed, p=c.p)
-        return {"known_mask_target_fraction": float(np.mean([t == target for t in r.transcripts]))}
+        return {"known_mask_target_fraction": float(np.mean(self._matches(r.transcripts, [target] * len(r.transcripts))))}
 
 
 __all__ = ["KnownMaskAttack", "KnownMaskConfig"]

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..asr.base import AudioBatch, Recognizer
+from ..asr.base import AudioBatch, Recognizer, Stochastic, require
 from ..audio import db, snr_db
 from ..errors import ConfigError
 from ..text import encode, normalize_transcript
@@ -166,8 +166,11 @@ class Attack(abc.ABC):
     name: str = "attack"
     config_class: type = AttackConfig
     targeted: bool = True
+    #: Recogniser capabilities the attack uses (see :mod:`asrguard.asr.base`); checked when built.
+    requires: tuple[str, ...] = ("transcribe", "loss")
 
     def __init__(self, recognizer: Recognizer, config: AttackConfig | None = None):
+        require(recognizer, *self.requires, user=f"the {self.name} attack")
         self.recognizer = recognizer
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
@@ -195,20 +198,31 @@ class Attack(abc.ABC):
             raise ConfigError(f"{self.name}: empty target after normalisation")
         return targets
 
+    def _transcribe(self, batch: AudioBatch, p: float | None = None, seed: int = 0) -> list[str]:
+        """Transcripts of a batch, under seeded inference randomness at rate ``p`` when given.
+
+        A recogniser without randomness has no dropout transcript: ``""`` when ``p`` is given.
+        """
+        with torch.no_grad():
+            if p is None:
+                return self.recognizer.transcribe(batch)
+            if not isinstance(self.recognizer, Stochastic):
+                return [""] * len(batch)
+            with self.recognizer.stochastic(p, seed=seed):
+                return self.recognizer.transcribe(batch)
+
     def _transcribe_each(self, waveforms: Sequence[np.ndarray], *, p: float | None = None,
                          seed: int = 0) -> list[str]:
         """Transcribe one utterance at a time (optionally under seeded dropout at rate ``p``)."""
-        out = []
-        with torch.no_grad():
-            for w in waveforms:
-                batch = AudioBatch.from_waveforms([w], self.recognizer.sample_rate, validate=False)
-                if p is None:
-                    log_probs, lengths = self.recognizer.log_probs(batch)
-                else:
-                    with self.recognizer.stochastic(p, seed=seed):
-                        log_probs, lengths = self.recognizer.log_probs(batch)
-                out.append(self.recognizer.decode(log_probs, lengths)[0])
-        return out
+        rate = self.recognizer.sample_rate
+        return [self._transcribe(AudioBatch.from_waveforms([w], rate, validate=False), p, seed)[0]
+                for w in waveforms]
+
+    def _matches(self, transcripts: Sequence[str], targets: Sequence[str | None]) -> np.ndarray:
+        """Boolean per pair: does the transcript say the target, compared as the recogniser
+        normalises text (Whisper ignores case and punctuation; the CTC model compares as is)?"""
+        norm = self.recognizer.normalize_text
+        return np.array([t is not None and norm(h) == norm(t) for h, t in zip(transcripts, targets)], dtype=bool)
 
     def _finish(self, originals: Sequence[np.ndarray], adversarial: Sequence[np.ndarray],
                 targets: Sequence[str | None], iterations: Sequence[int], wall_seconds: float,
@@ -226,7 +240,8 @@ class Attack(abc.ABC):
         for i, (x, a) in enumerate(zip(originals, adversarial)):
             delta = a.astype(np.float64) - np.asarray(x, dtype=np.float64)
             target = targets[i]
-            success = transcripts[i] == target if target is not None else transcripts[i] != original_transcripts[i]
+            success = (self._matches([transcripts[i]], [target])[0] if target is not None
+                       else not self._matches([transcripts[i]], [original_transcripts[i]])[0])
             results.append(AttackResult(
                 waveform=a, original_transcript=original_transcripts[i], transcript=transcripts[i],
                 transcript_dropout=dropout[i], success=bool(success), db_x_delta=db(delta) - db(x),

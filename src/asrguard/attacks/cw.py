@@ -37,11 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..asr.base import AudioBatch
+from ..asr.base import AudioBatch, Posteriors
 from ..denoise import logmmse, spectral_subtraction
 from ..errors import ConfigError
 from ..text import CHARACTERS, encode
-from .base import Attack, AttackConfig, AttackResult, Stopwatch, as_batch, peak_bound, required_frames
+from .base import Attack, AttackConfig, AttackResult, Stopwatch, as_batch, peak_bound
 
 #: Keep the internal bound this fraction below the nominal one, so float32 rounding of x + δ
 #: can never push the saved perturbation over ``dB(x) − τ``.
@@ -188,6 +188,11 @@ def alignment_margin(log_probs: torch.Tensor, lengths: torch.Tensor, paths: torc
     return (torch.relu(others - own + margin) * frames).sum(dim=1)
 
 
+def _has_project_characters(recognizer) -> bool:
+    """Whether ``recognizer`` scores exactly :data:`asrguard.text.CHARACTERS` (blank first), in that order."""
+    return isinstance(recognizer, Posteriors) and tuple(recognizer.vocabulary) == CHARACTERS
+
+
 def _ratio_db(value: float, reference: float) -> float | None:
     return 20 * math.log10(value / reference) if value > 0 and reference > 0 else None
 
@@ -247,21 +252,20 @@ class CWAttack(Attack):
         ``recognizer.loss`` is used. With CTC posteriors, the CTC loss is computed from the same
         forward pass as the margin (it equals ``recognizer.loss`` for a CTC recogniser).
         """
-        if self.config.margin_weight > 0:
+        # the vocabulary, not just its size: a 29-token model in another order must not get the margin
+        if self.config.margin_weight > 0 and _has_project_characters(self.recognizer):
             log_probs, lengths = self.recognizer.log_probs(batch)
-            if log_probs.shape[-1] == len(CHARACTERS):
-                labels = [encode(t) for t in targets]
-                flat = torch.tensor([i for row in labels for i in row], dtype=torch.long)
-                ctc = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, torch.tensor([len(r) for r in labels]),
-                                 blank=0, reduction="none", zero_infinity=True)
-                paths = torch.from_numpy(ctc_best_paths(log_probs.detach().cpu().numpy(), lengths.tolist(), labels))
-                return ctc + self.config.margin_weight * alignment_margin(log_probs, lengths, paths,
-                                                                          self.config.margin)
+            labels = [encode(t) for t in targets]
+            flat = torch.tensor([i for row in labels for i in row], dtype=torch.long)
+            ctc = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, torch.tensor([len(r) for r in labels]),
+                             blank=0, reduction="none", zero_infinity=True)
+            paths = torch.from_numpy(ctc_best_paths(log_probs.detach().cpu().numpy(), lengths.tolist(), labels))
+            return ctc + self.config.margin_weight * alignment_margin(log_probs, lengths, paths, self.config.margin)
         return self.recognizer.loss(batch, targets)
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         """Boolean ``(B,)``: does this iterate count as reaching the target?"""
-        return np.array(self._decode(batch)) == np.array(targets, dtype=object)
+        return self._matches(self._decode(batch), targets)
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
         """Attack-specific figures stored with each result."""
@@ -269,22 +273,15 @@ class CWAttack(Attack):
 
     # --- helpers ---------------------------------------------------------------------------
     def _decode(self, batch: AudioBatch, p: float | None = None, seed: int = 0) -> list[str]:
-        with torch.no_grad():
-            if p is None:
-                log_probs, lengths = self.recognizer.log_probs(batch)
-            else:
-                with self.recognizer.stochastic(p, seed=seed):
-                    log_probs, lengths = self.recognizer.log_probs(batch)
-        return self.recognizer.decode(log_probs, lengths)
+        return self._transcribe(batch, p, seed)
 
     def _check_fit(self, batch: AudioBatch, targets: Sequence[str]) -> None:
-        with torch.no_grad():
-            _, frames = self.recognizer.log_probs(batch)
-        for i, (t, n) in enumerate(zip(targets, frames.tolist())):
-            if required_frames(t) > n:
+        for i, (target, fits) in enumerate(zip(targets, self.recognizer.target_fits(batch, targets))):
+            if not fits:
+                seconds = int(batch.lengths[i]) / batch.sample_rate
                 raise ConfigError(
-                    f"{self.name}: target {t!r} needs {required_frames(t)} output frames but utterance {i} "
-                    f"has {n}; choose a shorter target (see asrguard.attacks.targets)")
+                    f"{self.name}: target {target!r} does not fit utterance {i} ({seconds:.2f} s) for "
+                    f"{type(self.recognizer).__name__}; choose a shorter target (see asrguard.attacks.targets)")
 
     def _prepare(self, audio_batch, targets):
         """Validated batch and targets, unpadded originals and their clean transcripts."""
@@ -403,6 +400,7 @@ class DRAttack(CWAttack):
 
     name = "dr"
     config_class = DRConfig
+    requires = ("transcribe", "loss", "stochastic")
 
     def _dropout_seed(self, step: int, k: int, salt: int) -> int:
         return (self.config.seed * 1_000_003 + step * 7919 + k * 104_729 + salt) % (2**63 - 1)
@@ -422,7 +420,7 @@ class DRAttack(CWAttack):
             if not ok.any():
                 break
             decoded = self._decode(batch, self.config.p_dr, seed=self._dropout_seed(step, k, 2))
-            ok &= np.array(decoded) == np.array(targets, dtype=object)
+            ok &= self._matches(decoded, targets)
         return ok
 
 
@@ -445,7 +443,7 @@ class NRRAttack(CWAttack):
     def is_success(self, batch, targets, step):
         ok = super().is_success(batch, targets, step)
         if self.config.require_denoised and ok.any():
-            ok &= np.array(self._decode(self.denoise(batch))) == np.array(targets, dtype=object)
+            ok &= self._matches(self._decode(self.denoise(batch)), targets)
         return ok
 
     def extra_measures(self, original, adversarial, target):
@@ -455,8 +453,9 @@ class NRRAttack(CWAttack):
             ss = self.denoise(AudioBatch(wave, torch.tensor([len(adversarial)]), rate)).waveforms[0].numpy()
         lm = logmmse(adversarial, rate)
         ss_text, lm_text = self._transcribe_each([ss, lm])
-        return {"transcript_spectral_subtraction": ss_text, "success_spectral_subtraction": ss_text == target,
-                "transcript_logmmse": lm_text, "success_logmmse": lm_text == target}
+        ss_ok, lm_ok = self._matches([ss_text, lm_text], [target, target])
+        return {"transcript_spectral_subtraction": ss_text, "success_spectral_subtraction": bool(ss_ok),
+                "transcript_logmmse": lm_text, "success_logmmse": bool(lm_ok)}
 
 
 class USAttack(CWAttack):

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..asr.base import AudioBatch, Recognizer
+from ..asr.base import AudioBatch, Recognizer, require
 from ..errors import ConfigError
 from ..text import DIGIT_WORDS
 
@@ -99,9 +99,12 @@ class PGD:
             raise ConfigError(f"iterations must be >= 0, got {iterations}")
         self.recognizer = recognizer
         self.eps, self.step_size, self.iterations = float(eps), float(step_size), int(iterations)
-        self.align = align if align is not None else getattr(recognizer, "align", None)
-        if self.align is None:
-            raise ConfigError("PGD needs an alignment function: pass align= or use a recogniser with .align()")
+        require(recognizer, "loss", user="PGD")
+        if align is None:
+            # alignment targets are HMM states: a recogniser without forced alignment (CTC, Whisper) is refused
+            require(recognizer, "align", user="PGD toward forced-alignment targets (or pass align=)")
+            align = recognizer.align
+        self.align = align
         self.random_init, self.stochastic, self.seed = bool(random_init), bool(stochastic), int(seed)
 
     def state_targets(self, batch: AudioBatch, targets: Sequence[str]) -> list[np.ndarray]:

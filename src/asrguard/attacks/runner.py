@@ -25,11 +25,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..asr.base import AudioBatch
+from ..asr.base import AudioBatch, Posteriors
 from ..audio import save_audio
 from ..data import append_record, read_jsonl
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
+from ..text import CHARACTERS
 from .base import Attack
 from .targets import TargetSampler
 
@@ -166,16 +167,30 @@ def _plan_batch(attack: Attack, chunk, sampler: TargetSampler, rate: int):
     if not attack.targeted:
         return usable, [None] * len(usable), skipped
     batch = AudioBatch.from_waveforms([it.waveform for it in usable], rate, names=[it.id for it in usable])
-    with torch.no_grad():
-        _, frames = attack.recognizer.log_probs(batch)
-    for it, n in zip(usable, frames.tolist()):
+    for k, (it, n) in enumerate(zip(usable, _target_frames(attack.recognizer, batch))):
         target = sampler.choose(it.id, int(n), exclude=it.transcript)
-        if target is None:
+        one = AudioBatch(batch.waveforms[k:k + 1, : len(it.waveform)], batch.lengths[k:k + 1], rate)
+        if target is None or not attack.recognizer.target_fits(one, [target])[0]:
             skipped.append((it, f"no target fits its {n} output frames"))
         else:
             runnable.append(it)
             targets.append(target)
     return runnable, targets, skipped
+
+
+#: Frames per second the target sampler assumes for recognisers without the project's CTC frames:
+#: at its default fill of 0.2 that allows 10 characters per second, a fast speaking rate.
+NOMINAL_FRAMES_PER_SECOND = 50
+
+
+def _target_frames(recognizer, batch: AudioBatch) -> list[int]:
+    """What :class:`TargetSampler` sizes targets by: the CTC model's own output frames, else the
+    duration at :data:`NOMINAL_FRAMES_PER_SECOND` (the recogniser's ``target_fits`` has the last word)."""
+    if isinstance(recognizer, Posteriors) and tuple(recognizer.vocabulary) == CHARACTERS:
+        with torch.no_grad():
+            _, frames = recognizer.log_probs(batch)
+        return [int(n) for n in frames.tolist()]
+    return [int(n) * NOMINAL_FRAMES_PER_SECOND // batch.sample_rate for n in batch.lengths.tolist()]
 
 
 def _json_safe(value):

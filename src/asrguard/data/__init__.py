@@ -10,6 +10,7 @@ from .corpora import (
     CORPUS_READERS,
     read_audio_folder,
     read_common_voice,
+    read_english_speech,
     read_fsdd,
     read_librispeech,
     read_speech_commands,
@@ -41,6 +42,7 @@ from .records import (
 from .tts import available_tts_engines, build_tts_corpus, default_sentences, default_voices, synthesize
 
 __all__ = [
+    "read_english_speech",
     "CORPUS_READERS",
     "ClipCache",
     "Utterance",

@@ -284,6 +284,65 @@ def read_common_voice(root, tsv: str = "test.tsv") -> list[Utterance]:
     return sorted(out, key=lambda r: r.id)
 
 
+#: Subset of each ``english_speech`` folder; speechocean762 splits into adults and children by tag.
+ENGLISH_SPEECH_SUBSETS = {
+    "librispeech_test_other": "librispeech-test-other", "librispeech_test_clean": "librispeech-test-clean",
+    "commonvoice_en_cv61_sample": "common-voice", "commonvoice_en_early": "common-voice",
+    "commonvoice_en_kaggle": "common-voice", "speechocean762": "speechocean762", "an4_test": "an4",
+    "ljspeech_sample": "ljspeech", "pocketsphinx_librivox": "librivox",
+}
+
+
+def english_speech_subset(folder: str, tags) -> str:
+    """The subset an ``english_speech`` item is reported under.
+
+    Example:
+        >>> english_speech_subset("speechocean762", ["non-native", "child"])
+        'speechocean762-children'
+    """
+    subset = ENGLISH_SPEECH_SUBSETS.get(folder, folder)
+    if subset == "speechocean762":
+        return "speechocean762-children" if "child" in tags else "speechocean762-adults"
+    return subset
+
+
+def read_english_speech(root) -> list[Utterance]:
+    """The real English speech set (``manifest.jsonl`` with 16 kHz FLAC), transcripts as the source gives them.
+
+    ``source`` holds the reporting subset (:func:`english_speech_subset`). Transcripts keep their
+    case and punctuation: normalise reference and hypothesis alike before scoring
+    (:func:`asrguard.text.normalize_english`).
+
+    Example:
+        >>> records = read_english_speech("../shared/data/english_speech")   # doctest: +SKIP
+        >>> records[0].source                                               # doctest: +SKIP
+        'an4'
+    """
+    import json
+
+    root = _require_dir(root, "english_speech", "it is ../shared/data/english_speech in this project")
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: not found")
+    out = []
+    with open(manifest, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                folder = row["id"].split("/")[0]
+                out.append(Utterance(
+                    id=f"english_speech:{row['id']}", path=str(root / row["path"]), transcript=row["transcript"],
+                    speaker=f"{folder}:{row.get('speaker') or row['id']}", sample_rate=16000,
+                    duration=float(row["duration_s"]), source=english_speech_subset(folder, row.get("tags", []))))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"{manifest}:{number}: bad row ({exc})") from None
+    if not out:
+        raise DataError(f"{manifest}: has no rows")
+    return sorted(out, key=lambda r: r.id)
+
+
 def read_audio_folder(root, csv_path=None) -> list[Utterance]:
     """Any folder of audio described by a CSV with columns ``path,transcript[,speaker][,id]``.
 
@@ -333,6 +392,7 @@ CORPUS_READERS: dict[str, Callable[..., list[Utterance]]] = {
     "speech_commands": read_speech_commands,
     "urbansound8k": read_urbansound8k,
     "librispeech": read_librispeech,
+    "english_speech": read_english_speech,
     "common_voice": read_common_voice,
     "audio_folder": read_audio_folder,
 }

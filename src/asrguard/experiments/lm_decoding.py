@@ -49,6 +49,13 @@ class LMDecodingRecognizer(Recognizer):
         self.sample_rate = base.sample_rate
         self.checksum = getattr(base, "checksum", None)
 
+    @property
+    def vocabulary(self):
+        return self.base.vocabulary
+
+    def target_fits(self, batch, targets):
+        return self.base.target_fits(batch, targets)
+
     def log_probs(self, batch):
         return self.base.log_probs(batch)
 

@@ -111,6 +111,11 @@ class HybridRecognizer(Recognizer):
         return (stack_context(feats, c, c) if c else feats), lengths
 
     # ------------------------------------------------------------------ Recognizer API
+    @property
+    def vocabulary(self) -> Sequence[str]:
+        """One name per HMM state (``word/state``), the classes :meth:`log_probs` scores."""
+        return tuple(f"state{i}" for i in range(self.hmm.n_states))
+
     def log_probs(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """State log-posteriors ``(B, T, 95)``: one draw inside :meth:`stochastic`, else the mean prediction."""
         feats, lengths = self.features(batch)
