@@ -306,6 +306,8 @@ def demo(
 @friendly_errors
 def serve(
     detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " The detector must "
+                                                                           "have been fitted for it."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port."),
     mask_seed: Optional[str] = typer.Option(
@@ -316,9 +318,11 @@ def serve(
     """Serve the detector over HTTP: POST /v1/detect with an audio file; GET /healthz."""
     import uvicorn
 
+    from .defaults import load_detector
     from .service.app import create_app
 
-    uvicorn.run(create_app(detector, mask_seed=mask_seed), host=host, port=port)
+    loaded = load_detector(detector, recognizer=_load_recognizer(None, recognizer_spec)) if recognizer_spec else None
+    uvicorn.run(create_app(detector, detector=loaded, mask_seed=mask_seed), host=host, port=port)
 
 
 @app.command("make-example")

@@ -14,7 +14,7 @@ import typer
 from ..errors import ConfigError, DataError
 
 ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask")
-SPEECH_CORPORA = ("fsdd-digits", "speech-commands", "sc-digits", "fsdd-isolated")
+SPEECH_CORPORA = ("fsdd-digits", "speech-commands", "sc-digits", "fsdd-isolated", "english-speech")
 URBAN = "urbansound8k"
 DEFAULT_CORPUS = {"us": URBAN}
 DEFAULT_SPEECH = "fsdd-digits,speech-commands"
@@ -127,7 +127,7 @@ def _parse_sets(values: list[str] | None) -> dict:
 
 def register(app: typer.Typer) -> None:
     """Add ``attack`` and ``attack-report`` to the ``asrguard`` app."""
-    from ..cli import friendly_errors
+    from ..cli import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
 
     @app.command("attack")
     @friendly_errors
@@ -137,15 +137,17 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (re-running resumes it)."),
         corpus: Optional[str] = typer.Option(
             None, help="Comma-separated held-out sets: fsdd-digits, speech-commands, sc-digits, fsdd-isolated, "
-                       "urbansound8k (default: urbansound8k for us, else fsdd-digits,speech-commands)."),
+                       "english-speech, urbansound8k (default: urbansound8k for us, else fsdd-digits,speech-commands)."),
         n: int = typer.Option(100, help="Utterances to attack (split evenly over the corpora)."),
         batch_size: int = typer.Option(16, "--batch-size", help="Utterances optimised together."),
         seed: int = typer.Option(0, help="Seed for item selection, targets and the attack."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+        recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
         targets: str = typer.Option("mixed", help="Target kind: mixed | paper | commands | digits."),
         max_fill: float = typer.Option(0.2, help="Largest target length as a fraction of the output frames "
                                                  "(0.2: about 10 characters per second)."),
         max_seconds: Optional[float] = typer.Option(None, help="Only utterances up to this many seconds."),
+        min_seconds: Optional[float] = typer.Option(None, help="Only utterances of at least this many seconds."),
         n_fit: int = typer.Option(64, help="universal: inputs the perturbation is fitted on (not evaluated)."),
         data_root: Optional[Path] = typer.Option(None, help="Folder holding the corpora (default: ../shared/data)."),
         settings: Optional[List[str]] = typer.Option(None, "--set", help="Attack setting KEY=VALUE, repeatable "
@@ -156,21 +158,23 @@ def register(app: typer.Typer) -> None:
         """Craft adversarial examples: WAVs plus a resumable JSONL manifest in --out."""
         import torch
 
-        from ..asr.ctc import CTCRecognizer
         from .runner import report as make_report, run_attack
         from .targets import TargetSampler
 
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
         torch.manual_seed(seed)
-        recognizer = CTCRecognizer.load(model)
+        recognizer = load_recognizer(model, recognizer_spec)
         overrides = {"seed": str(seed), **_parse_sets(settings)}
         attacker = make_attack(attack, recognizer, overrides)
         corpora = [c.strip() for c in (corpus or DEFAULT_CORPUS.get(attack, DEFAULT_SPEECH)).split(",") if c.strip()]
         meta = {"corpora": corpora, "n": n, "seed": seed, "max_seconds": max_seconds, "targets": targets, "max_fill": max_fill,
-                "model": str(model) if model else "shipped", "model_checksum": recognizer.checksum}
+                "model": recognizer_spec or (str(model) if model else "shipped"),
+                "model_checksum": recognizer.fingerprint()}
+        if min_seconds is not None:
+            meta["min_seconds"] = min_seconds
         if attack == "universal":
-            items = load_items(corpora, n + n_fit, seed, data_root, recognizer.sample_rate, max_seconds)
+            items = load_items(corpora, n + n_fit, seed, data_root, recognizer.sample_rate, max_seconds, min_seconds)
             order = np.random.default_rng(seed).permutation(len(items))
             fit_items = [items[i] for i in order[:n_fit]]
             items = [items[i] for i in order[n_fit:]]
@@ -178,7 +182,7 @@ def register(app: typer.Typer) -> None:
             _fit_universal(attacker, fit_items, out)
             meta["fit"] = attacker.fit_stats
         else:
-            items = load_items(corpora, n, seed, data_root, recognizer.sample_rate, max_seconds)
+            items = load_items(corpora, n, seed, data_root, recognizer.sample_rate, max_seconds, min_seconds)
         sampler = TargetSampler(targets, seed=seed, max_fill=max_fill)
         run_attack(attacker, items, out, sampler=sampler, batch_size=batch_size, progress=progress, meta=meta)
         summary = make_report(out)

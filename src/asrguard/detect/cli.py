@@ -57,7 +57,7 @@ def collect_audio(paths: List[Path], what: str) -> list[Path]:
 
 def register(app: typer.Typer) -> None:
     """Add ``detect`` to the ``asrguard`` app."""
-    from ..cli import friendly_errors
+    from ..cli import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
 
     @app.command("detect")
     @friendly_errors
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         files: List[Path] = typer.Argument(..., help="WAV/FLAC/OGG files to check."),
         detector: Optional[Path] = typer.Option(None, "--detector", help="Detector folder (default: the shipped one)."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+        recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
         mask_seed: Optional[str] = typer.Option(
             None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
@@ -76,7 +77,8 @@ def register(app: typer.Typer) -> None:
 
         from ..defaults import load_detector
 
-        det = load_detector(detector, model).set_mask_seed(mask_seed)
+        recognizer = load_recognizer(model, recognizer_spec) if recognizer_spec else None
+        det = load_detector(detector, model, recognizer=recognizer).set_mask_seed(mask_seed)
         console = Console()
         for path in files:
             result = det.explain(path)
@@ -102,16 +104,16 @@ def register(app: typer.Typer) -> None:
         p: float = typer.Option(0.1, help="Dropout rate at inference."),
         seed: int = typer.Option(0, help="Seed of the dropout masks."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
+        recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     ):
         """Fit a detector on your own benign (and adversarial) audio and save it (JSON + safetensors)."""
         from rich.progress import track
 
-        from ..defaults import load_recognizer
         from ..detect.classifiers import make_classifier
         from ..detect.detector import Detector
         from ..uncertainty.features import FeatureExtractor, FeatureTable
 
-        recognizer = load_recognizer(model)
+        recognizer = load_recognizer(model, recognizer_spec)
         det = Detector(recognizer, FeatureExtractor(n=realizations, p=p, seed=seed),
                        make_classifier(classifier, seed=seed), target_fpr=target_fpr)
 

@@ -53,10 +53,12 @@ class _Reader:
         return value[0] if len(value) == 1 else value
 
     def string(self) -> str:
-        n = self.unpack("H")
-        raw = self.data[self.offset:self.offset + n]
-        self.offset += n
-        return raw.rstrip(b"\0").decode("utf-8")
+        raw = self.raw(self.unpack("H"))  # bounds-checked: a cut inside a name is a truncation
+        try:
+            return raw.rstrip(b"\0").decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{self.path}: corrupt CTranslate2 file (a name before byte {self.offset} "
+                                 "is not UTF-8)") from None
 
     def raw(self, n: int) -> bytes:
         if self.offset + n > len(self.data):

@@ -133,7 +133,9 @@ class WhisperRecognizer:
         folder = ensure_converted(name) if name == "tiny.en" else Path(name)
         if not folder.is_dir():
             return cls.from_pretrained(name, **kwargs)
-        return cls.from_folder(folder, **kwargs)
+        if (folder / "tokenizer.json").is_file() and (folder / "model.safetensors").is_file():
+            return cls.from_folder(folder, **kwargs)
+        return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)  # a save_pretrained folder
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, **kwargs) -> "WhisperRecognizer":
@@ -167,9 +169,14 @@ class WhisperRecognizer:
         """Any Whisper checkpoint Hugging Face can load (hub name or ``save_pretrained`` folder), safetensors only."""
         from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast
 
-        model = WhisperForConditionalGeneration.from_pretrained(name_or_path, use_safetensors=True,
-                                                                local_files_only=local_files_only)
-        tokenizer = WhisperTokenizerFast.from_pretrained(name_or_path, local_files_only=local_files_only)
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(name_or_path, use_safetensors=True,
+                                                                    local_files_only=local_files_only)
+            tokenizer = WhisperTokenizerFast.from_pretrained(name_or_path, local_files_only=local_files_only)
+        except (OSError, ValueError) as exc:  # as HFCTCRecognizer.from_pretrained: an asrguard error
+            where = "a local folder without a loadable" if Path(name_or_path).is_dir() else "not a local folder, nor a"
+            raise ModelFileError(f"{name_or_path}: {where} Hugging Face Whisper model with safetensors weights "
+                                 f"({exc})") from None
         kwargs.setdefault("name", f"whisper:{name_or_path}")
         return cls(model, tokenizer.backend_tokenizer, **kwargs)
 
@@ -225,9 +232,9 @@ class WhisperRecognizer:
         batch = self._as_batch(batch)
         if len(targets) != len(batch):
             raise ConfigError(f"{len(targets)} targets for a batch of {len(batch)}")
-        rows = [self.tokens(t) for t in targets]
-        if not all(rows):
+        if not all(t.strip() for t in targets):  # tokens("") is the space token, never empty
             raise ConfigError("empty target transcript")
+        rows = [self.tokens(t) for t in targets]
         out = torch.zeros(len(batch), dtype=batch.waveforms.dtype)
         for index, features in self._features_by_group(batch):
             encoded = self._encode(features)
@@ -245,12 +252,14 @@ class WhisperRecognizer:
         results: dict[int, torch.Tensor] = {}
         for index, features in self._features_by_group(batch):
             encoded = self._encode(features)
+            budget = self._token_budget(int(batch.lengths[index].max()))  # as transcribe's budget
             with torch.no_grad():
-                rows = self._greedy(encoded.detach(), self._token_budget(int(batch.lengths[index[0]])))
+                rows = self._greedy(encoded.detach(), budget)
             logits = self._suppressed(self._teacher_forced(encoded, rows))
             log_probs = logits.log_softmax(-1)
             for k, i in enumerate(index):
-                results[i] = log_probs[k, : len(rows[k]) + 1]
+                # a row cut at the budget has no end of text: no step after its last token
+                results[i] = log_probs[k, : min(len(rows[k]) + 1, budget)]
         lengths = torch.tensor([len(results[i]) for i in range(len(batch))])
         return _pad_steps([results[i] for i in range(len(batch))]), lengths
 
