@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..asr.base import Realizations, Recognizer
+from ..asr.base import Realizations, Recognizer, require
 from ..errors import ConfigError
 from . import measures as _measures
 from .distributions import DEFAULT_MAX_DISTANCE, N_MOMENTS, char_distances, char_histogram, moments, prob_distances
@@ -189,6 +189,7 @@ class FeatureExtractor:
             raise ConfigError(f"not a valid feature-extractor config ({exc})") from None
 
     def realizations(self, recognizer: Recognizer, audio, *, name: str = "audio") -> Realizations:
+        require(recognizer, "stochastic", user="uncertainty features (dropout realisations)")
         c = self.config
         return draw_realizations(recognizer, audio, c.n, p=c.p, seed=c.seed, name=name)
 
