@@ -4,7 +4,8 @@ step, I = 50 dropout realisations, and CTranslate2 on the same weights when it i
 Every time is the median of repeated runs in this one process; speed is stated as ratios:
 
 * ``rtf_30s`` / ``rtf_own``: transcription seconds over audio seconds (target: 0.2 or better);
-* ``ratio_30s_over_own``: what the own-length encoder saves;
+* ``ratio_30s_over_own``: what the own-length encoder saves end to end (it also decodes longer when
+  it repeats itself); ``ratio_encoder_30s_over_own``: the encoder alone;
 * ``attack_step_s``: one forward and backward pass of the teacher-forced loss (30 s window);
 * ``ratio_realizations_over_transcribe``: I = 50 realisations at the default sites over one transcription;
 * ``ratio_ours_over_ctranslate2``: our transcription over CTranslate2's greedy decoding of the
@@ -78,6 +79,12 @@ def main() -> int:
     own = WhisperRecognizer.load("tiny.en", window="own")
     full = WhisperRecognizer.load("tiny.en", window="30s")
 
+    def encoder_seconds(rec):
+        with torch.no_grad():
+            (_, features), = rec._features_by_group(batch)
+            return median_seconds(lambda: rec._encode(features), args.repeats)
+
+    encode_30s, encode_own = encoder_seconds(full), encoder_seconds(own)
     transcribe_30s = median_seconds(lambda: full.transcribe(batch), args.repeats)
     transcribe_own = median_seconds(lambda: own.transcribe(batch), args.repeats)
     target = "okay google unlock phone and delete files"
@@ -95,6 +102,7 @@ def main() -> int:
         "transcribe_30s_s": transcribe_30s, "transcribe_own_s": transcribe_own,
         "rtf_30s": transcribe_30s / seconds, "rtf_own": transcribe_own / seconds,
         "ratio_30s_over_own": transcribe_30s / transcribe_own,
+        "encode_30s_s": encode_30s, "encode_own_s": encode_own, "ratio_encoder_30s_over_own": encode_30s / encode_own,
         "attack_step_s": step, "ratio_attack_step_over_transcribe": step / transcribe_30s,
         "n_realizations": args.n, "p": full.default_p, "dropout_sites": full.dropout_sites,
         "realizations_s": realizations, "ratio_realizations_over_transcribe": realizations / transcribe_30s,

@@ -167,7 +167,7 @@ def _plan_batch(attack: Attack, chunk, sampler: TargetSampler, rate: int):
     if not attack.targeted:
         return usable, [None] * len(usable), skipped
     batch = AudioBatch.from_waveforms([it.waveform for it in usable], rate, names=[it.id for it in usable])
-    for k, (it, n) in enumerate(zip(usable, _target_frames(attack.recognizer, batch))):
+    for k, (it, n) in enumerate(zip(usable, target_frames(attack.recognizer, batch))):
         target = sampler.choose(it.id, int(n), exclude=it.transcript)
         one = AudioBatch(batch.waveforms[k:k + 1, : len(it.waveform)], batch.lengths[k:k + 1], rate)
         if target is None or not attack.recognizer.target_fits(one, [target])[0]:
@@ -183,7 +183,7 @@ def _plan_batch(attack: Attack, chunk, sampler: TargetSampler, rate: int):
 NOMINAL_FRAMES_PER_SECOND = 50
 
 
-def _target_frames(recognizer, batch: AudioBatch) -> list[int]:
+def target_frames(recognizer, batch: AudioBatch) -> list[int]:
     """What :class:`TargetSampler` sizes targets by: the CTC model's own output frames, else the
     duration at :data:`NOMINAL_FRAMES_PER_SECOND` (the recogniser's ``target_fits`` has the last word)."""
     if isinstance(recognizer, Posteriors) and tuple(recognizer.vocabulary) == CHARACTERS:

@@ -336,7 +336,8 @@ class Detector:
         elif stored != actual:
             raise ModelFileError(
                 f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
-                f"{actual[:12]}…; use the model it was fitted with (--model) or refit the detector")
+                f"{actual[:12]}…; use the model it was fitted with (--model / --recognizer) or fit a detector for this "
+                f"recogniser (asrguard fit-detector --recognizer ...)")
         scheme = recognizer.realization_scheme()
         if scheme is not None and expected.get("realization_scheme") not in (None, scheme):
             # same model and seeds, other arithmetic: scores shift slightly, so say so, but load

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..audio import load_audio, save_audio
 from ..errors import ConfigError
@@ -29,16 +28,21 @@ DEFAULT_TARGET = "delete all files"  # fits the 1.2 s example; longer commands n
 
 
 def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: int = 0, detector=None,
-             model=None, audio=None, verbose: bool = False, attack_settings: dict | None = None) -> dict:
+             model=None, audio=None, verbose: bool = False, attack_settings: dict | None = None,
+             recognizer=None) -> dict:
     """Attack the example, detect both, write WAVs + PNG + JSON into ``out_dir``; return the verdicts.
 
     Args:
         target: the attacker's command (replaced by a shorter one if it does not fit the audio).
         detector, model: detector / model folders (default: the shipped ones).
+        recognizer: a recogniser spec (``whisper:tiny.en``) instead of ``model``; the detector
+            must have been fitted for it.
         audio: a different benign input file (default: the bundled example).
         attack_settings: CW settings to override, e.g. ``{"max_iter": 200}``.
     """
     from ..attacks.cli import make_attack
+    from ..asr.registry import load_recognizer
+    from ..attacks.runner import target_frames
     from ..attacks.targets import TargetSampler, required_frames
     from ..defaults import EXAMPLE_AUDIO, load_detector
     from ..evaluate.plots import plot_uncertainty_pair
@@ -47,19 +51,20 @@ def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    det = load_detector(detector, model)
+    det = load_detector(detector, model, recognizer=load_recognizer(recognizer) if recognizer else None)
     recognizer = det.recognizer
     source = Path(audio) if audio is not None else EXAMPLE_AUDIO
     benign, _ = load_audio(source, recognizer.sample_rate)
     say = print if verbose else (lambda *a, **k: None)
 
     original = recognizer.transcribe([benign])[0]
-    with torch.no_grad():
-        frames = int(recognizer.log_probs(_batch(benign, recognizer))[1][0])
+    batch = _batch(benign, recognizer)
+    frames = target_frames(recognizer, batch)[0]
     target = normalize_transcript(target)
     if not target:
         raise ConfigError("the demo target is empty after normalisation")
-    if required_frames(target) > 0.6 * frames or target == original:
+    if (required_frames(target) > 0.6 * frames or target == original
+            or not recognizer.target_fits(batch, [target])[0]):
         target = TargetSampler("commands", seed=seed).choose("demo", frames, exclude=original)
         if target is None:
             raise ConfigError(f"{source}: too short for any target ({frames} output frames)")

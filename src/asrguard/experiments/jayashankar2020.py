@@ -467,7 +467,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         quick: a small version (fewer sources, shorter attacks) that finishes in minutes.
         seed: seeds item selection, targets, attacks, realisations and the split.
         data_root: folder with ``fsdd/``, ``speech_commands_v0.02_test/``, ``urbansound8k_subset/``.
-        model: CTC model folder (default: the shipped model).
+        model: CTC model folder, or any recogniser spec (``whisper:tiny.en``; see
+            :mod:`asrguard.asr.registry`); default: the shipped model.
         attacks_dir: where attack folders live (default ``out_dir/attacks``), one per attack and
             settings, ``<attack>-<config hash>/``; an existing one is reused and completed, so
             several runs (quick and full, say) can share the attacks they have in common.
@@ -476,8 +477,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
             is always needed. The other columns stay empty: a first look while the slow attacks
             still run (share their ``attacks_dir``), or a cheaper partial reproduction.
     """
-    from ..asr.ctc import CTCRecognizer
     from ..asr.recipes import default_data_root
+    from ..asr.registry import load_recognizer
     from ..attacks.cli import load_items
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
@@ -492,7 +493,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         raise DataError(f"{root}: no fsdd/ folder; pass data_root= (or set ASRGUARD_DATA) to the shared data folder")
     t_start = time.perf_counter()
     timing: dict = {}
-    recognizer = CTCRecognizer.load(model)
+    recognizer = load_recognizer(model)
     rate = recognizer.sample_rate
 
     t0 = time.perf_counter()
@@ -817,12 +818,12 @@ def fit_default_detector(run_dir, detector_dir, *,
     of 21 scores is too noisy), and is evaluated on the run's test sources, which none of these
     steps saw.
     """
-    from ..asr.ctc import CTCRecognizer
+    from ..asr.registry import load_recognizer
     from ..detect.classifiers import make_classifier
     from ..detect.detector import Detector
 
     run_dir = Path(run_dir)
-    recognizer = CTCRecognizer.load(model)
+    recognizer = load_recognizer(model)
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)
     ids = [i.id for i in speech]
     fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
