@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from .errors import AudioFileError, InvalidAudioError
+from .errors import AudioFileError, AudioLimitError, InvalidAudioError, NoSpeechError
 from .fileio import atomic_write
 
 DEFAULT_SAMPLE_RATE = 16_000
@@ -26,6 +26,10 @@ DEFAULT_SAMPLE_RATE = 16_000
 MAX_SECONDS = 120.0
 MIN_SAMPLE_RATE = 4_000
 MAX_SAMPLE_RATE = 384_000
+#: Shortest input :func:`check_speech` accepts: a tenth of a second holds no word.
+MIN_SPEECH_SECONDS = 0.1
+#: RMS level (dBFS) below which :func:`check_speech` calls audio silent.
+SILENCE_DBFS = -60.0
 
 
 def validate_waveform(
@@ -234,6 +238,67 @@ def snr_db(signal, noise) -> float:
     if signal_energy == 0.0:
         return float("-inf")
     return 10.0 * math.log10(signal_energy / noise_energy)
+
+
+def check_audio_header(info, *, name: str = "audio", max_seconds: float | None = MAX_SECONDS,
+                       max_samples: int | None = None, max_sample_rate: int = MAX_SAMPLE_RATE) -> None:
+    """Refuse audio from its header alone, before a single sample is decoded.
+
+    ``info`` is anything with ``frames``, ``channels`` and ``samplerate`` (``soundfile.info(f)``
+    or an open ``soundfile.SoundFile``). Decoding costs ``channels × frames`` samples, so that
+    product is bounded (``max_samples``), not the frame count alone: a 50 KB file with 255
+    channels would otherwise decode into gigabytes. Raises :class:`InvalidAudioError` for a rate
+    outside ``MIN_SAMPLE_RATE..max_sample_rate`` or an empty file, and
+    :class:`~asrguard.errors.AudioLimitError` (status 413) for audio over ``max_seconds`` or
+    ``max_samples``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_audio_header(SimpleNamespace(frames=32000, channels=2, samplerate=16000), max_samples=64000)
+        >>> check_audio_header(SimpleNamespace(frames=32000, channels=255, samplerate=16000), max_samples=64000)
+        Traceback (most recent call last):
+        ...
+        asrguard.errors.AudioLimitError: audio: decodes to 8160000 samples (255 channels × 32000 frames), over the limit of 64000
+    """
+    rate, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
+    if not MIN_SAMPLE_RATE <= rate <= max_sample_rate:
+        raise InvalidAudioError(f"{name}: sample rate {rate} Hz is outside the supported "
+                                f"{MIN_SAMPLE_RATE}-{max_sample_rate} Hz")
+    if channels < 1:
+        raise InvalidAudioError(f"{name}: header declares {channels} channels")
+    if frames <= 0:
+        raise InvalidAudioError(f"{name}: contains no samples")
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise AudioLimitError(f"{name}: is {frames / rate:.1f} s long, over the limit of {max_seconds:g} s; "
+                              "split it into shorter segments")
+    if max_samples is not None and channels * frames > max_samples:
+        raise AudioLimitError(f"{name}: decodes to {channels * frames} samples ({channels} channels × {frames} "
+                              f"frames), over the limit of {max_samples}")
+
+
+def check_speech(waveform: np.ndarray, sample_rate: int, *, name: str = "audio",
+                 min_seconds: float = MIN_SPEECH_SECONDS, silence_dbfs: float = SILENCE_DBFS) -> None:
+    """Raise :class:`~asrguard.errors.NoSpeechError` for audio too short or too quiet to hold speech.
+
+    A detector's score means nothing on such input (the recogniser hears noise in silence),
+    so callers refuse it instead of scoring it. The level is the RMS in dBFS.
+
+    Example:
+        >>> check_speech(0.1 * np.ones(16000, dtype=np.float32), 16000)
+        >>> check_speech(np.zeros(16000, dtype=np.float32), 16000)
+        Traceback (most recent call last):
+        ...
+        asrguard.errors.NoSpeechError: audio: is silent (RMS level -inf dBFS, below -60 dBFS); no speech to score
+    """
+    waveform = np.asarray(waveform)
+    if waveform.size < min_seconds * sample_rate:
+        raise NoSpeechError(f"{name}: is {waveform.size / sample_rate:.3g} s long, too short to hold speech "
+                            f"(at least {min_seconds:g} s); no speech to score")
+    rms = float(np.sqrt(np.mean(np.square(waveform, dtype=np.float64))))
+    level = 20.0 * math.log10(rms) if rms > 0 else float("-inf")
+    if level < silence_dbfs:
+        raise NoSpeechError(f"{name}: is silent (RMS level {level:.0f} dBFS, below {silence_dbfs:g} dBFS); "
+                            "no speech to score")
 
 
 def short_reason(exc: Exception) -> str:

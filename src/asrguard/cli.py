@@ -74,7 +74,8 @@ def transcribe(
     model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
     recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     realizations: int = typer.Option(50, "--realizations", "-n", min=0, help="Dropout realisations I (0: none)."),
-    p: float = typer.Option(0.1, help="Inference dropout rate for the realisations."),
+    p: Optional[float] = typer.Option(None, help="Inference dropout rate for the realisations [default: 0.1 for "
+                                                 "the CTC model, the recogniser's own otherwise (Whisper: 0.02)]."),
     seed: int = typer.Option(0, help="Seed for the dropout masks."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
 ):
@@ -82,6 +83,8 @@ def transcribe(
     from .audio import load_audio
 
     recognizer = _load_recognizer(model, recognizer_spec)
+    if p is None:
+        p = getattr(recognizer, "default_p", 0.1)  # Whisper's dropout is its own choice (see its model card)
     paths = audio or [EXAMPLE_AUDIO]
     for path in paths:
         waveform, _ = load_audio(path, recognizer.sample_rate)
@@ -254,6 +257,7 @@ def reproduce(
                                                      "cw,dr,nrr,ia,us (dr is needed); other columns stay empty."),
     attacks_dir: Optional[Path] = typer.Option(None, help="jayashankar2020 only: where the attack folders live "
                                                           "(default: OUT/attacks); runs can share them."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help="jayashankar2020 only: " + RECOGNIZER_HELP),
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
     from .asr import recipes
@@ -268,12 +272,15 @@ def reproduce(
         raise typer.BadParameter(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
     if paper != "jayashankar2020":
         given = {"--fit-detector": fit_detector, "--model": model, "--attacks": attacks, "--attacks-dir": attacks_dir,
-                 "--setup": None if setup == "mixed" else setup}
+                 "--setup": None if setup == "mixed" else setup, "--recognizer": recognizer_spec}
         misplaced = [name for name, value in given.items() if value is not None]
         if misplaced:
             raise typer.BadParameter(f"{', '.join(misplaced)}: jayashankar2020 only")
     # daubener2020 trains its own models and has one setup
     options = {}
+    if model is not None and recognizer_spec is not None:
+        raise ConfigError("give --model or --recognizer, not both (--model PATH is --recognizer ctc:PATH)")
+    model = recognizer_spec or model
     if paper == "jayashankar2020":
         options = {"model": model, "setup": setup, "attacks_dir": attacks_dir,
                    "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None}
@@ -295,11 +302,15 @@ def demo(
     target: Optional[str] = typer.Option(None, help="The attacker's command [default: 'delete all files'] "
                                                      "(replaced by a shorter one if it does not fit)."),
     seed: int = typer.Option(0, help="Random seed."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " Needs --detector "
+                                                                           "fitted for it."),
+    detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
 ):
     """One-minute attack-and-detect demo: CW on the bundled example, then the shipped detector on both."""
     from .experiments.demo import DEFAULT_TARGET, run_demo
 
-    run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True)
+    run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True, detector=detector,
+             recognizer=recognizer_spec)
 
 
 @app.command()
@@ -308,21 +319,43 @@ def serve(
     detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
     recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " The detector must "
                                                                            "have been fitted for it."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond loopback, API keys and a rate limit are on."),
     port: int = typer.Option(8000, help="Port."),
     mask_seed: Optional[str] = typer.Option(
         None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
         help="Seed of the dropout masks: an integer, or 'random' for a secret one drawn at start-up. The "
              "shipped seed is public; a secret one costs no accuracy but does not stop dropout-robust attacks."),
+    api_key_file: Optional[Path] = typer.Option(
+        None, "--api-key-file", help="File of API keys, one per line (16+ characters); clients send "
+                                     "'Authorization: Bearer KEY'. Default: none on loopback, a generated one "
+                                     "(~/.config/asrguard/api-keys) beyond it."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Beyond loopback, serve without API keys (behind an "
+                                                          "authenticating proxy)."),
+    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", help="Requests per client, e.g. 60/min, 2/s or "
+                                                                         "'off'. Default: off on loopback, 60/min "
+                                                                         "beyond."),
+    max_bytes: int = typer.Option(10 * 1024 * 1024, "--max-bytes", min=1, help="Largest upload in bytes."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", min=0.1, help="Longest audio in seconds (refused "
+                                                                             "from the header)."),
+    max_sample_rate: int = typer.Option(48_000, "--max-sample-rate", min=4000, help="Highest sample rate (Hz)."),
+    max_inflight: int = typer.Option(16, "--max-inflight", min=1, help="Detect requests admitted at once; beyond "
+                                                                       "them: 503 with Retry-After."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding uploads (scoring uses one)."),
+    body_timeout: float = typer.Option(20.0, "--body-timeout", min=0.1, help="Seconds a client has to send its "
+                                                                              "whole body (else 408)."),
+    log_content: bool = typer.Option(False, "--log-content", help="Log file names and transcripts (off: the "
+                                                                  "request log holds no content)."),
 ):
-    """Serve the detector over HTTP: POST /v1/detect with an audio file; GET /healthz."""
-    import uvicorn
-
+    """Serve the detector over HTTP: web page at /, POST /v1/detect, GET /healthz, GET /metrics."""
     from .defaults import load_detector
-    from .service.app import create_app
+    from .service.limits import Limits
+    from .service.server import serve_forever
 
-    loaded = load_detector(detector, recognizer=_load_recognizer(None, recognizer_spec)) if recognizer_spec else None
-    uvicorn.run(create_app(detector, detector=loaded, mask_seed=mask_seed), host=host, port=port)
+    limits = Limits(max_bytes=max_bytes, max_seconds=max_seconds, max_sample_rate=max_sample_rate,
+                    max_inflight=max_inflight, workers=workers, body_timeout=body_timeout)
+    loaded = load_detector(detector, recognizer=_load_recognizer(None, recognizer_spec) if recognizer_spec else None)
+    serve_forever(loaded, host, port, limits=limits, api_key_file=api_key_file, rate_limit=rate_limit,
+                  no_auth=no_auth, log_content=log_content, mask_seed=mask_seed)
 
 
 @app.command("make-example")

@@ -1,16 +1,25 @@
-"""HTTP API over the detector (FastAPI).
+"""HTTP API and web page over the detector (FastAPI).
 
-``create_app(detector_path=None)`` returns an app with
+``create_app(detector_path=None)`` returns an ASGI app with
 
-* ``GET /healthz``: ``{"status": "ok", ...}`` once the recogniser and detector are loaded;
-* ``POST /v1/detect`` (multipart form, field ``file``: WAV / FLAC / OGG): the transcript, the
-  verdict, the score and threshold, and the distinct dropout transcripts with counts.
+* ``GET /``: a web page to upload or record audio and see the verdict with its evidence;
+* ``GET /healthz``: ``{"status": "ok", ...}`` (async and precomputed: fast under any load);
+* ``POST /v1/detect`` (multipart form with one part ``file``, or a raw ``audio/*`` body; WAV /
+  FLAC / OGG): the transcript, the verdict, the score and threshold, and the distinct dropout
+  transcripts with counts;
+* ``GET /metrics``: Prometheus metrics.
 
-Bad input gets the same messages as the library: 400 for unreadable or invalid audio, 413
-for an upload over ``max_bytes`` or audio over ``max_seconds``, 415 for a declared media
-type that is not audio. Nothing is written to disk: uploads are decoded in memory.
+Work is bounded at every step (see :mod:`asrguard.service.gate` and
+:mod:`asrguard.service.upload`): the body is counted while it streams and cut at ``max_bytes``,
+the audio is checked from its header (duration, sample rate, channels × frames) before it is
+decoded, decoding runs in a pool of ``workers`` threads and scoring on one, and beyond
+``max_inflight`` requests the service answers 503 with ``Retry-After``. Every refusal is a JSON
+``{"error": ..., "code": ...}`` with the status its error class carries (``exc.status``):
+400 bad input, 401 no key, 408 too slow, 413 too large, 415 not audio, 422 no speech, 429 rate
+limited, 503 overloaded. Silence and near-empty input are refused (422, ``no_speech``), never
+scored. Nothing is written to disk.
 
-Run it with ``uvicorn`` (``asrguard serve``), or in tests with ``fastapi.testclient``.
+Run it with ``asrguard serve`` (uvicorn), or in tests with ``fastapi.testclient``.
 
 Example:
     >>> app = create_app()                                                       # doctest: +SKIP
@@ -19,114 +28,141 @@ Example:
 
 from __future__ import annotations
 
-import io
+import asyncio
+import contextlib
 import logging
 import os
-import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import soundfile as sf
-from fastapi import FastAPI, File, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..audio import resample, short_reason, validate_waveform
-from ..errors import AsrguardError, AudioFileError, InvalidAudioError
+from ..errors import AsrguardError
+from .access import ApiKeys, RateLimiter
+from .errors import UploadError
+from .gate import Gate
+from .limits import MAX_BYTES, MAX_SECONDS, Limits
+from .metrics import Metrics
+from .page import PAGE
+from .scorer import Scorer
+from .upload import decode_upload, read_upload
 
 log = logging.getLogger(__name__)
 
-#: Largest accepted upload (bytes): 10 MiB is over a minute of 16 kHz 32-bit float audio.
-MAX_BYTES = 10 * 1024 * 1024
-#: Longest accepted audio: the recognisers here are trained on clips of a few seconds.
-MAX_SECONDS = 30.0
-ACCEPTED_TYPES = ("audio/", "application/octet-stream")
-
-
-class UploadError(AsrguardError):
-    """An upload the service refuses; ``status`` is the HTTP status code."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-def decode_upload(data: bytes, filename: str, sample_rate: int, *, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Decode uploaded bytes into a validated mono waveform at ``sample_rate``."""
-    if not data:
-        raise UploadError(f"{filename}: file is empty (0 bytes)")
-    try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types
-        raise UploadError(f"{filename}: not a readable audio file ({short_reason(exc)}); supported: WAV, FLAC, OGG") from None
-    if info.samplerate > 0 and info.frames > max_seconds * info.samplerate:
-        raise UploadError(f"{filename}: is {info.frames / info.samplerate:.1f} s long, over the limit of "
-                          f"{max_seconds:g} s; split it into shorter segments", status=413)
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UploadError(f"{filename}: audio data is corrupt ({short_reason(exc)})") from None
-    if samples.shape[0] == 0:
-        raise UploadError(f"{filename}: contains no samples")
-    waveform = validate_waveform(samples.mean(axis=1), rate, name=filename, max_seconds=max_seconds)
-    if rate != sample_rate:
-        waveform = resample(waveform, rate, sample_rate)
-    return waveform
+_UPLOAD_SCHEMA = {
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "WAV, FLAC or OGG audio"}}}},
+        "audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+}
 
 
 def create_app(detector_path: str | os.PathLike | None = None, *, model: str | os.PathLike | None = None,
                detector=None, max_bytes: int = MAX_BYTES, max_seconds: float = MAX_SECONDS,
-               mask_seed: int | str | None = None):
-    """The FastAPI app. ``detector`` (a loaded :class:`~asrguard.detect.detector.Detector`)
-    overrides ``detector_path``/``model``; by default the shipped detector and model are used.
-    ``mask_seed`` (an integer or ``"random"``) replaces the detector's dropout seed
-    (:meth:`~asrguard.detect.detector.Detector.set_mask_seed`); a random one is never reported."""
+               mask_seed: int | str | None = None, limits: Limits | None = None,
+               api_keys: ApiKeys | None = None, rate_limit: float | None = None, log_content: bool = False):
+    """The ASGI app: FastAPI behind the :class:`~asrguard.service.gate.Gate`.
+
+    ``detector`` (a loaded :class:`~asrguard.detect.detector.Detector`) overrides
+    ``detector_path``/``model``; by default the shipped detector and model are used.
+    ``mask_seed`` (an integer or ``"random"``) replaces the detector's dropout seed; a random
+    one is never reported. ``limits`` sets every limit (``max_bytes``/``max_seconds`` are
+    shortcuts for two of them). ``api_keys`` requires a key on ``/v1/detect`` and
+    ``/metrics``; ``rate_limit`` (requests a minute per client) bounds each client.
+    ``log_content`` adds file names, transcripts and verdict details to the request log.
+
+    The returned app is the gate; the FastAPI app is ``app.app`` and its state (detector,
+    limits, metrics) is on ``app.app.state``.
+    """
     if detector is None:
         from ..defaults import load_detector
 
         detector = load_detector(detector_path, model)
     detector.set_mask_seed(mask_seed)
-    lock = threading.Lock()  # the recogniser's dropout state is per instance: one request at a time
-    app = FastAPI(title="asrguard", description="Detect adversarial audio from a recogniser's dropout uncertainty.",
-                  version=_version())
-    app.state.detector = detector
+    limits = limits or Limits(max_bytes=max_bytes, max_seconds=max_seconds)
+    metrics = Metrics()
+    scorer = Scorer(detector, metrics)
+    decode_pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="asrguard-decode")
+    sample_rate = detector.recognizer.sample_rate
+    c = detector.feature_extractor.config
+    health = {"status": "ok", "classifier": detector.classifier.name, "realizations": c.n, "p": c.p,
+              "mask_seed": detector.reported_mask_seed, "threshold": detector.threshold,
+              "target_fpr": detector.target_fpr, "sample_rate": sample_rate, "max_bytes": limits.max_bytes,
+              "max_seconds": limits.max_seconds, "max_sample_rate": limits.max_sample_rate,
+              "auth": api_keys is not None, "rate_limit_per_min": rate_limit}
 
-    @app.exception_handler(UploadError)
-    async def _upload_error(request: Request, exc: UploadError):
-        return JSONResponse(status_code=exc.status, content={"error": str(exc)})
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # uvicorn has already waited for requests in flight; let queued work finish, then stop
+        decode_pool.shutdown(wait=True)
+        scorer.shutdown(wait=True)
+
+    # /docs and /redoc load scripts from CDNs and are blank offline; /openapi.json stays
+    app = FastAPI(title="asrguard", description="Detect adversarial audio from a recogniser's dropout uncertainty.",
+                  version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.detector, app.state.limits, app.state.metrics, app.state.scorer = detector, limits, metrics, scorer
 
     @app.exception_handler(AsrguardError)
     async def _asrguard_error(request: Request, exc: AsrguardError):
-        status = 400 if isinstance(exc, (InvalidAudioError, AudioFileError)) else 500
-        if isinstance(exc, InvalidAudioError) and "over the limit" in str(exc):
-            status = 413
-        return JSONResponse(status_code=status, content={"error": str(exc)})
+        if exc.status >= 500:
+            log.error("request %s failed: %s", getattr(request.state, "request_id", "?"), exc)
+        metrics.refused.labels(exc.code).inc()
+        if exc.code == "no_speech":
+            metrics.verdicts.labels("no_speech").inc()
+        return JSONResponse(status_code=exc.status, content={"error": str(exc), "code": exc.code},
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # a bug, not bad input: the client gets JSON with the id to quote, the log gets the traceback
+        request_id = getattr(request.state, "request_id", "?")
+        log.exception("request %s failed", request_id)
+        return JSONResponse(status_code=500, content={"error": f"internal error (request {request_id}); the server "
+                                                               "log has the details", "code": "internal_error"})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE)
 
     @app.get("/healthz")
-    def healthz():
-        c = detector.feature_extractor.config
-        return {"status": "ok", "classifier": detector.classifier.name, "realizations": c.n, "p": c.p,
-                "mask_seed": detector.reported_mask_seed,
-                "threshold": detector.threshold, "target_fpr": detector.target_fpr,
-                "sample_rate": detector.recognizer.sample_rate, "max_bytes": max_bytes, "max_seconds": max_seconds}
+    async def healthz():
+        return {**health, "inflight": gate.inflight, "queued": scorer.waiting}
 
-    @app.post("/v1/detect")
-    def detect(request: Request, file: UploadFile = File(..., description="WAV, FLAC or OGG audio")):
-        # a plain (sync) endpoint: FastAPI runs it in a worker thread, so scoring never blocks the loop
-        name = file.filename or "upload"
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-            raise UploadError(f"{name}: upload is {int(declared)} bytes, over the limit of {max_bytes} bytes", 413)
-        content_type = (file.content_type or "").lower()
-        if content_type and not content_type.startswith(ACCEPTED_TYPES):
-            raise UploadError(f"{name}: media type {content_type!r} is not audio; upload WAV, FLAC or OGG", 415)
-        data = file.file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise UploadError(f"{name}: upload is over the limit of {max_bytes} bytes", 413)
-        waveform = decode_upload(data, name, detector.recognizer.sample_rate, max_seconds=max_seconds)
-        with lock:
-            result = detector.explain(waveform, name=name)
-        return {"file": name, **result}
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint():
+        body, media_type = metrics.render()
+        return Response(body, media_type=media_type)
 
-    return app
+    @app.post("/v1/detect", openapi_extra=_UPLOAD_SCHEMA)
+    async def detect(request: Request):
+        record = request.state.log
+        started = time.perf_counter()
+        upload = await read_upload(request, limits)
+        metrics.stage.labels("read").observe(time.perf_counter() - started)
+        if log_content:
+            record["file"] = upload.filename
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        waveform = await loop.run_in_executor(decode_pool, _decode, upload, sample_rate, limits)
+        metrics.stage.labels("decode").observe(time.perf_counter() - started)
+        upload.data = b""  # the bytes are no longer needed while the request waits
+        result = await scorer.explain(waveform, upload.filename)
+        metrics.verdicts.labels(result["verdict"]).inc()
+        record.update(verdict=result["verdict"], score=round(result["score"], 4), duration_s=result["duration_s"])
+        if log_content:
+            record["transcript"] = result["transcript"]
+        return {"file": upload.filename, **result}
+
+    gate = Gate(app, limits=limits, metrics=metrics, api_keys=api_keys,
+                rate_limiter=RateLimiter(rate_limit) if rate_limit else None)
+    gate.state = app.state  # tests and embedders reach the detector through the gate too
+    return gate
+
+
+def _decode(upload, sample_rate: int, limits: Limits):
+    return decode_upload(upload.data, upload.filename, sample_rate, limits=limits)
 
 
 def _version() -> str:

@@ -84,20 +84,23 @@ class WhisperRecognizer:
         tokenizer: a ``tokenizers.Tokenizer`` with Whisper's special tokens.
         window: ``"own"`` runs the encoder on the audio's own length, ``"30s"`` pads to 30 s.
         dropout_sites: where :meth:`stochastic` injects dropout (``encoder``, ``decoder``, ``both``).
-        default_p: dropout rate when :meth:`stochastic` is given none.
+        default_p: dropout rate when :meth:`stochastic` or :meth:`realizations` is given none. 0.02
+            at the decoder sites: on 12 native utterances it raised the realisations' WER from
+            10.0 % to 13.9 % and drew 3.9 distinct transcripts in 10, while p = 0.05 already gave
+            42.9 % and p = 0.1 59.9 % (``docs/results/whisper/dropout.json``).
         weights_sha256: checksum of the weights file, when loaded from one.
 
     Example:
         >>> rec = WhisperRecognizer.load("tiny.en")                     # doctest: +SKIP
         >>> rec.transcribe([waveform])                                  # doctest: +SKIP
         ['He hoped there would be stew for dinner.']
-        >>> r = rec.realizations(waveform, n=50, seed=0, p=0.1)         # doctest: +SKIP
+        >>> r = rec.realizations(waveform, n=50, seed=0)                # doctest: +SKIP
     """
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model, tokenizer, *, window: str = "30s", dropout_sites: str = "decoder",
-                 default_p: float = 0.1, weights_sha256: str | None = None, name: str = "whisper"):
+                 default_p: float = 0.02, weights_sha256: str | None = None, name: str = "whisper"):
         if window not in WINDOWS:
             raise ConfigError(f"window must be one of {WINDOWS}, got {window!r}")
         if dropout_sites not in SITES:
@@ -383,9 +386,9 @@ class WhisperRecognizer:
         active = torch.arange(size)
         inputs = torch.tensor([self.prompt] * size)
         tokens = torch.full((size, budget), self.eot, dtype=torch.long)
-        ended = torch.full((size, self.model.config.vocab_size), SUPPRESSED)
-        ended[:, self.eot] = 0.0
-        steps = []
+        # one allocation for every step's posteriors (a stack of per-step tensors would copy them all again)
+        steps = torch.full((size, budget, self.model.config.vocab_size), SUPPRESSED) if keep_log_probs else None
+        taken = 0
         for step in range(budget):
             out = decoder(input_ids=inputs, encoder_hidden_states=context, cache=cache, use_cache=True)
             cache = out.cache
@@ -393,8 +396,9 @@ class WhisperRecognizer:
             log_probs = logits.log_softmax(-1)
             token = log_probs.argmax(-1)
             tokens[active, step] = token
+            taken = step + 1
             if keep_log_probs:
-                steps.append(ended.index_copy(0, active, log_probs))
+                steps[active, step] = log_probs
             going = token != self.eot
             if not bool(going.any()):
                 break
@@ -405,7 +409,11 @@ class WhisperRecognizer:
                 context = context[:1].expand(len(keep), -1, -1) if shared else context[keep]
             inputs = token[:, None]
         out_rows = [row[: row.index(self.eot)] if self.eot in row else row for row in tokens.tolist()]
-        return (out_rows, torch.stack(steps, 1)) if keep_log_probs else out_rows
+        if not keep_log_probs:
+            return out_rows
+        for index, row in enumerate(out_rows):  # after its end of text a row is certain of end of text
+            steps[index, len(row) + 1:taken, self.eot] = 0.0
+        return out_rows, steps[:, :taken]
 
     @staticmethod
     def _select_rows(cache, keep: torch.Tensor, shared: bool) -> None:
