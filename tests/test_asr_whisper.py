@@ -495,3 +495,16 @@ def test_cw_reaches_a_short_target_on_real_speech_within_its_budget(tiny_en, spe
     assert result.success, result.transcript
     assert normalize_english(result.transcript) == "open the door"
     assert result.db_x_delta <= -25.0 + 1e-3
+
+
+def test_a_hugging_face_whisper_folder_loads_through_the_registry(make, tmp_path):
+    # the hub-loading path users take (from_pretrained), on a tiny model saved locally
+    rec = make()
+    rec.model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    transformers.WhisperTokenizerFast(tokenizer_file=str(_bundled() / "tokenizer.json")).save_pretrained(tmp_path / "tiny")
+    loaded = load_recognizer(f"whisper:{tmp_path / 'tiny'}?window=own")
+    assert loaded.window == "own" and missing_capabilities(loaded, "transcribe", "loss", "posteriors", "stochastic") == []
+    x = noise(RATE // 2, 5)
+    assert loaded.transcribe([x]) == rec.transcribe([x])
+    hub_style = WhisperRecognizer.from_pretrained(str(tmp_path / "tiny"), local_files_only=True, window="own")
+    assert hub_style.transcribe([x]) == rec.transcribe([x])
