@@ -118,3 +118,20 @@ def test_make_attack_parses_overrides():
         make_attack("cw", recognizer, {"nonsense": "1"})
     with pytest.raises(ConfigError):
         make_attack("xx", recognizer)
+
+
+def test_attacks_report_their_steps_inside_a_batch():
+    reports = []
+    cw = CWAttack(ToyRecognizer(gain=5.0), CWConfig(tau_db=10, max_shrinks=2, check_every=2))
+    cw.on_step = reports.append
+    cw.generate([it.waveform for it in ITEMS[:2]], ["go", "hi"])
+    steps = [r.step for r in reports]
+    assert steps and steps == sorted(steps) and all(s % 2 == 0 for s in steps)
+    assert all(r.batch_size == 2 and 0 <= r.reached <= 2 and r.max_steps == cw.config.max_iter for r in reports)
+    assert set(reports[0].transcripts) == {0, 1} and all(isinstance(t, str) for t in reports[0].transcripts.values())
+
+
+def test_a_run_without_a_terminal_prints_progress_lines(tmp_path, capsys):
+    run_attack(attack(), ITEMS[:2], tmp_path, sampler=SAMPLER, batch_size=2, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cw: success")]
+    assert lines and lines[-1].endswith("[2/2]")

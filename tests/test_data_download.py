@@ -85,3 +85,25 @@ def test_download_corpus_skips_when_present_and_checks_subset(tmp_path, monkeypa
     assert download_module.download_fsdd(tmp_path) == tmp_path
     with pytest.raises(ConfigError, match="unknown LibriSpeech subset"):
         download_module.download_librispeech(tmp_path, subset="test-dirty")
+
+
+def test_data_download_command_unpacks_a_local_archive_with_its_checksum(tmp_path):
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from asrguard.cli import app
+
+    archive = _tar(tmp_path / "sc.tar.gz", {"yes/a_nohash_0.wav": b"RIFF", "_unknown_/b.wav": b"RIFF"})
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["data", "download", "speech-commands", "--out", str(tmp_path / "bad"),
+                                "--url", archive.as_uri(), "--sha256", "0" * 64])
+    assert wrong.exit_code == 2 and "checksum mismatch" in wrong.output
+    done = runner.invoke(app, ["data", "download", "speech-commands", "--out", str(tmp_path / "sc"),
+                               "--url", archive.as_uri(), "--sha256", digest])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "sc" / "yes" / "a_nohash_0.wav").read_bytes() == b"RIFF"
+    assert not (tmp_path / "sc" / "sc.tar.gz").exists() and not list((tmp_path / "sc").glob("*.part"))
+    unknown = runner.invoke(app, ["data", "download", "imagenet", "--out", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "unknown corpus" in unknown.output

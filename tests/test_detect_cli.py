@@ -87,3 +87,15 @@ def test_fit_detector_names_a_missing_folder(saved, tmp_path):
     result = CliRunner().invoke(app, ["fit-detector", "--benign", str(tmp_path / "nowhere"), "--out",
                                       str(tmp_path / "d"), "--model", str(root / "model0")])
     assert result.exit_code == 2 and "nowhere" in result.output and "Traceback" not in result.output
+
+
+def test_detect_scores_every_file_and_fails_at_the_end_when_one_was_bad(saved, tmp_path):
+    root, wav = saved
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF not really")
+    result = CliRunner().invoke(app, ["detect", str(bad), str(wav), "--detector", str(root / "detector"),
+                                      "--model", str(root / "model0"), "--json"])
+    assert result.exit_code == 2
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [r["file"] for r in rows] == [str(bad), str(wav)]
+    assert "error" in rows[0] and rows[1]["verdict"] in ("benign", "adversarial")

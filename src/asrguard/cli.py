@@ -16,6 +16,32 @@ from rich.table import Table
 
 from .errors import AsrguardError, ConfigError
 
+def _hide_flag_types() -> None:
+    """Help lists on/off flags without a ``<bool>`` type: a flag takes no value, so it shows none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_asrguard", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._asrguard = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"asrguard {version('asrguard')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     help="asrguard: attack speech recognisers and detect adversarial audio from their uncertainty.",
     no_args_is_help=True,
@@ -24,6 +50,14 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build manifests, connected-digit sets and synthetic speech.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """asrguard: attack speech recognisers and detect adversarial audio from their uncertainty."""
 console = Console(stderr=True)
 out = Console()
 
@@ -56,7 +90,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 RECOGNIZER_HELP = ("Recogniser: ctc (the shipped CTC model), ctc:PATH, hybrid:PATH, whisper:tiny.en, whisper:PATH "
-                   "or hf:NAME_OR_PATH; options after '?', e.g. whisper:tiny.en?window=own.")
+                   "or hf:NAME_OR_PATH; loader options follow a '?', as in whisper:tiny.en ?window=own "
+                   "(written without the space).")
 
 
 def _load_recognizer(model: Optional[Path], recognizer: Optional[str] = None):
@@ -305,12 +340,14 @@ def demo(
     recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " Needs --detector "
                                                                            "fitted for it."),
     detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
+    audio: Optional[Path] = typer.Option(None, "--input", help="Your own benign audio file instead of the "
+                                                               "bundled example."),
 ):
     """One-minute attack-and-detect demo: CW on the bundled example, then the shipped detector on both."""
     from .experiments.demo import DEFAULT_TARGET, run_demo
 
     run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True, detector=detector,
-             recognizer=recognizer_spec)
+             recognizer=recognizer_spec, audio=audio)
 
 
 @app.command()
@@ -328,7 +365,7 @@ def serve(
     api_key_file: Optional[Path] = typer.Option(
         None, "--api-key-file", help="File of API keys, one per line (16+ characters); clients send "
                                      "'Authorization: Bearer KEY'. Default: none on loopback, a generated one "
-                                     "(~/.config/asrguard/api-keys) beyond it."),
+                                     "(the file api-keys in ~/.config/asrguard) beyond it."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Beyond loopback, serve without API keys (behind an "
                                                           "authenticating proxy)."),
     rate_limit: Optional[str] = typer.Option(None, "--rate-limit", help="Requests per client, e.g. 60/min, 2/s or "
@@ -363,7 +400,8 @@ def serve(
 def make_example(
     text: str = typer.Option("nine one one", help="Sentence to synthesise."),
     voice: str = typer.Option("awb", help="flite voice."),
-    out_path: Path = typer.Option(EXAMPLE_AUDIO, "--out", help="Where to write the WAV."),
+    out_path: Path = typer.Option(Path("example.wav"), "--out", help="Where to write the WAV (the bundled one is "
+                                                                       "src/asrguard/assets/examples/example.wav)."),
 ):
     """Synthesise the bundled example with flite (how the shipped example was made)."""
     from .audio import load_audio, save_audio
@@ -381,6 +419,24 @@ def tts_tempdir():
     import tempfile
 
     return tempfile.TemporaryDirectory(prefix="asrguard-tts-")
+
+
+@data_app.command("download")
+@friendly_errors
+def data_download(
+    name: str = typer.Argument(..., help="fsdd, speech-commands, urbansound8k or librispeech-SUBSET "
+                                         "(test-clean, test-other, dev-clean, ...)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to unpack into (re-running skips what is there)."),
+    url: Optional[str] = typer.Option(None, help="Another address for the archive: a mirror, or file:// for a "
+                                                "copy you already have."),
+    sha256: Optional[str] = typer.Option(None, help="Refuse the archive unless its SHA-256 is this."),
+    keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive."),
+):
+    """Download and unpack a public corpus, with progress, atomically and resumably (needs internet)."""
+    from .data.download import download_corpus
+
+    where = download_corpus(name, out_dir, url=url, sha256=sha256, keep_archive=keep_archive, progress=True)
+    out.print(f"{name} is in {where}")
 
 
 @data_app.command("manifest")

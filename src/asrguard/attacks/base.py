@@ -153,6 +153,21 @@ def peak_bound(x: torch.Tensor, lengths: torch.Tensor, tau_db: float) -> torch.T
     return peak * 10.0 ** (-tau_db / 20.0)
 
 
+@dataclasses.dataclass
+class StepReport:
+    """Where an attack's optimisation stands, passed to ``Attack.on_step`` after each success check.
+
+    ``transcripts`` maps batch rows checked at this step to their current transcript.
+    """
+
+    step: int
+    max_steps: int
+    active: int
+    batch_size: int
+    reached: int
+    transcripts: dict
+
+
 class Attack(abc.ABC):
     """Base class. Subclasses set ``name`` and ``config_class`` and implement :meth:`generate`.
 
@@ -168,6 +183,8 @@ class Attack(abc.ABC):
     targeted: bool = True
     #: Recogniser capabilities the attack uses (see :mod:`asrguard.asr.base`); checked when built.
     requires: tuple[str, ...] = ("transcribe", "loss")
+    #: Called with a :class:`StepReport` during long optimisations (progress bars, the demo).
+    on_step = None
 
     def __init__(self, recognizer: Recognizer, config: AttackConfig | None = None):
         require(recognizer, *self.requires, user=f"the {self.name} attack")
@@ -261,5 +278,5 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
-__all__ = ["Attack", "AttackConfig", "AttackResult", "INT16_SCALE", "as_batch", "config_hash",
+__all__ = ["StepReport", "Attack", "AttackConfig", "AttackResult", "INT16_SCALE", "as_batch", "config_hash",
            "peak_bound", "required_frames"]

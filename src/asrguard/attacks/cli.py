@@ -115,6 +115,38 @@ def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: f
     return items
 
 
+def input_items(paths: list[Path], sample_rate: int) -> list[Item]:
+    """The user's own audio (files or folders) as attack items, ids ``input:<path>``."""
+    from ..audio import load_audio
+    from ..detect.cli import collect_audio
+
+    items = []
+    for path in collect_audio(paths, "input"):
+        waveform, _ = load_audio(path, sample_rate)
+        items.append(Item(f"input:{path}", waveform, ""))
+    return items
+
+
+def read_target_table(path: Path) -> dict[str, str]:
+    """``file,target`` rows (a header line is allowed) as ``{item id: target}`` for :func:`input_items`."""
+    import csv
+
+    table = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle):
+            if not row or row[0].strip().lower() in ("file", "path"):
+                continue
+            if len(row) < 2 or not row[1].strip():
+                raise DataError(f"{path}: each row needs a file and a target, got {row}")
+            file = Path(row[0].strip())
+            if not file.is_absolute():
+                file = path.parent / file
+            table[f"input:{file}"] = row[1].strip()
+    if not table:
+        raise DataError(f"{path}: no file,target rows")
+    return table
+
+
 def _parse_sets(values: list[str] | None) -> dict:
     out = {}
     for value in values or []:
@@ -137,13 +169,19 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (re-running resumes it)."),
         corpus: Optional[str] = typer.Option(
             None, help="Comma-separated held-out sets: fsdd-digits, speech-commands, sc-digits, fsdd-isolated, "
-                       "english-speech, urbansound8k (default: urbansound8k for us, else fsdd-digits,speech-commands)."),
+                       "english-speech, urbansound8k (default: urbansound8k for us, else fsdd-digits and speech-commands)."),
         n: int = typer.Option(100, help="Utterances to attack (split evenly over the corpora)."),
         batch_size: int = typer.Option(16, "--batch-size", help="Utterances optimised together."),
         seed: int = typer.Option(0, help="Seed for item selection, targets and the attack."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
         recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
         targets: str = typer.Option("mixed", help="Target kind: mixed | paper | commands | digits."),
+        inputs: Optional[List[Path]] = typer.Option(None, "--input", help="Your own audio: files or folders "
+                                                                           "(repeatable); replaces --corpus."),
+        target: Optional[str] = typer.Option(None, help="The target transcript for every input, e.g. "
+                                                        "'open the door' (replaces --targets)."),
+        target_table: Optional[Path] = typer.Option(None, "--target-csv", help="CSV of file,target: a target per "
+                                                                                "--input file."),
         max_fill: float = typer.Option(0.2, help="Largest target length as a fraction of the output frames "
                                                  "(0.2: about 10 characters per second)."),
         max_seconds: Optional[float] = typer.Option(None, help="Only utterances up to this many seconds."),
@@ -159,7 +197,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .runner import report as make_report, run_attack
-        from .targets import TargetSampler
+        from .targets import FixedTargets, TargetSampler
 
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
@@ -173,7 +211,14 @@ def register(app: typer.Typer) -> None:
                 "model_checksum": recognizer.fingerprint()}
         if min_seconds is not None:
             meta["min_seconds"] = min_seconds
-        if attack == "universal":
+        if inputs:
+            if attack == "universal":
+                raise ConfigError("universal fits one perturbation on a held-out corpus; use --corpus with it")
+            if target is None and target_table is None:
+                raise ConfigError("--input needs --target TEXT or --target-csv FILE (the attacker's transcript)")
+            items = input_items(list(inputs), recognizer.sample_rate)
+            meta.update(corpora=["input"], inputs=[str(p) for p in inputs])
+        elif attack == "universal":
             items = load_items(corpora, n + n_fit, seed, data_root, recognizer.sample_rate, max_seconds, min_seconds)
             order = np.random.default_rng(seed).permutation(len(items))
             fit_items = [items[i] for i in order[:n_fit]]
@@ -183,7 +228,11 @@ def register(app: typer.Typer) -> None:
             meta["fit"] = attacker.fit_stats
         else:
             items = load_items(corpora, n, seed, data_root, recognizer.sample_rate, max_seconds, min_seconds)
-        sampler = TargetSampler(targets, seed=seed, max_fill=max_fill)
+        if target is not None or target_table is not None:
+            meta.update(target=target, target_csv=str(target_table) if target_table else None)
+            sampler = FixedTargets(target, read_target_table(target_table) if target_table else {})
+        else:
+            sampler = TargetSampler(targets, seed=seed, max_fill=max_fill)
         run_attack(attacker, items, out, sampler=sampler, batch_size=batch_size, progress=progress, meta=meta)
         summary = make_report(out)
         if as_json:

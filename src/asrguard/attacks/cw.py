@@ -41,7 +41,7 @@ from ..asr.base import AudioBatch, Posteriors
 from ..denoise import logmmse, spectral_subtraction
 from ..errors import ConfigError
 from ..text import CHARACTERS, encode
-from .base import Attack, AttackConfig, AttackResult, Stopwatch, as_batch, peak_bound
+from .base import Attack, AttackConfig, AttackResult, StepReport, Stopwatch, as_batch, peak_bound
 
 #: Keep the internal bound this fraction below the nominal one, so float32 rounding of x + δ
 #: can never push the saved perturbation over ``dB(x) − τ``.
@@ -265,7 +265,8 @@ class CWAttack(Attack):
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         """Boolean ``(B,)``: does this iterate count as reaching the target?"""
-        return self._matches(self._decode(batch), targets)
+        self.last_transcripts = self._decode(batch)  # what progress reports show
+        return self._matches(self.last_transcripts, targets)
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
         """Attack-specific figures stored with each result."""
@@ -367,7 +368,12 @@ class CWAttack(Attack):
         step = 0
         while active and step < c.max_iter:
             if step % c.check_every == 0:
+                checked = list(active)
                 finished = set(check(active, step))
+                if self.on_step is not None:
+                    self.on_step(StepReport(step, c.max_iter, len(active) - len(finished), n_batch,
+                                            int((n_success > 0).sum()),
+                                            dict(zip(checked, getattr(self, "last_transcripts", [])))))
                 active = [i for i in active if i not in finished]
                 if not active:
                     break

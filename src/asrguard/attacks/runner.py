@@ -18,6 +18,8 @@ import json
 import math
 import re
 import statistics
+import sys
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -139,7 +141,11 @@ def run_attack(
             if not runnable:
                 continue
             batch = AudioBatch.from_waveforms([it.waveform for it in runnable], rate, names=[it.id for it in runnable])
-            results = attack.generate(batch, targets if attack.targeted else None)
+            attack.on_step = bar.step if progress else None
+            try:
+                results = attack.generate(batch, targets if attack.targeted else None)
+            finally:
+                attack.on_step = None
             for item, result in zip(runnable, results):
                 name = f"audio/{safe_name(item.id)}.wav"
                 save_audio(out_dir / name, result.waveform, rate)
@@ -171,7 +177,8 @@ def _plan_batch(attack: Attack, chunk, sampler: TargetSampler, rate: int):
         target = sampler.choose(it.id, int(n), exclude=it.transcript)
         one = AudioBatch(batch.waveforms[k:k + 1, : len(it.waveform)], batch.lengths[k:k + 1], rate)
         if target is None or not attack.recognizer.target_fits(one, [target])[0]:
-            skipped.append((it, f"no target fits its {n} output frames"))
+            skipped.append((it, f"no target fits its {n} output frames" if target is None
+                                else f"target {target!r} does not fit it"))
         else:
             runnable.append(it)
             targets.append(target)
@@ -210,31 +217,48 @@ def _json_safe(value):
 
 
 class _Progress:
-    """A rich progress bar whose description shows the success rate so far."""
+    """A rich progress bar whose description shows the success rate so far and, inside a batch,
+    the optimisation step. Where stderr is not a terminal, a plain line every ``every_s`` seconds."""
 
-    def __init__(self, total: int, stats: dict, name: str, enabled: bool = True):
-        self.total, self.stats, self.name, self.enabled = total, stats, name, enabled
+    def __init__(self, total: int, stats: dict, name: str, enabled: bool = True, every_s: float = 10.0):
+        self.total, self.stats, self.name, self.enabled, self.every_s = total, stats, name, enabled, every_s
         self.progress = None
+        self.inside = ""
+        self.last_line = 0.0
 
     def _text(self) -> str:
         done, ok = self.stats["done"], self.stats["success"]
         rate = f"{100.0 * ok / done:.0f}%" if done else "-"
-        return f"{self.name}: success {ok}/{done} ({rate})"
+        return f"{self.name}: success {ok}/{done} ({rate}){self.inside}"
 
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-            self.progress.__enter__()
-            self.task = self.progress.add_task(self._text(), total=self.total, completed=self.stats["done"])
+            console = Console(stderr=True)
+            self.plain = not console.is_terminal
+            if not self.plain:
+                self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=console, transient=False)
+                self.progress.__enter__()
+                self.task = self.progress.add_task(self._text(), total=self.total, completed=self.stats["done"])
         return self
 
-    def update(self) -> None:
+    def step(self, report) -> None:
+        """An attack's :class:`~asrguard.attacks.base.StepReport` from inside the current batch."""
+        self.inside = (f" · batch step {report.step}/{report.max_steps}, {report.reached}/{report.batch_size} "
+                       f"reached, {report.active} still optimising")
+        self.update(final=False)
+
+    def update(self, final: bool = True) -> None:
+        if final:
+            self.inside = ""
         if self.progress is not None:
             self.progress.update(self.task, completed=self.stats["done"], description=self._text())
+        elif self.enabled and self.plain and (final or time.monotonic() - self.last_line >= self.every_s):
+            self.last_line = time.monotonic()
+            print(f"{self._text()} [{self.stats['done']}/{self.total}]", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self.progress is not None:

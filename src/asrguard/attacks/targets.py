@@ -138,4 +138,26 @@ class TargetSampler:
         return possible[0] if possible else None
 
 
-__all__ = ["COMMAND_PHRASES", "PAPER_TARGET", "TARGET_KINDS", "TargetSampler", "random_digit_string"]
+@dataclass
+class FixedTargets:
+    """Targets the user chose: one for every item (``default``), or one per item id (``by_id``).
+
+    Same ``choose`` as :class:`TargetSampler`, so the attack runner takes either; whether the
+    target fits an utterance is left to the recogniser (``target_fits``).
+
+    Example:
+        >>> FixedTargets("Open the door").choose("input:a.wav", available_frames=120)
+        'open the door'
+        >>> FixedTargets(by_id={"input:b.wav": "call home"}).choose("input:a.wav", 120) is None
+        True
+    """
+
+    default: str | None = None
+    by_id: dict = field(default_factory=dict)
+
+    def choose(self, item_id: str, available_frames: int, exclude: str = "") -> str | None:
+        target = normalize_transcript(self.by_id.get(item_id, self.default) or "")
+        return target or None
+
+
+__all__ = ["COMMAND_PHRASES", "PAPER_TARGET", "TARGET_KINDS", "FixedTargets", "TargetSampler", "random_digit_string"]

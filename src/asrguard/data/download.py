@@ -188,14 +188,16 @@ def _tar_filter() -> dict:
     return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
-def _fetch_and_extract(url: str, dest: Path, archive_name: str, *, keep_archive: bool, progress: bool) -> None:
-    archive = download_file(url, dest / archive_name, progress=progress)
+def _fetch_and_extract(url: str, dest: Path, archive_name: str, *, keep_archive: bool, progress: bool,
+                       sha256: str | None = None) -> None:
+    archive = download_file(url, dest / archive_name, progress=progress, sha256=sha256)
     extract_archive(archive, dest)
     if not keep_archive:
         archive.unlink(missing_ok=True)
 
 
-def download_fsdd(dest, *, keep_archive: bool = False, progress: bool = True) -> Path:
+def download_fsdd(dest, *, keep_archive: bool = False, progress: bool = True, url: str | None = None,
+                  sha256: str | None = None) -> Path:
     """Free Spoken Digit Dataset (CC BY-SA 4.0) into ``dest/recordings``; returns ``dest``.
 
     Example:
@@ -207,7 +209,7 @@ def download_fsdd(dest, *, keep_archive: bool = False, progress: bool = True) ->
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest, prefix=".fsdd-"))
     try:
-        archive = download_file(FSDD_URL, dest / "fsdd-master.zip", progress=progress)
+        archive = download_file(url or FSDD_URL, dest / "fsdd-master.zip", progress=progress, sha256=sha256)
         extract_archive(archive, staging)
         # The GitHub archive nests everything under one '{repo}-{branch}/' folder.
         found = sorted(staging.glob("*/recordings"))
@@ -224,7 +226,8 @@ def download_fsdd(dest, *, keep_archive: bool = False, progress: bool = True) ->
     return dest
 
 
-def download_speech_commands(dest, *, keep_archive: bool = False, progress: bool = True) -> Path:
+def download_speech_commands(dest, *, keep_archive: bool = False, progress: bool = True, url: str | None = None,
+                             sha256: str | None = None) -> Path:
     """Speech Commands v0.02 canonical test set (CC BY 4.0, ~110 MB) into ``dest``; returns ``dest``.
 
     Example:
@@ -234,14 +237,15 @@ def download_speech_commands(dest, *, keep_archive: bool = False, progress: bool
     if (dest / "yes").is_dir() and (dest / "_unknown_").is_dir():
         return dest
     _fetch_and_extract(
-        SPEECH_COMMANDS_TEST_URL, dest, "speech_commands_test_set_v0.02.tar.gz",
-        keep_archive=keep_archive, progress=progress,
+        url or SPEECH_COMMANDS_TEST_URL, dest, "speech_commands_test_set_v0.02.tar.gz",
+        keep_archive=keep_archive, progress=progress, sha256=sha256,
     )
     return dest
 
 
 def download_librispeech(
-    dest, subset: str = "test-clean", *, keep_archive: bool = False, progress: bool = True
+    dest, subset: str = "test-clean", *, keep_archive: bool = False, progress: bool = True, url: str | None = None,
+    sha256: str | None = None,
 ) -> Path:
     """One LibriSpeech subset (CC BY 4.0) from OpenSLR resource 12; returns ``dest/LibriSpeech/{subset}``.
 
@@ -259,7 +263,8 @@ def download_librispeech(
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest, prefix=".librispeech-"))
     try:
-        archive = download_file(LIBRISPEECH_URL.format(subset=subset), dest / f"{subset}.tar.gz", progress=progress)
+        archive = download_file(url or LIBRISPEECH_URL.format(subset=subset), dest / f"{subset}.tar.gz",
+                                progress=progress, sha256=sha256)
         extract_archive(archive, staging)
         unpacked = staging / "LibriSpeech" / subset
         if not unpacked.is_dir():
@@ -278,7 +283,8 @@ def download_librispeech(
     return target
 
 
-def download_urbansound8k(dest, *, keep_archive: bool = False, progress: bool = True) -> Path:
+def download_urbansound8k(dest, *, keep_archive: bool = False, progress: bool = True, url: str | None = None,
+                          sha256: str | None = None) -> Path:
     """UrbanSound8K (CC BY-NC 3.0, research only; ~6 GB) from Zenodo; returns ``dest/UrbanSound8K``.
 
     If Zenodo refuses the download, fill in the form on
@@ -293,7 +299,8 @@ def download_urbansound8k(dest, *, keep_archive: bool = False, progress: bool = 
     if (target / "metadata" / "UrbanSound8K.csv").is_file():
         return target
     try:
-        _fetch_and_extract(URBANSOUND8K_URL, dest, "UrbanSound8K.tar.gz", keep_archive=keep_archive, progress=progress)
+        _fetch_and_extract(url or URBANSOUND8K_URL, dest, "UrbanSound8K.tar.gz", keep_archive=keep_archive,
+                           progress=progress, sha256=sha256)
     except DataError as exc:
         raise DataError(
             f"{exc}. UrbanSound8K may need a manual download: fill in the form at "
@@ -303,3 +310,30 @@ def download_urbansound8k(dest, *, keep_archive: bool = False, progress: bool = 
     if not (target / "metadata" / "UrbanSound8K.csv").is_file():
         raise DataError(f"{target}: extracted archive lacks metadata/UrbanSound8K.csv; delete it and download again")
     return target
+
+
+#: Corpora ``asrguard data download`` knows, by name.
+CORPORA = ("fsdd", "speech-commands", "urbansound8k", *(f"librispeech-{s}" for s in LIBRISPEECH_SUBSETS))
+
+
+def download_corpus(name: str, dest, *, url: str | None = None, sha256: str | None = None,
+                    keep_archive: bool = False, progress: bool = True) -> Path:
+    """Download and unpack corpus ``name`` (see :data:`CORPORA`) into ``dest``; returns where it landed.
+
+    ``url`` replaces the published address (a mirror, or ``file://`` for an archive you already
+    have); ``sha256`` makes the archive's checksum a condition.
+
+    Example:
+        >>> download_corpus("fsdd", "data/fsdd")                              # doctest: +SKIP
+        PosixPath('data/fsdd')
+    """
+    options = {"keep_archive": keep_archive, "progress": progress, "url": url, "sha256": sha256}
+    if name == "fsdd":
+        return download_fsdd(dest, **options)
+    if name == "speech-commands":
+        return download_speech_commands(dest, **options)
+    if name == "urbansound8k":
+        return download_urbansound8k(dest, **options)
+    if name.startswith("librispeech-"):
+        return download_librispeech(dest, name.removeprefix("librispeech-"), **options)
+    raise ConfigError(f"unknown corpus {name!r}; choose from {', '.join(CORPORA)}")

@@ -79,13 +79,27 @@ def register(app: typer.Typer) -> None:
 
         recognizer = load_recognizer(model, recognizer_spec) if recognizer_spec else None
         det = load_detector(detector, model, recognizer=recognizer).set_mask_seed(mask_seed)
+        from ..errors import AsrguardError
+
         console = Console()
-        for path in files:
-            result = det.explain(path)
+        failed = 0
+        for path in files:  # every file is scored; a bad one is reported and the rest go on
+            try:
+                result = det.explain(path)
+            except AsrguardError as exc:
+                failed += 1
+                if as_json:
+                    typer.echo(json.dumps({"file": str(path), "error": str(exc), "code": getattr(exc, "code", None)}))
+                else:
+                    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+                continue
             if as_json:
                 typer.echo(json.dumps({"file": str(path), **result}))
             else:
                 _print_explanation(console, path, result)
+        if failed:
+            Console(stderr=True).print(f"{failed} of {len(files)} files could not be scored")
+            raise typer.Exit(code=2)
 
     @app.command("fit-detector")
     @friendly_errors

@@ -73,6 +73,14 @@ def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: 
 
     t0 = time.perf_counter()
     attack = make_attack("cw", recognizer, {"seed": str(seed), **{k: str(v) for k, v in (attack_settings or {}).items()}})
+    if verbose:
+        def show(report):  # every 50 steps: where the optimisation is and what the model hears now
+            if report.step % 50 == 0 and report.transcripts:
+                heard = next(iter(report.transcripts.values()))
+                say(f"  step {report.step:>4}/{report.max_steps}: transcribed as {heard!r}"
+                    + (" (target reached; now shrinking the perturbation)" if report.reached else ""))
+
+        attack.on_step = show
     result = attack.generate([benign], [target])[0]
     attack_seconds = time.perf_counter() - t0
     adversarial = result.waveform
