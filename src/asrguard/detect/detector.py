@@ -40,7 +40,7 @@ from typing import Mapping
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..asr.base import Recognizer
+from ..asr.base import Recognizer, require
 from ..audio import load_audio, resample, validate_waveform
 from ..errors import AsrguardError, ConfigError, ModelFileError
 from ..fileio import atomic_write, atomic_write_text
@@ -87,8 +87,8 @@ class Detector:
     def __init__(self, recognizer: Recognizer, feature_extractor: FeatureExtractor | None = None,
                  classifier: UncertaintyClassifier | str = "char-svm4", *,
                  target_fpr: float = DEFAULT_TARGET_FPR):
-        if not isinstance(recognizer, Recognizer):
-            raise ConfigError(f"recognizer must implement asrguard.asr.base.Recognizer, got {type(recognizer).__name__}")
+        # the capabilities it uses, not a class: Whisper and adapters qualify by what they can do
+        require(recognizer, "transcribe", "stochastic", user="a detector")
         if not 0.0 <= target_fpr < 1.0:
             raise ConfigError(f"target_fpr must be in [0, 1), got {target_fpr}")
         self.recognizer = recognizer
