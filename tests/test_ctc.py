@@ -206,3 +206,19 @@ def test_realization_weights_follow_in_place_weight_changes():
     assert not torch.allclose(before, after)
     assert torch.allclose(rec.realizations(x, 3, seed=0, p=0.0, precision="float32").log_probs[0],
                           deterministic[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value", [("relu_clip", 1.0), ("f_max", 4000.0)])
+def test_an_edited_model_config_is_refused_like_edited_weights(tmp_path, field, value):
+    import shutil
+
+    from asrguard.asr.ctc import DEFAULT_MODEL_DIR
+
+    folder = tmp_path / "shipped"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    document = json.loads((folder / "config.json").read_text())
+    assert field in document["config"] and document["config"][field] != value
+    document["config"][field] = value
+    (folder / "config.json").write_text(json.dumps(document))
+    with pytest.raises(ModelFileError, match="config was modified"):
+        CTCRecognizer.load(folder)

@@ -23,6 +23,7 @@ measured). ``precision="float32"`` opts out.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -570,6 +571,7 @@ class CTCRecognizer(Recognizer):
         self.checksum = sha256_file(weights)
         document = {
             "format": "asrguard-ctc", "version": FORMAT_VERSION, "config": asdict(self.config),
+            "config_sha256": config_digest(asdict(self.config)),
             "checksum_sha256": self.checksum, "metadata": {**self.metadata, **(metadata or {})},
         }
         atomic_write_text(directory / "config.json", json.dumps(document, indent=2) + "\n")
@@ -590,6 +592,10 @@ class CTCRecognizer(Recognizer):
             raise ModelFileError(f"{config_path}: not a valid asrguard CTC config ({exc})") from None
         if document.get("format") != "asrguard-ctc" or document.get("version") != FORMAT_VERSION:
             raise ModelFileError(f"{config_path}: unsupported format/version")
+        if "config_sha256" in document and document["config_sha256"] != config_digest(document["config"]):
+            # the config changes the model's output (clipping, filterbank, ...): an edit is refused like a weight edit
+            raise ModelFileError(f"{config_path}: the model config was modified (config_sha256 mismatch); restore it "
+                                 "or retrain")
         checksum = sha256_file(weights)
         if checksum != document.get("checksum_sha256"):
             raise ModelFileError(f"{weights}: checksum mismatch; the file was modified or is corrupt")
@@ -604,6 +610,16 @@ class CTCRecognizer(Recognizer):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def config_digest(config: dict) -> str:
+    """SHA-256 of a model config in canonical JSON (sorted keys), stored beside the weights' checksum.
+
+    Example:
+        >>> config_digest({"b": 1, "a": 2}) == config_digest({"a": 2, "b": 1})
+        True
+    """
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def required_frames(target: str) -> int:
