@@ -78,3 +78,10 @@ def test_reproduce_refuses_unknown_paper_and_misplaced_fit_detector(tmp_path):
                                         "--setup", "long", "--data-root", str(tmp_path)])
     assert unknown_setup.exit_code != 0 and "unknown setup" in unknown_setup.output
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_a_reproduction_without_data_names_the_flag_and_leaves_no_setup_behind(tmp_path):
+    result = CliRunner().invoke(app, ["reproduce", "jayashankar2020", "--quick", "--out", str(tmp_path / "out"),
+                                      "--data-root", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "--data-root" in result.output
+    assert not (tmp_path / "out" / "setup.json").exists()

@@ -9,6 +9,7 @@ from asrguard.experiments.jayashankar2020 import (
 )
 from asrguard.uncertainty.features import FeatureExtractor, FeatureTable
 from _detect_helpers import clips, tiny_recognizer
+from _report_checks import auroc_cells, auroc_cells_lacking_n_and_interval
 
 
 def test_feature_cache_reuses_atomic_per_item_files(tmp_path):
@@ -41,8 +42,9 @@ def test_pairing_keeps_only_successful_examples_and_their_sources():
 
 
 def test_tables_put_ours_beside_the_paper():
-    cells = {label: {"char-svm4": {"accuracy": 0.9, "auroc": 0.97, "tpr_at_1pct_fpr": 0.5, "tpr_at_5pct_fpr": 0.8,
-                                   "n_benign": 30, "n_adversarial": 30}} for label, _, _ in COLUMNS}
+    cells = {label: {"char-svm4": {"accuracy": 0.9, "auroc": 0.97, "auroc_ci": [0.912, 1.0], "tpr_at_1pct_fpr": 0.5,
+                                   "tpr_at_5pct_fpr": 0.8, "n_benign": 30, "n_adversarial": 30}}
+             for label, _, _ in COLUMNS}
     results = {"settings": {"quick": True, "corpora": ["fsdd-digits"], "n_realizations": 50},
                "model_checksum": "abc", "split": {"n_sources": 100, "n_urban": 10, "n_train_sources": 70,
                                                  "n_test_sources": 30, "train_attack": "dr"},
@@ -52,7 +54,7 @@ def test_tables_put_ours_beside_the_paper():
                "timing": {"total_seconds": 1.0, "features_seconds": 0.5}}
     md = tables_markdown(results)
     assert "| P^char | SVM-4 | **90.0** / 76.7 | **90.0** / 96.5" in md
-    assert f"**0.970** / {PAPER['auroc']['char-svm4'][1]:.2f}" in md
+    assert f"**0.970** (0.91–1.00, n=30/30) / {PAPER['auroc']['char-svm4'][1]:.2f}" in md
     assert "| CW | 10 | 9 | 90.0 % |" in md
 
 
@@ -162,6 +164,15 @@ def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, 
     assert results["cells"]["CW"]["char-svm4"]["n_adversarial"] == results["split"]["n_test_sources"]
     tables = (out / "tables.md").read_text()
     assert "| P^char | SVM-4 | **" in tables and "| NRR |" not in tables.split("## Attacks")[1]
+    # a quick-sized run: every AUROC shows its n and interval, and the tables say they are a smoke test
+    assert auroc_cells(tables) and not auroc_cells_lacking_n_and_interval(tables)
+    assert tables.splitlines()[2].startswith("> **Smoke test, not a reproduction.**")
+    cell = results["cells"]["CW"]["char-svm4"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["cells"]["CW"]["char-svm4"]["auroc_ci"] == cell["auroc_ci"]
+    low, high = cell["auroc_ci"]
+    assert low <= cell["auroc"] <= high and saved["auroc_interval"]["n_resamples"] == 1000
+    assert all("auroc_ci" in m for per in saved["cells_by_corpus"].values() for g in per.values() for m in g.values())
     with pytest.raises(ConfigError, match="must include dr"):
         run(out, settings=settings, attacks=["cw"], progress=False)
     with pytest.raises(ConfigError, match="unknown attack"):

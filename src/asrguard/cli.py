@@ -322,7 +322,7 @@ def reproduce(
     experiment.run(out_dir, quick=quick, data_root=root, seed=seed, **options)
     tables = Path(out_dir) / "tables.md"
     if tables.exists():
-        out.print(tables.read_text(encoding="utf-8"), markup=False, highlight=False)
+        out.print(tables.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True, emoji=False)
     out.print(f"results in {out_dir}")
     if fit_detector is not None:
         summary = experiment.fit_default_detector(out_dir, fit_detector, model=model)

@@ -4,7 +4,9 @@
   fraction of the ``I`` realisations per distance to the medoid), one panel per set
   (original, CW, DR, ...) - the paper's Fig. 1;
 * :func:`plot_histograms`: overlaid histograms of a scalar feature (e.g. entropy) per set;
-* :func:`plot_roc_curves`: ROC curves, one line per labelled score set;
+* :func:`plot_roc_curves`: ROC curves, one panel per labelled score set (the others faint
+  behind it), each titled with its AUROC, bootstrap interval and n;
+* :func:`distinct_styles`: line styles that keep overlapping curves in one panel apart;
 * :func:`plot_uncertainty_pair`: two ``P^char`` histograms side by side (the demo).
 """
 
@@ -21,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..fileio import atomic_write  # noqa: E402
-from .detection import auroc, roc_curve  # noqa: E402
+from .detection import AUROC_CI_LEVEL, auroc, auroc_interval, roc_curve  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
@@ -85,22 +87,65 @@ def plot_histograms(sets: Mapping[str, Sequence[float]], path: str | os.PathLike
     return _save(fig, path)
 
 
+def distinct_styles(n: int) -> list[dict]:
+    """``n`` keyword sets for ``ax.plot`` that differ in colour, dash pattern, marker and width.
+
+    Widths shrink from the first curve to the last and markers sit at staggered places along
+    each line, so a curve drawn exactly on top of another still leaves the one below visible.
+
+    Example:
+        >>> styles = distinct_styles(5)
+        >>> len({(s["color"], s["linestyle"], s["marker"]) for s in styles}), styles[0]["lw"] > styles[-1]["lw"]
+        (5, True)
+    """
+    colours = plt.get_cmap("tab10").colors
+    dashes = ("-", "--", "-.", ":")
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    return [{"color": colours[k % len(colours)], "linestyle": dashes[k % len(dashes)],
+             "marker": markers[k % len(markers)], "lw": max(0.8, 3.0 - 0.45 * k), "markersize": 4.5,
+             "markevery": (0.03 * (k % 4), 0.12), "fillstyle": "none" if k % 2 else "full"} for k in range(n)]
+
+
 def plot_roc_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: str | os.PathLike, *,
                     title: str = "ROC") -> Path:
-    """ROC curves from ``label -> (labels, scores)``, with the AUROC in the legend."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.5))
-    for label, (y, s) in curves.items():
-        if len(np.unique(np.asarray(y))) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{label} (AUC {auroc(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title)
+    """ROC curves from ``label -> (labels, scores)``, one panel each, so no curve hides another.
+
+    Every panel draws the other curves faint grey behind its own for comparison, and is
+    titled with the AUROC, its bootstrap interval and n (adversarial/benign). Score sets
+    with a single class have no ROC curve and get no panel.
+    """
+    shown = {label: (np.asarray(y), np.asarray(s)) for label, (y, s) in curves.items()
+             if len(np.unique(np.asarray(y))) == 2}
+    cols = max(1, min(4, len(shown)))
+    rows = max(1, int(np.ceil(len(shown) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.1 * rows + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
+    lines = {label: roc_curve(y, s)[:2] for label, (y, s) in shown.items()}
+    for k, (ax, style, (label, (y, s))) in enumerate(zip(axes.flat, distinct_styles(len(shown)), shown.items())):
+        for other, (fpr, tpr) in lines.items():
+            if other != label:
+                ax.plot(fpr, tpr, color="0.82", lw=0.9)
+        fpr, tpr = lines[label]
+        ax.plot(fpr, tpr, color=style["color"], lw=1.8)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        low, high = auroc_interval(y, s)
+        ax.set_title(f"{label}\nAUC {auroc(y, s):.3f} [{low:.2f}, {high:.2f}], n={int(np.sum(y == 1))}/"
+                     f"{int(np.sum(y == 0))}", fontsize=8)
+        # a margin, so a perfect detector's curve is not hidden in the frame
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        if k % cols == 0:
+            ax.set_ylabel("true-positive rate")
+        if k + cols >= len(shown):  # the last panel of its column
+            ax.set_xlabel("false-positive rate")
+            ax.tick_params(labelbottom=True)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no set with both classes", ha="center", va="center")
+    fig.suptitle(f"{title}\n(AUC [{100 * AUROC_CI_LEVEL:g} % bootstrap interval], n = adversarial/benign; "
+                 "the other panels' curves in grey)", fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -118,5 +163,5 @@ def plot_uncertainty_pair(left: tuple[str, np.ndarray], right: tuple[str, np.nda
     return _save(fig, path)
 
 
-__all__ = ["mean_distribution", "plot_histograms", "plot_mean_distributions", "plot_roc_curves",
+__all__ = ["distinct_styles", "mean_distribution", "plot_histograms", "plot_mean_distributions", "plot_roc_curves",
            "plot_uncertainty_pair"]

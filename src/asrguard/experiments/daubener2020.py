@@ -12,8 +12,9 @@
    result with respect to the original and to the target transcription;
 5. Tables 2-3: per model and uncertainty measure, a Gaussian fitted to the benign fit-set
    scores, AUROC of benign eval vs adversarial eval examples at ``eps = 0.05`` and ``0.02``;
-6. Figs. 2-3: entropy histograms and ROC curves; ``results.json`` (every number) and
-   ``tables.md`` (ours beside the paper's).
+6. Figs. 2-3: entropy histograms and ROC curves; ``results.json`` (every number; each AUROC
+   with its n a side and a bootstrap interval, ``auroc_ci``) and ``tables.md`` (ours beside
+   the paper's; AUROCs from fewer than 20 examples a side marked as smoke tests).
 
 Every stage writes its output atomically (JSON / safetensors) and is skipped when a finished
 output with the same settings exists, so an interrupted run resumes where it stopped.
@@ -46,6 +47,8 @@ from ..asr.hybrid.train import (
 from ..attacks.pgd import PGD, random_digit_targets
 from ..detect.gaussian import OneClassGaussian
 from ..errors import ConfigError, DataError, ModelFileError
+from ..evaluate.detection import AUROC_CI_LEVEL, AUROC_CI_RESAMPLES, AUROC_CI_SEED, auroc_interval
+from ..evaluate.tables import SMOKE_TEST_BELOW, AurocCells
 from ..uncertainty.measures import DETERMINISTIC_MEASURES, MEASURES, utterance_scores
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,10 @@ PAPER = {
     "fig1": "target accuracy at eps >= 0.05: fNN about 50 % higher than the others, which reach 0.4-0.7",
 }
 MODEL_ORDER = ("fnn", "ensemble", "dropout", "bnn")
+#: How every ``auroc_ci`` of ``results.json`` was made (next to each: ``n_adversarial`` and ``n_benign``).
+AUROC_INTERVAL = {"method": "percentile bootstrap over examples, each side resampled separately",
+                  "level": AUROC_CI_LEVEL, "n_resamples": AUROC_CI_RESAMPLES, "seed": AUROC_CI_SEED,
+                  "smoke_test_below": SMOKE_TEST_BELOW}
 
 
 @dataclass
@@ -394,11 +401,19 @@ def _detection(benign: dict, attacked: dict, kind: str, n_benign: int | None = N
         ben = np.asarray(benign["eval"]["scores"][m][:n_benign])
         adv = np.asarray(attacked["scores"][m][:n])
         fpr, tpr, _ = det.roc(ben, adv)
-        out[m] = {"auroc": det.auroc(ben, adv), "n_benign": len(ben), "n_adversarial": len(adv),
+        labels = np.r_[np.zeros(len(ben), dtype=int), np.ones(len(adv), dtype=int)]
+        interval = auroc_interval(labels, np.r_[det.score(ben), det.score(adv)])
+        out[m] = {"auroc": det.auroc(ben, adv), "auroc_ci": _finite_or_none(interval),
+                  "n_benign": len(ben), "n_adversarial": len(adv),
                   "benign_mean": float(ben.mean()), "adversarial_mean": float(adv.mean()),
                   "fit_mean": float(det.mean_[0]), "fit_std": float(math.sqrt(det.covariance_[0, 0])),
                   "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}}
     return out
+
+
+def _finite_or_none(values) -> list:
+    """``results.json`` is written without NaN: an undefined bound becomes ``None``."""
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 # ------------------------------------------------------------------------------------ reporting
@@ -407,6 +422,8 @@ def _figures(out_dir: Path, results: dict, stages: dict) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..evaluate.plots import distinct_styles
 
     written = []
     sweep = results["fig1"]
@@ -442,10 +459,14 @@ def _figures(out_dir: Path, results: dict, stages: dict) -> list[str]:
 
         fig, axes = plt.subplots(1, len(MODEL_ORDER), figsize=(4 * len(MODEL_ORDER), 3.6))
         for ax, kind in zip(axes, MODEL_ORDER):
-            for m, cell in results["detection"][eps_name][kind].items():
-                ax.plot(cell["roc"]["fpr"], cell["roc"]["tpr"], label=f"{MEASURE_LABELS[m]} ({cell['auroc']:.3f})")
+            per_measure = results["detection"][eps_name][kind]
+            # measures often give the same curve (all near the top-left corner): the styles keep them apart
+            for (m, cell), style in zip(per_measure.items(), distinct_styles(len(per_measure))):
+                ax.plot(cell["roc"]["fpr"], cell["roc"]["tpr"], label=f"{MEASURE_LABELS[m]} ({cell['auroc']:.3f})",
+                        **style)
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-            ax.set_title(f"{LABELS[kind]}, ε={eps:.2f}")
+            entropy = per_measure["entropy"]
+            ax.set_title(f"{LABELS[kind]}, ε={eps:.2f} (n={entropy['n_adversarial']}/{entropy['n_benign']})")
             ax.set_xlabel("false positive rate")
             ax.legend(fontsize=7, loc="lower right")
         axes[0].set_ylabel("true positive rate")
@@ -474,8 +495,9 @@ def _fmt(x) -> str:
 
 def _tables_md(results: dict) -> str:
     s = results["settings"]
-    lines = [f"# Däubener et al. (2020) reproduction{' (quick)' if s['quick'] else ''}", ""]
-    lines += [f"Data: connected digits (1-5) from FSDD + Speech Commands digit words (+ TTS voices in training); "
+    title = [f"# Däubener et al. (2020) reproduction{' (quick)' if s['quick'] else ''}", ""]
+    aurocs = AurocCells()
+    lines = [f"Data: connected digits (1-5) from FSDD + Speech Commands digit words (+ TTS voices in training); "
               f"held-out speakers: FSDD `theo` and the Speech Commands test speakers. Paper: TIDIGITS. "
               f"Benign fit set {s['n_fit']}, benign eval set {s['n_eval']} utterances; "
               f"PGD {s['pgd_iterations']} iterations, step {s['pgd_step_fraction']}·ε, L∞ on the [-1, 1] scale. "
@@ -500,9 +522,9 @@ def _tables_md(results: dict) -> str:
         for kind in MODEL_ORDER:
             cells = []
             for m in TABLE_MEASURES:
-                ours = results["detection"][name][kind].get(m, {}).get("auroc")
+                ours = aurocs.format(results["detection"][name][kind].get(m))
                 paper = PAPER[table][kind].get(m)
-                cells.append(f"{_fmt(ours)} / {_fmt(paper)}" if m != "akld_pairs" else _fmt(ours))
+                cells.append(f"{ours} / {_fmt(paper)}" if m != "akld_pairs" else ours)
             lines.append(f"| {LABELS[kind]} | " + " | ".join(cells) + " |")
         n_adv = results["detection"][name]["fnn"]["entropy"]["n_adversarial"]
         n_ben = results["detection"][name]["fnn"]["entropy"]["n_benign"]
@@ -528,15 +550,17 @@ def _tables_md(results: dict) -> str:
                   "mean max-entropy benign / adversarial |", "|---" * 8 + "|"]
         for kind in MODEL_ORDER:
             for row in sens["rows"][kind]:
+                entropy_auroc = aurocs.cell(row["auroc"]["entropy"], row.get("auroc_ci", {}).get("entropy"),
+                                            row["n_adversarial"], row["n_benign"])
                 lines.append(
                     f"| {LABELS[kind]} | {row['iterations']}{'*' if row['main'] else ''} | "
                     f"{row['step_fraction']:g}·ε | {row['n_adversarial']} | {_fmt(row['accuracy_original'])} | "
-                    f"{_fmt(row['accuracy_target'])} | {_fmt(row['auroc']['entropy'])} | "
+                    f"{_fmt(row['accuracy_target'])} | {entropy_auroc} | "
                     f"{row['benign_entropy_mean']:.2f} / {row['adversarial_entropy_mean']:.2f} |")
         lines.append("")
     ref = results.get("reference_attack")
     if ref:
-        lines += ["## Tables 2-3 again, with the attack the paper's code ran", "",
+        lines += ["## Tables 2-3 again (AUROC), with the attack the paper's code ran", "",
                   "The public code left PGD's step and iteration count to the defaults of cleverhans 2.1's "
                   "MadryEtAl: 40 iterations of step 0.01 (absolute) from a uniform random start in [-ε, ε]. "
                   f"This run: {ref['iterations']} iterations of step {ref['step_size']:g}"
@@ -548,15 +572,20 @@ def _tables_md(results: dict) -> str:
         for eps_name, per_kind in ref["tables"].items():
             for kind in MODEL_ORDER:
                 row = per_kind[kind]
-                cells = [_fmt(row["auroc"].get(m)) for m in TABLE_MEASURES]
+                cells = [aurocs.cell(row["auroc"].get(m), row.get("auroc_ci", {}).get(m), row["n_adversarial"],
+                                     row["n_benign"]) for m in TABLE_MEASURES]
                 lines.append(f"| {eps_name} | {LABELS[kind]} | " + " | ".join(cells)
                              + f" | {_fmt(row['accuracy_original'])} | {_fmt(row['accuracy_target'])} |")
         lines.append("")
     lines += ["## Bars", ""]
     for bar in results["bars"]:
-        lines.append(f"- {bar['name']}: {bar['value']} — {'PASS' if bar['pass'] else 'FAIL'}")
+        value = bar["value"]
+        if "AUROC" in bar["name"]:
+            value = aurocs.cell(bar["value"], bar.get("auroc_ci"), bar.get("n_adversarial"), bar.get("n_benign"))
+        lines.append(f"- {bar['name']}: {value} — {'PASS' if bar['pass'] else 'FAIL'}")
     lines.append("")
-    return "\n".join(lines)
+    # the banner goes on top but needs every AUROC cell counted first
+    return "\n".join(title + aurocs.banner(quick=bool(s["quick"])) + lines)
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -575,7 +604,7 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_root)
     if not (data_root / "fsdd").is_dir():
-        raise DataError(f"{data_root}: no fsdd/ folder; pass data_root= pointing at the shared data folder")
+        raise DataError(f"{data_root}: no fsdd/ folder; pass --data-root (data_root= in Python) pointing at the shared data folder")
     settings = settings or Settings.make(quick, seed)
     if not set(settings.table_eps) <= set(settings.eps_grid):
         raise ConfigError("table_eps must be part of eps_grid")
@@ -622,7 +651,7 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
         timing["reference_attack_seconds"] = time.perf_counter() - t0
 
     results: dict = {"experiment": NAME, "settings": settings.to_dict(), "data_root": str(data_root),
-                     "models": model_info, "paper": PAPER}
+                     "models": model_info, "paper": PAPER, "auroc_interval": AUROC_INTERVAL}
     results["table1"] = {k: {"accuracy": stages["benign"][k]["accuracy"], "n_utterances": settings.n_eval,
                              "n_words": sum(len(t.split()) for t in evaluation.transcripts),
                              "accuracy_fit_set": stages["benign"][k]["accuracy_fit_set"],
@@ -678,6 +707,7 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
                          "n_benign": det["entropy"]["n_benign"],
                          "accuracy_original": a["accuracy_original"], "accuracy_target": a["accuracy_target"],
                          "auroc": {m: v["auroc"] for m, v in det.items()},
+                         "auroc_ci": {m: v["auroc_ci"] for m, v in det.items()},
                          "adversarial_entropy_mean": det["entropy"]["adversarial_mean"],
                          "benign_entropy_mean": det["entropy"]["benign_mean"]})
         sensitivity[kind] = rows
@@ -691,7 +721,8 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
                 det = _detection(stages["benign"][kind], a, kind)
                 per_kind[kind] = {"accuracy_original": a["accuracy_original"], "accuracy_target": a["accuracy_target"],
                                   "n_adversarial": a["n"], "n_benign": det["entropy"]["n_benign"],
-                                  "auroc": {m: v["auroc"] for m, v in det.items()}}
+                                  "auroc": {m: v["auroc"] for m, v in det.items()},
+                                  "auroc_ci": {m: v["auroc_ci"] for m, v in det.items()}}
             reference[f"{eps:.2f}"] = per_kind
         iterations, step, random_start = settings.reference_attack
         results["reference_attack"] = {"iterations": iterations, "step_size": step, "random_start": random_start,
@@ -700,9 +731,11 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
                  "pass": results["table1"][k]["accuracy"] >= 0.95} for k in MODEL_ORDER]
     for eps_name, cells in detection.items():
         for k in MODEL_ORDER:
-            v = cells[k]["entropy"]["auroc"]
+            entropy = cells[k]["entropy"]
+            v = entropy["auroc"]
             bars_out.append({"name": f"entropy AUROC >= 0.98 at eps={eps_name} ({LABELS[k]})", "value": round(v, 4),
-                             "pass": v >= 0.98})
+                             "pass": v >= 0.98, "auroc_ci": entropy["auroc_ci"],
+                             "n_adversarial": entropy["n_adversarial"], "n_benign": entropy["n_benign"]})
     timing["total_seconds"] = time.perf_counter() - t_start
     # the compute every stage took when it ran (it may have run in an earlier, interrupted call)
     stage_seconds = [model_info[k].get("train_seconds", 0.0) for k in MODEL_ORDER]

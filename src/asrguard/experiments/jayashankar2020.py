@@ -16,9 +16,11 @@
    their own benign sources, so it is balanced); the ``p = 0.05`` CW column is trained on
    DR at ``p = 0.05``. US is separate, as in the paper: trained and tested on UrbanSound
    (a 70/30 split of its clips); the DR-trained classifiers on US are reported as well;
-4. writes ``results.json`` (every classifier × column × metric), ``tables.md`` (the paper's
-   Tables 1 and 2 beside ours, plus TPR at 1 %/5 % FPR and the attack summary) and PNGs
-   (Fig. 1 mean uncertainty distributions, entropy histograms, ROC curves).
+4. writes ``results.json`` (every classifier × column × metric; each AUROC with its n a side
+   and a bootstrap interval, ``auroc_ci``), ``tables.md`` (the paper's Tables 1 and 2 beside
+   ours, plus TPR at 1 %/5 % FPR and the attack summary; AUROCs from fewer than 20 examples a
+   side marked as smoke tests) and PNGs (Fig. 1 mean uncertainty distributions, entropy
+   histograms, ROC curves one panel per set).
 
 :func:`fit_default_detector` turns the cached features of a finished run into the shipped
 detector (model selection on a validation split of the training sources).
@@ -40,7 +42,10 @@ import torch
 
 from ..audio import load_audio
 from ..errors import ConfigError, DataError
-from ..evaluate.detection import detection_metrics, split_by_source
+from ..evaluate.detection import (
+    AUROC_CI_LEVEL, AUROC_CI_RESAMPLES, AUROC_CI_SEED, detection_metrics, split_by_source,
+)
+from ..evaluate.tables import SMOKE_TEST_BELOW, AurocCells
 from ..fileio import atomic_write_text
 from ..uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
 
@@ -75,6 +80,10 @@ PAPER = {
              "target 'okay google unlock phone and delete files'",
 }
 METRICS = ("accuracy", "auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr")
+#: How every ``auroc_ci`` of ``results.json`` was made (each cell also has ``n_adversarial`` and ``n_benign``).
+AUROC_INTERVAL = {"method": "percentile bootstrap over examples, each side resampled separately",
+                  "level": AUROC_CI_LEVEL, "n_resamples": AUROC_CI_RESAMPLES, "seed": AUROC_CI_SEED,
+                  "smoke_test_below": SMOKE_TEST_BELOW}
 
 
 #: Reproduction setups (see :meth:`Settings.make`).
@@ -394,8 +403,8 @@ def _evaluate(classifiers: dict, benign: FeatureSet, adversarial: FeatureSet) ->
             out[name] = {"n_benign": len(benign), "n_adversarial": len(adversarial)}
             continue
         scores = clf.decision_function(table)
-        out[name] = {**detection_metrics(labels, scores, threshold=0.0), "_scores": scores, "_labels": labels,
-                     "_sources": list(benign.sources) + list(adversarial.sources)}
+        out[name] = {**detection_metrics(labels, scores, threshold=0.0, interval=True),
+                     "_scores": scores, "_labels": labels, "_sources": list(benign.sources) + list(adversarial.sources)}
     return out
 
 
@@ -408,7 +417,8 @@ def _by_corpus(cell: dict) -> dict:
         corpora = np.array([str(s).split(":")[0] for s in m["_sources"]])
         for corpus in sorted(set(corpora.tolist())):
             keep = corpora == corpus
-            out.setdefault(corpus, {})[name] = detection_metrics(m["_labels"][keep], m["_scores"][keep])
+            out.setdefault(corpus, {})[name] = detection_metrics(m["_labels"][keep], m["_scores"][keep],
+                                                                 interval=True)
     return out
 
 
@@ -435,7 +445,7 @@ def _by_target_length(cell: dict, rows: dict) -> dict:
                                 (f"target >= {SHORT_TARGET_CHARS} chars", lengths >= SHORT_TARGET_CHARS)):
             keep = (labels == 0) | keep_adv
             if keep_adv.sum() and (labels == 0).sum():
-                out.setdefault(label, {})[name] = detection_metrics(labels[keep], scores[keep])
+                out.setdefault(label, {})[name] = detection_metrics(labels[keep], scores[keep], interval=True)
     return out
 
 
@@ -485,15 +495,16 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     settings = settings or Settings.make(quick, seed, setup)
     chosen = _chosen_attacks(attacks, settings)
     out_dir = Path(out_dir)
+    root = Path(data_root) if data_root is not None else default_data_root()
+    if not (root / "fsdd").is_dir():  # checked before the output folder is claimed, so a failure leaves nothing
+        raise DataError(f"{root}: no fsdd/ folder; pass --data-root (data_root= in Python) or set ASRGUARD_DATA "
+                        "to the shared data folder")
+    recognizer = load_recognizer(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_for_setup(out_dir, settings)
     attacks_dir = Path(attacks_dir) if attacks_dir is not None else out_dir / "attacks"
-    root = Path(data_root) if data_root is not None else default_data_root()
-    if not (root / "fsdd").is_dir():
-        raise DataError(f"{root}: no fsdd/ folder; pass data_root= (or set ASRGUARD_DATA) to the shared data folder")
     t_start = time.perf_counter()
     timing: dict = {}
-    recognizer = load_recognizer(model)
     rate = recognizer.sample_rate
 
     t0 = time.perf_counter()
@@ -599,7 +610,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         "cells_by_corpus": {col: _by_corpus(per) for col, per in cells.items()},
         "cells_by_target_length": {col: _by_target_length(cells[col], crafted[attack]["rows"])
                                    for col, attack, _ in COLUMNS if attack in chosen},
-        "paper": PAPER, "figures": figures, "timing": timing,
+        "paper": PAPER, "figures": figures, "timing": timing, "auroc_interval": AUROC_INTERVAL,
         "columns": [c[0] for c in COLUMNS if c[1] in chosen] + (["US (DR-trained)"] if urban else []),
     }
     results = _clean(results)
@@ -655,7 +666,7 @@ def _fmt(value, kind: str) -> str:
     return f"{100 * value:.1f}" if kind == "pct" else f"{value:.3f}"
 
 
-def _breakdown(by_group: dict, columns, classifiers, group_label: str, title: str) -> list[str]:
+def _breakdown(by_group: dict, columns, classifiers, group_label: str, title: str, aurocs: AurocCells) -> list[str]:
     """A Markdown table of ``by_group[column][group][classifier]`` metrics (none when empty)."""
     groups = sorted({g for col in columns for g in by_group.get(col, {})})
     if not groups:
@@ -668,7 +679,7 @@ def _breakdown(by_group: dict, columns, classifiers, group_label: str, title: st
             for col in columns:
                 m = by_group.get(col, {}).get(group, {}).get(name)
                 row.append("–" if not m or m.get("auroc") is None else
-                           f"{m['auroc']:.3f} / {100 * m['accuracy']:.1f} (n={m['n_benign']}+{m['n_adversarial']})")
+                           f"{aurocs.format(m)} / {100 * m['accuracy']:.1f}")
             lines.append(f"| {name} | {group} | " + " | ".join(row) + " |")
     return lines + [""]
 
@@ -694,9 +705,9 @@ def tables_markdown(results: dict) -> str:
     done = [a for a in SPEECH_ATTACKS + ("us",) if a in results["attacks"]]
     if len(done) < len(SPEECH_ATTACKS) + 1:
         size += f" sizes; only {', '.join(a.upper() for a in done)}"
-    lines = [f"# Jayashankar et al. (2020) reproduction ({size} run)",
-             "",
-             f"Our setup: {_model_label(results.get('model', 'shipped'))} CTC model "
+    title = [f"# Jayashankar et al. (2020) reproduction ({size} run)", ""]
+    aurocs = AurocCells()
+    lines = [f"Our setup: {_model_label(results.get('model', 'shipped'))} CTC model "
              f"(sha256 {str(results.get('model_checksum'))[:12]}…), "
              f"{results['split']['n_sources']} held-out speech sources "
              f"({', '.join(results['settings']['corpora'])}), {results['split']['n_urban']} UrbanSound clips, "
@@ -717,8 +728,9 @@ def tables_markdown(results: dict) -> str:
         for group, short, name in PAPER_ROWS + EXTRA_ROWS:
             row = []
             for j, col in enumerate(cols):
-                ours = cells.get(col, {}).get(name, {}).get(metric)
-                text = f"**{_fmt(ours, kind)}**"
+                ours = cells.get(col, {}).get(name, {})
+                text = (aurocs.format(ours, bold=True) if metric == "auroc"
+                        else f"**{_fmt(ours.get(metric), kind)}**")
                 if paper is not None and name in paper and j < len(columns):
                     ref = paper[name][j]
                     text += f" / {ref:.1f}" if kind == "pct" else f" / {ref:.2f}"
@@ -731,10 +743,10 @@ def tables_markdown(results: dict) -> str:
     table("tpr_at_1pct_fpr", "TPR [%] at 1 % FPR (ours only)", "pct", None)
     table("tpr_at_5pct_fpr", "TPR [%] at 5 % FPR (ours only)", "pct", None)
     lines += _breakdown(results.get("cells_by_corpus", {}), columns, ("char-svm4", "combined", "all-svm"), "corpus",
-                        "By source corpus (AUROC / accuracy %), same classifiers and test sets")
+                        "By source corpus (AUROC / accuracy %), same classifiers and test sets", aurocs)
     lines += _breakdown(results.get("cells_by_target_length", {}), columns, ("char-svm4", "all-svm"), "targets",
                         "By target length (AUROC / accuracy %): adversarial examples split by target, "
-                        "scored against all benign sources of the cell")
+                        "scored against all benign sources of the cell", aurocs)
     n_row = []
     for col in columns + ["US (DR-trained)"]:
         m = cells.get(col, {}).get("char-svm4", {})
@@ -751,7 +763,8 @@ def tables_markdown(results: dict) -> str:
                      f"{_fmt(a['success_with_dropout_rate'], 'pct')} % | {db} | {snr} | {a['attack_seconds']:.0f} |")
     lines += ["", f"Total time of this run: {results['timing']['total_seconds']:.0f} s "
               f"(features {results['timing']['features_seconds']:.0f} s).", ""]
-    return "\n".join(lines)
+    # the banner goes on top but needs every AUROC cell counted first
+    return "\n".join(title + aurocs.banner(quick=bool(results["settings"]["quick"])) + lines)
 
 
 # ──────────────────────────────────────────────────────────────────────────────

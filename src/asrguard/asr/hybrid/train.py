@@ -77,7 +77,7 @@ def digit_records(data_root, *, with_speech_commands: bool = True) -> list:
     root = Path(data_root)
     fsdd_dir = root / "fsdd"
     if not fsdd_dir.is_dir():
-        raise DataError(f"{fsdd_dir}: FSDD not found; pass data_root pointing at the folder holding fsdd/")
+        raise DataError(f"{fsdd_dir}: FSDD not found; pass --data-root (data_root= in Python) pointing at the folder holding fsdd/")
     records = split_by_speaker(read_fsdd(fsdd_dir), test_speakers=list(FSDD_TEST_SPEAKERS))
     sc_dir = root / "speech_commands_v0.02_test"
     if with_speech_commands and sc_dir.is_dir():

@@ -1,0 +1,113 @@
+"""A first look at the defence on Whisper: do adversarial inputs stand out in its dropout
+realisations? (A pilot for the Whisper-defence issue, not its reproduction.)
+
+Stages, each resumable (attack folders and a feature cache in ``--out``):
+
+1. CW and DR (dropout at the detector's sites and rate while crafting) against Whisper
+   tiny.en on ``--n`` real ``english_speech`` utterances of 2-6 s, toward command targets
+   sized to each clip, from a -25 dB bound;
+2. ``I`` realisations (p = 0.02 at the decoder, Whisper's default) of every source and every
+   successful example; transcripts compared after Whisper's English normalisation;
+3. P^char statistics per input (mean and largest edit distance to the medoid, share of
+   realisations equal to the deterministic transcript, distinct transcripts) and, for each
+   attack, the AUROC of each statistic for adversarial against benign (no classifier fitted:
+   the sample is too small to fit one honestly).
+
+    python -m asrguard.experiments.whisper_pilot --out runs/whisper_pilot --n 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..asr.recipes import default_data_root
+from ..asr.registry import load_recognizer
+from ..attacks.cli import load_items, make_attack
+from ..attacks.runner import MANIFEST, report, run_attack
+from ..attacks.targets import TargetSampler
+from ..audio import load_audio
+from ..data import read_jsonl
+from ..fileio import atomic_write_text
+from ..uncertainty.distributions import char_distances
+
+STATISTICS = ("mean_distance", "max_distance", "disagree_with_deterministic", "distinct_fraction")
+
+
+def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
+    """P^char statistics of ``n`` seeded realisations, transcripts normalised by the recogniser."""
+    norm = recognizer.normalize_text
+    clean = norm(recognizer.transcribe([waveform])[0])
+    drawn = [norm(t) for t in recognizer.realizations(waveform, n, seed=seed).transcripts]
+    distances, medoid = char_distances(drawn)
+    return {"mean_distance": float(np.mean(distances)), "max_distance": float(np.max(distances)),
+            "disagree_with_deterministic": float(np.mean([t != clean for t in drawn])),
+            "distinct_fraction": len(set(drawn)) / n, "medoid": medoid, "transcript": clean,
+            "distinct": sorted(set(drawn))[:10]}
+
+
+def auroc(benign: list[float], adversarial: list[float]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if not benign or not adversarial:
+        return None
+    return float(roc_auc_score([0] * len(benign) + [1] * len(adversarial), list(benign) + list(adversarial)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=12, help="sources")
+    parser.add_argument("--realizations", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attacks", default="cw,dr")
+    parser.add_argument("--max-iter", type=int, default=150)
+    args = parser.parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    recognizer = load_recognizer("whisper:tiny.en")
+    items = load_items(["english-speech"], args.n, args.seed, default_data_root(), recognizer.sample_rate,
+                       max_seconds=6.0, min_seconds=2.0)
+    sampler = TargetSampler("commands", seed=args.seed)
+    settings = {"seed": str(args.seed), "max_iter": str(args.max_iter), "max_shrinks": "2", "tau_db": "25"}
+    summaries = {}
+    for name in args.attacks.split(","):
+        extra = {"p_dr": str(recognizer.default_p)} if name == "dr" else {}
+        attack = make_attack(name, recognizer, {**settings, **extra})
+        folder = out / f"{name}-{attack.config_hash}"
+        run_attack(attack, items, folder, sampler=sampler, batch_size=1,
+                   meta={"recognizer": "whisper:tiny.en", "n": args.n, "seed": args.seed})
+        summaries[name] = {"folder": folder.name, **report(folder)}
+
+    cache_path = out / "statistics.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
+    def stats(key: str, waveform) -> dict:
+        if key not in cache:
+            cache[key] = realization_statistics(recognizer, waveform, args.realizations, args.seed)
+            atomic_write_text(cache_path, json.dumps(cache, indent=1))
+        return cache[key]
+
+    benign = [stats(f"benign:{it.id}", it.waveform) for it in items]
+    result = {"settings": {**vars(args), "out": str(out), "p": recognizer.default_p,
+                           "sites": recognizer.dropout_sites, "ids": [it.id for it in items]},
+              "attacks": summaries, "benign": {s: float(np.mean([b[s] for b in benign])) for s in STATISTICS},
+              "auroc": {}}
+    for name, summary in summaries.items():
+        rows = [r for r in read_jsonl(out / summary["folder"] / MANIFEST) if r.get("success")]
+        adversarial = [stats(f"{name}:{r['id']}", load_audio(out / summary["folder"] / r["audio"])[0]) for r in rows]
+        result["auroc"][name] = {"n_adversarial": len(adversarial), "n_benign": len(benign),
+                                 **{s: auroc([b[s] for b in benign], [a[s] for a in adversarial])
+                                    for s in STATISTICS},
+                                 "adversarial_mean": {s: float(np.mean([a[s] for a in adversarial]))
+                                                      for s in STATISTICS} if adversarial else {}}
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
