@@ -34,7 +34,7 @@ import torch
 
 from asrguard.asr.base import AudioBatch
 from asrguard.asr.ctc import DEFAULT_MODEL_DIR, CTCRecognizer
-from asrguard.attacks.cli import load_items
+from asrguard.attacks.sources import load_items
 from asrguard.attacks.cw import CWAttack, CWConfig
 from asrguard.attacks.targets import TargetSampler
 from asrguard.audio import db

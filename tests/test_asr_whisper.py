@@ -451,7 +451,7 @@ def test_real_tiny_en_seeded_realizations_reproduce(tiny_en, speech):
 # --------------------------------------------------------------------------- attacks through the interface
 @pytest.mark.parametrize("attack", ["cw", "dr", "nrr", "ia", "us", "known-mask"])
 def test_every_waveform_attack_runs_against_whisper_through_the_interface(make, attack):
-    from asrguard.attacks.cli import make_attack
+    from asrguard.attacks.factory import make_attack
 
     rec = make()
     x = noise(RATE, 7)
@@ -467,7 +467,7 @@ def test_every_waveform_attack_runs_against_whisper_through_the_interface(make, 
 
 
 def test_the_universal_perturbation_fits_and_applies_to_whisper(make):
-    from asrguard.attacks.cli import make_attack
+    from asrguard.attacks.factory import make_attack
 
     rec = make()
     attack = make_attack("universal", rec, {"epochs": "1"})

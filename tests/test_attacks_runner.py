@@ -7,7 +7,7 @@ import torch
 import soundfile as sf
 from typer.testing import CliRunner
 
-from asrguard.attacks.cli import make_attack
+from asrguard.attacks.factory import make_attack
 from asrguard.attacks.cw import CWAttack, CWConfig
 from asrguard.attacks.runner import MANIFEST, finished_ids, report, run_attack
 from asrguard.attacks.targets import TargetSampler

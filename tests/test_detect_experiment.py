@@ -59,7 +59,7 @@ def test_tables_put_ours_beside_the_paper():
 
 
 def test_extra_calibration_items_are_held_out_and_never_run_sources(shared_data):
-    from asrguard.attacks.cli import load_items
+    from asrguard.attacks.sources import load_items
     from asrguard.asr import recipes
     from asrguard.experiments.jayashankar2020 import Settings, _calibration_items
 
@@ -115,7 +115,7 @@ def test_an_output_folder_holds_one_setup_and_attack_folders_never_mix_targets(t
 
 
 def test_min_seconds_keeps_only_sources_long_enough(shared_data):
-    from asrguard.attacks.cli import load_items
+    from asrguard.attacks.sources import load_items
 
     items = load_items(["sc-digits", "urbansound8k"], 10, 0, shared_data, min_seconds=2.8)
     assert len(items) == 10 and {i.id.split(":")[0] for i in items} >= {"sc-digits"}
@@ -129,7 +129,8 @@ def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, 
     """`--attacks cw,dr` over finished attack folders: CW and DR columns, the rest left empty."""
     import pytest
 
-    from asrguard.attacks.cli import load_items, make_attack
+    from asrguard.attacks.factory import make_attack
+    from asrguard.attacks.sources import load_items
     from asrguard.audio import save_audio
     from asrguard.errors import ConfigError
     from asrguard.experiments.jayashankar2020 import Settings, _attack_folder, run

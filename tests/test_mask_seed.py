@@ -146,7 +146,7 @@ def _tiny_finished_run(root, recognizer, data_root):
     Each 'attack' example is its source with loud noise added, so the classifiers have
     something to separate; the folder layout is the one `asrguard reproduce` writes.
     """
-    from asrguard.attacks.cli import load_items
+    from asrguard.attacks.sources import load_items
     from asrguard.audio import save_audio
     from asrguard.experiments.jayashankar2020 import SPEECH_ATTACKS, Settings
 

@@ -116,7 +116,7 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     ``asrguard attack --set``), e.g. ``{"tau_db": "20"}``. Writes ``adaptive.json`` and
     ``adaptive.md`` into ``out_dir``.
     """
-    from ..attacks.cli import make_attack
+    from ..attacks.factory import make_attack
     from ..attacks.runner import report, run_attack
     from ..audio import load_audio
     from ..data import read_jsonl

@@ -40,7 +40,7 @@ def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: 
         audio: a different benign input file (default: the bundled example).
         attack_settings: CW settings to override, e.g. ``{"max_iter": 200}``.
     """
-    from ..attacks.cli import make_attack
+    from ..attacks.factory import make_attack
     from ..asr.registry import load_recognizer
     from ..attacks.runner import target_frames
     from ..attacks.targets import TargetSampler, required_frames

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..attacks.cli import load_items
+from ..attacks.sources import load_items
 from ..attacks.cw import DRAttack, DRConfig
 from ..attacks.runner import MANIFEST, report, run_attack
 from ..attacks.targets import TargetSampler

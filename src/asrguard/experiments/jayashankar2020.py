@@ -212,7 +212,7 @@ class _Bars:
 
 def _attack(name: str, recognizer, items, folder: Path, settings: Settings, progress: bool) -> dict:
     """Run (or resume) one attack with the attack runner; return ``{id: manifest row}`` and its hash."""
-    from ..attacks.cli import make_attack
+    from ..attacks.factory import make_attack
     from ..attacks.runner import finished_ids, run_attack
     from ..attacks.targets import TargetSampler
     from ..data import read_jsonl
@@ -489,7 +489,7 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     """
     from ..asr.recipes import default_data_root
     from ..asr.registry import load_recognizer
-    from ..attacks.cli import load_items
+    from ..attacks.sources import load_items
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     settings = settings or Settings.make(quick, seed, setup)
@@ -774,7 +774,7 @@ def tables_markdown(results: dict) -> str:
 
 def _calibration_items(settings: Settings, root: Path, sample_rate: int, exclude: set, n: int) -> list:
     """``n`` benign held-out utterances, none of them in ``exclude``, evenly over the corpora."""
-    from ..attacks.cli import load_items
+    from ..attacks.sources import load_items
 
     if n <= 0:
         return []
@@ -791,7 +791,7 @@ def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list,
 
     Raises :class:`ConfigError` when ``recognizer`` is not the model the run attacked.
     """
-    from ..attacks.cli import load_items
+    from ..attacks.sources import load_items
 
     run_dir = Path(run_dir)
     if not (run_dir / "results.json").is_file():

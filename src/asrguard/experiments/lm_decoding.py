@@ -115,7 +115,7 @@ def adaptive_cw(recognizer, lm_decoder: Callable, out_dir: str | Path, *, n: int
         >>> adaptive_cw(rec, make_decoder(load_default_lm()), "runs/lm_cw", n=32)["lm"]["success_rate"]  # doctest: +SKIP
         0.8125
     """
-    from ..attacks.cli import load_items
+    from ..attacks.sources import load_items
     from ..attacks.cw import CWAttack, CWConfig
     from ..attacks.runner import report, run_attack
     from ..attacks.targets import TargetSampler

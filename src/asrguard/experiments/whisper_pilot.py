@@ -26,7 +26,8 @@ import numpy as np
 
 from ..asr.recipes import default_data_root
 from ..asr.registry import load_recognizer
-from ..attacks.cli import load_items, make_attack
+from ..attacks.factory import make_attack
+from ..attacks.sources import load_items
 from ..attacks.runner import MANIFEST, report, run_attack
 from ..attacks.targets import TargetSampler
 from ..audio import load_audio

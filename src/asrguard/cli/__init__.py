@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AsrguardError, ConfigError
+from ..errors import AsrguardError, ConfigError
 
 def _hide_flag_types() -> None:
     """Help lists on/off flags without a ``<bool>`` type: a flag takes no value, so it shows none."""
@@ -61,7 +61,7 @@ def main(
 console = Console(stderr=True)
 out = Console()
 
-EXAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 EXAMPLE_AUDIO = EXAMPLE_DIR / "example.wav"
 
 
@@ -95,7 +95,7 @@ RECOGNIZER_HELP = ("Recogniser: ctc (the shipped CTC model), ctc:PATH, hybrid:PA
 
 
 def _load_recognizer(model: Optional[Path], recognizer: Optional[str] = None):
-    from .asr.registry import load_recognizer
+    from ..asr.registry import load_recognizer
 
     if model is not None and recognizer is not None:
         raise ConfigError("give --model or --recognizer, not both (--model PATH is --recognizer ctc:PATH)")
@@ -115,7 +115,7 @@ def transcribe(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
 ):
     """Print the deterministic transcript and the distinct dropout transcripts with counts."""
-    from .audio import load_audio
+    from ..audio import load_audio
 
     recognizer = _load_recognizer(model, recognizer_spec)
     if p is None:
@@ -155,7 +155,7 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train the CTC recogniser (resumes from the last checkpoint in out_dir)."""
-    from .asr.train import TrainConfig, train as run_training
+    from ..asr.train import TrainConfig, train as run_training
 
     _setup_logging(True)
     cfg = TrainConfig.from_file(config)
@@ -190,8 +190,8 @@ def asr_eval(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Score the recogniser (CER, WER, word accuracy) on a held-out set."""
-    from .asr import recipes
-    from .asr.train import evaluate
+    from ..asr import recipes
+    from ..asr.train import evaluate
 
     if decoder not in ("greedy", "lm"):
         raise ConfigError(f"--decoder must be greedy or lm, got {decoder!r}")
@@ -202,7 +202,7 @@ def asr_eval(
         return
     decode = None
     if decoder == "lm":
-        from .asr.lm import WordBigramLM, load_default_lm, make_decoder
+        from ..asr.lm import WordBigramLM, load_default_lm, make_decoder
 
         decode = make_decoder(WordBigramLM.load(lm) if lm else load_default_lm(), alpha=lm_weight, beta=word_bonus)
     items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
@@ -223,9 +223,9 @@ def asr_eval(
 def _asr_eval_any(recognizer, spec: str, corpus: str, split: str, data_root, limit, decoder: str,
                   as_json: bool) -> None:
     """asr-eval for any recogniser: transcripts only; english-speech normalised as Whisper's evaluation does."""
-    from .asr import recipes
-    from .evaluate.recognition import evaluate_transcriber
-    from .text import normalize_english
+    from ..asr import recipes
+    from ..evaluate.recognition import evaluate_transcriber
+    from ..text import normalize_english
 
     if decoder != "greedy":
         raise ConfigError("--decoder lm decodes the CTC model's characters; it needs --recognizer ctc")
@@ -262,7 +262,7 @@ def model_card(
     data_root: Optional[Path] = typer.Option(None, help="Folder holding fsdd/ and speech_commands_v0.02_test/."),
 ):
     """Evaluate a model on every held-out set and write MODEL_CARD.md and metrics.json beside it."""
-    from .asr.model_card import write_model_card
+    from ..asr.model_card import write_model_card
 
     path = write_model_card(model, data_root)
     out.print(f"wrote {path}")
@@ -295,14 +295,14 @@ def reproduce(
     recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help="jayashankar2020 only: " + RECOGNIZER_HELP),
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
-    from .asr import recipes
+    from ..asr import recipes
 
     _setup_logging(False)
     root = data_root or recipes.default_data_root()
     if paper == "daubener2020":
-        from .experiments import daubener2020 as experiment
+        from ..experiments import daubener2020 as experiment
     elif paper == "jayashankar2020":
-        from .experiments import jayashankar2020 as experiment
+        from ..experiments import jayashankar2020 as experiment
     else:
         raise typer.BadParameter(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
     if paper != "jayashankar2020":
@@ -344,7 +344,7 @@ def demo(
                                                                "bundled example."),
 ):
     """One-minute attack-and-detect demo: CW on the bundled example, then the shipped detector on both."""
-    from .experiments.demo import DEFAULT_TARGET, run_demo
+    from ..experiments.demo import DEFAULT_TARGET, run_demo
 
     run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True, detector=detector,
              recognizer=recognizer_spec, audio=audio)
@@ -384,9 +384,9 @@ def serve(
                                                                   "request log holds no content)."),
 ):
     """Serve the detector over HTTP: web page at /, POST /v1/detect, GET /healthz, GET /metrics."""
-    from .defaults import load_detector
-    from .service.limits import Limits
-    from .service.server import serve_forever
+    from ..defaults import load_detector
+    from ..service.limits import Limits
+    from ..service.server import serve_forever
 
     limits = Limits(max_bytes=max_bytes, max_seconds=max_seconds, max_sample_rate=max_sample_rate,
                     max_inflight=max_inflight, workers=workers, body_timeout=body_timeout)
@@ -404,8 +404,8 @@ def make_example(
                                                                        "src/asrguard/assets/examples/example.wav)."),
 ):
     """Synthesise the bundled example with flite (how the shipped example was made)."""
-    from .audio import load_audio, save_audio
-    from .data import tts
+    from ..audio import load_audio, save_audio
+    from ..data import tts
 
     with tts_tempdir() as tmp:
         raw = Path(tmp) / "raw.wav"
@@ -433,7 +433,7 @@ def data_download(
     keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive."),
 ):
     """Download and unpack a public corpus, with progress, atomically and resumably (needs internet)."""
-    from .data.download import download_corpus
+    from ..data.download import download_corpus
 
     where = download_corpus(name, out_dir, url=url, sha256=sha256, keep_archive=keep_archive, progress=True)
     out.print(f"{name} is in {where}")
@@ -447,7 +447,7 @@ def data_manifest(
     out_path: Path = typer.Option(..., "--out", help="JSONL manifest to write."),
 ):
     """Read a corpus folder and write a JSONL manifest of its utterances."""
-    from .data import CORPUS_READERS, write_manifest
+    from ..data import CORPUS_READERS, write_manifest
 
     if corpus not in CORPUS_READERS:
         raise typer.BadParameter(f"choose one of {', '.join(sorted(CORPUS_READERS))}")
@@ -466,8 +466,8 @@ def data_connected_digits(
     data_root: Optional[Path] = typer.Option(None, help="Folder holding fsdd/."),
 ):
     """Build connected-digit utterances (1-7 digits, one speaker each) with word boundaries."""
-    from .asr import recipes
-    from .data import build_connected_digits
+    from ..asr import recipes
+    from ..data import build_connected_digits
 
     root = data_root or recipes.default_data_root()
     records = build_connected_digits(recipes.fsdd_records(root, split), n, seed=seed, out_dir=out_dir, split=split)
@@ -483,7 +483,7 @@ def data_tts(
     seed: int = typer.Option(0, help="Random seed."),
 ):
     """Synthesise command sentences with the installed offline TTS engines (resumable)."""
-    from .data import tts
+    from ..data import tts
 
     engines = tts.available_tts_engines()
     if not engines:
@@ -494,9 +494,9 @@ def data_tts(
 
 
 def _register_stage_commands() -> None:
-    # attack / detect commands live beside their stages and register themselves here
-    from .attacks.cli import register as register_attack_commands
-    from .detect.cli import register as register_detect_commands
+    # the attack and detect command groups live in their own modules of this package
+    from .attack import register as register_attack_commands
+    from .detect import register as register_detect_commands
 
     register_attack_commands(app)
     register_detect_commands(app)
@@ -512,4 +512,3 @@ def main() -> None:  # pragma: no cover - console entry point
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
 
-from .detect.cli import register as _register_detect; _register_detect(app)  # noqa: E402,E702

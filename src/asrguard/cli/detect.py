@@ -1,4 +1,4 @@
-"""``asrguard detect FILE...``: a thin shell over :meth:`asrguard.detect.detector.Detector.explain`."""
+"""``asrguard detect`` and ``asrguard fit-detector``: thin shells over :class:`asrguard.detect.detector.Detector`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from ..data.files import collect_audio
 
 
 def _print_explanation(console, path: Path, result: dict) -> None:
@@ -32,32 +34,9 @@ def _print_explanation(console, path: Path, result: dict) -> None:
     console.print("  P^char (distance: count): " + ", ".join(f"{i}: {hist[i]}" for i in range(last + 1)))
 
 
-def collect_audio(paths: List[Path], what: str) -> list[Path]:
-    """Audio files named by ``paths``: files, folders (searched recursively) or attack-run
-    folders (their *successful* adversarial examples, read from ``manifest.jsonl``)."""
-    from ..data import read_jsonl
-    from ..data.corpora import is_audio_file
-    from ..errors import DataError
-
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir() and (path / "manifest.jsonl").is_file():
-            found += [path / r["audio"] for r in read_jsonl(path / "manifest.jsonl", allow_partial_tail=True)
-                      if r.get("success") and r.get("audio")]
-        elif path.is_dir():
-            found += sorted(p for p in path.rglob("*") if is_audio_file(p))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder ({what})")
-    if not found:
-        raise DataError(f"no {what} audio found in {', '.join(map(str, paths))}")
-    return found
-
-
 def register(app: typer.Typer) -> None:
     """Add ``detect`` to the ``asrguard`` app."""
-    from ..cli import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
+    from . import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
 
     @app.command("detect")
     @friendly_errors
@@ -144,4 +123,4 @@ def register(app: typer.Typer) -> None:
                    f"{det.metadata['n_adversarial']} adversarial)")
 
 
-__all__ = ["collect_audio", "register"]
+__all__ = ["register"]

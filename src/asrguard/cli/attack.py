@@ -2,149 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import typer
 
+from ..attacks.factory import ATTACKS, make_attack
+from ..attacks.sources import DEFAULT_CORPUS, DEFAULT_SPEECH, Item, input_items, load_items, read_target_table
 from ..errors import ConfigError, DataError
-
-ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask")
-SPEECH_CORPORA = ("fsdd-digits", "speech-commands", "sc-digits", "fsdd-isolated", "english-speech")
-URBAN = "urbansound8k"
-DEFAULT_CORPUS = {"us": URBAN}
-DEFAULT_SPEECH = "fsdd-digits,speech-commands"
-
-
-@dataclass
-class Item:
-    id: str
-    waveform: np.ndarray
-    transcript: str
-
-
-def make_attack(name: str, recognizer, overrides: dict | None = None):
-    """An attack by CLI name with config fields overridden from ``overrides``."""
-    from .adaptive import KnownMaskAttack
-    from .cw import CWAttack, DRAttack, NRRAttack, USAttack
-    from .imperceptible import ImperceptibleAttack
-    from .universal import UniversalAttack
-
-    classes = {"cw": CWAttack, "dr": DRAttack, "nrr": NRRAttack, "ia": ImperceptibleAttack, "us": USAttack,
-               "universal": UniversalAttack, "known-mask": KnownMaskAttack}
-    if name not in classes:
-        raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    cls = classes[name]
-    fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
-    values = {}
-    for key, raw in (overrides or {}).items():
-        if key not in fields:
-            raise ConfigError(f"{name} has no setting {key!r}; settings: {', '.join(sorted(fields))}")
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                values[key] = str(raw).lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                values[key] = int(raw)
-            elif isinstance(default, float):
-                values[key] = float(raw)
-            else:
-                values[key] = raw
-        except ValueError:
-            raise ConfigError(f"{name}: cannot read {key}={raw!r} as {type(default).__name__}") from None
-    return cls(recognizer, cls.config_class(**values))
-
-
-def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, sample_rate: int = 16_000,
-               max_seconds: float | None = None, min_seconds: float | None = None) -> list[Item]:
-    """``n`` held-out items split evenly over ``corpora`` (ids prefixed with the corpus name).
-
-    ``max_seconds`` keeps only utterances up to that length (drawn, seeded, from the whole
-    held-out set): attack cost grows with length, and so does the speech the perturbation
-    has to overwrite. ``min_seconds`` keeps only utterances at least that long (a long target
-    such as the paper's needs room).
-    """
-    from ..asr.recipes import default_data_root, evaluation_set
-
-    root = Path(root) if root is not None else default_data_root()
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
-    shares = [n // len(corpora) + (1 if i < n % len(corpora) else 0) for i in range(len(corpora))]
-    items: list[Item] = []
-    for corpus, share in zip(corpora, shares):
-        if share == 0:
-            continue
-        if corpus == URBAN:
-            items += _urban_items(root, share, seed, sample_rate, max_seconds, min_seconds)
-            continue
-        if corpus not in SPEECH_CORPORA:
-            raise ConfigError(f"unknown corpus {corpus!r}; choose from {', '.join(SPEECH_CORPORA + (URBAN,))}")
-        if max_seconds is None and min_seconds is None:
-            pool = evaluation_set(corpus, "test", root, limit=share, seed=seed)
-        else:
-            pool = [u for u in evaluation_set(corpus, "test", root, seed=seed)
-                    if _within(len(u.waveform) / sample_rate, min_seconds, max_seconds)]
-            rng = np.random.default_rng(seed)
-            pool = [pool[i] for i in sorted(rng.choice(len(pool), min(share, len(pool)), replace=False))]
-        for u in pool:
-            items.append(Item(f"{corpus}:{u.id}", u.waveform, u.transcript))
-    return items
-
-
-def _within(seconds: float, min_seconds: float | None, max_seconds: float | None) -> bool:
-    return (min_seconds is None or seconds >= min_seconds) and (max_seconds is None or seconds <= max_seconds)
-
-
-def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None,
-                 min_seconds: float | None = None) -> list[Item]:
-    """``n`` carriers from the held-out UrbanSound8K folds (training may use the others as non-speech)."""
-    from ..asr.recipes import urbansound_records
-    from ..audio import load_audio
-
-    records = [r for r in urbansound_records(root, "test") if _within(r.duration, min_seconds, max_seconds)]
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(records), min(n, len(records)), replace=False))
-    items = []
-    for i in chosen:
-        waveform, _ = load_audio(records[i].path, sample_rate)
-        items.append(Item(records[i].id, waveform, ""))
-    return items
-
-
-def input_items(paths: list[Path], sample_rate: int) -> list[Item]:
-    """The user's own audio (files or folders) as attack items, ids ``input:<path>``."""
-    from ..audio import load_audio
-    from ..detect.cli import collect_audio
-
-    items = []
-    for path in collect_audio(paths, "input"):
-        waveform, _ = load_audio(path, sample_rate)
-        items.append(Item(f"input:{path}", waveform, ""))
-    return items
-
-
-def read_target_table(path: Path) -> dict[str, str]:
-    """``file,target`` rows (a header line is allowed) as ``{item id: target}`` for :func:`input_items`."""
-    import csv
-
-    table = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.reader(handle):
-            if not row or row[0].strip().lower() in ("file", "path"):
-                continue
-            if len(row) < 2 or not row[1].strip():
-                raise DataError(f"{path}: each row needs a file and a target, got {row}")
-            file = Path(row[0].strip())
-            if not file.is_absolute():
-                file = path.parent / file
-            table[f"input:{file}"] = row[1].strip()
-    if not table:
-        raise DataError(f"{path}: no file,target rows")
-    return table
 
 
 def _parse_sets(values: list[str] | None) -> dict:
@@ -159,7 +26,7 @@ def _parse_sets(values: list[str] | None) -> dict:
 
 def register(app: typer.Typer) -> None:
     """Add ``attack`` and ``attack-report`` to the ``asrguard`` app."""
-    from ..cli import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
+    from . import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
 
     @app.command("attack")
     @friendly_errors
@@ -196,8 +63,8 @@ def register(app: typer.Typer) -> None:
         """Craft adversarial examples: WAVs plus a resumable JSONL manifest in --out."""
         import torch
 
-        from .runner import report as make_report, run_attack
-        from .targets import FixedTargets, TargetSampler
+        from ..attacks.runner import report as make_report, run_attack
+        from ..attacks.targets import FixedTargets, TargetSampler
 
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
@@ -247,7 +114,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         """Success rate, distortion, robustness to dropout and cost of an attack folder."""
-        from .runner import report as make_report
+        from ..attacks.runner import report as make_report
 
         summary = make_report(directory)
         if as_json:
@@ -295,4 +162,4 @@ def _print_report(summary: dict) -> None:
     Console().print(table)
 
 
-__all__ = ["ATTACKS", "Item", "load_items", "make_attack", "register"]
+__all__ = ["register"]

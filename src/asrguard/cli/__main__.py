@@ -1,0 +1,5 @@
+"""``python -m asrguard.cli``: the same as the ``asrguard`` command."""
+
+from . import app
+
+app()
