@@ -6,6 +6,7 @@ and loads them into Hugging Face ``transformers``.
 """
 
 from .convert import convert, ensure_converted
-from .model import WhisperRecognizer, log_mel
+from .features import log_mel
+from .model import WhisperRecognizer
 
 __all__ = ["WhisperRecognizer", "convert", "ensure_converted", "log_mel"]

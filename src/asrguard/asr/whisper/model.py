@@ -42,38 +42,13 @@ from ...audio import validate_waveform
 from ...errors import ConfigError, InvalidAudioError, ModelFileError
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
+from .decoding import SUPPRESSED, pad_steps, padded, select_rows, shared_cross_cache
+from .features import HOP, SAMPLE_RATE, WINDOW_SAMPLES, log_mel
 
-SAMPLE_RATE = 16000
-N_FFT, HOP = 400, 160
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
 WINDOWS = ("own", "30s")
 SITES = ("encoder", "decoder", "both")
 #: Cap on generated tokens: Whisper's own limit is 224 for a 30 s window.
 MAX_NEW_TOKENS = 224
-#: Suppressed logits are set to this rather than -inf, so posterior measures never see 0·log 0.
-SUPPRESSED = -1e9
-
-
-def log_mel(waveforms: torch.Tensor, mel_filters: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
-    """Whisper's log-mel spectrogram ``(B, 80, T)`` of ``(B, N)`` waveforms at 16 kHz; differentiable.
-
-    ``n_samples`` zero-pads (or cuts) every waveform to that many samples first (480000 for
-    Whisper's 30 s window). The spectrogram has ``n_samples // 160`` frames.
-
-    Example:
-        >>> filters = torch.rand(201, 80)
-        >>> log_mel(torch.zeros(1, 16000), filters).shape
-        torch.Size([1, 80, 100])
-    """
-    if n_samples is not None:
-        waveforms = F.pad(waveforms, (0, max(0, n_samples - waveforms.shape[-1])))[..., :n_samples]
-    window = torch.hann_window(N_FFT, device=waveforms.device, dtype=waveforms.dtype)
-    spectrum = torch.stft(waveforms, N_FFT, HOP, window=window, return_complex=True)
-    power = spectrum[..., :-1].abs() ** 2  # Whisper drops the last frame
-    mel = mel_filters.T.to(power.dtype) @ power
-    logs = mel.clamp_min(1e-10).log10()
-    logs = torch.maximum(logs, logs.amax(dim=(-2, -1), keepdim=True) - 8.0)
-    return (logs + 4.0) / 4.0
 
 
 class WhisperRecognizer:
@@ -242,7 +217,7 @@ class WhisperRecognizer:
         for index, features in self._features_by_group(batch):
             encoded = self._encode(features)
             logits = self._teacher_forced(encoded, [rows[i] for i in index])
-            labels = _padded([rows[i] + [self.eot] for i in index], -100)
+            labels = padded([rows[i] + [self.eot] for i in index], -100)
             nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none").sum(-1)
             out = out.index_put((torch.tensor(index),), nll)
         return out
@@ -264,7 +239,7 @@ class WhisperRecognizer:
                 # a row cut at the budget has no end of text: no step after its last token
                 results[i] = log_probs[k, : min(len(rows[k]) + 1, budget)]
         lengths = torch.tensor([len(results[i]) for i in range(len(batch))])
-        return _pad_steps([results[i] for i in range(len(batch))]), lengths
+        return pad_steps([results[i] for i in range(len(batch))]), lengths
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Transcripts from ``(B, L, V)`` token log-posteriors (argmax per step, up to end of text)."""
@@ -381,7 +356,7 @@ class WhisperRecognizer:
         decoder = self.model.model.decoder
         shared = rows is not None
         size = int(rows) if shared else encoded.shape[0]
-        cache = self._shared_cross_cache(encoded, size) if shared else None
+        cache = shared_cross_cache(decoder, encoded, size) if shared else None
         context = encoded.expand(size, -1, -1) if shared else encoded
         active = torch.arange(size)
         inputs = torch.tensor([self.prompt] * size)
@@ -405,7 +380,7 @@ class WhisperRecognizer:
             if not bool(going.all()):
                 keep = going.nonzero().squeeze(1)
                 active, token = active[keep], token[keep]
-                self._select_rows(cache, keep, shared)
+                select_rows(cache, keep, shared)
                 context = context[:1].expand(len(keep), -1, -1) if shared else context[keep]
             inputs = token[:, None]
         out_rows = [row[: row.index(self.eot)] if self.eot in row else row for row in tokens.tolist()]
@@ -415,36 +390,9 @@ class WhisperRecognizer:
             steps[index, len(row) + 1:taken, self.eot] = 0.0
         return out_rows, steps[:, :taken]
 
-    @staticmethod
-    def _select_rows(cache, keep: torch.Tensor, shared: bool) -> None:
-        """Keep only ``keep`` rows of a decoder cache (shared cross-attention stays one view)."""
-        if not shared:
-            cache.batch_select_indices(keep)
-            return
-        cache.self_attention_cache.batch_select_indices(keep)
-        for stored in cache.cross_attention_cache.layers:
-            stored.keys = stored.keys[:1].expand(len(keep), -1, -1, -1)
-            stored.values = stored.values[:1].expand(len(keep), -1, -1, -1)
-
-    def _shared_cross_cache(self, encoded: torch.Tensor, size: int):
-        """A decoder cache whose cross-attention keys/values come from one encoder output, viewed ``size`` times."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        for index, layer in enumerate(self.model.model.decoder.layers):
-            attention = layer.encoder_attn
-            shape = (1, -1, attention.num_heads, attention.head_dim)
-            keys = attention.k_proj(encoded).view(shape).transpose(1, 2)
-            values = attention.v_proj(encoded).view(shape).transpose(1, 2)
-            cache.cross_attention_cache.update(keys, values, index)
-            stored = cache.cross_attention_cache.layers[index]
-            stored.keys, stored.values = stored.keys.expand(size, -1, -1, -1), stored.values.expand(size, -1, -1, -1)
-            cache.is_updated[index] = True
-        return cache
-
     def _teacher_forced(self, encoded: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Logits ``(B, max_len + 1, V)``: the prediction after the prompt and after every token."""
-        inputs = _padded([self.prompt + list(r) for r in rows], self.eot)
+        inputs = padded([self.prompt + list(r) for r in rows], self.eot)
         hidden = self.model.model.decoder(input_ids=inputs, encoder_hidden_states=encoded,
                                           use_cache=False).last_hidden_state
         return self.model.proj_out(hidden[:, len(self.prompt) - 1:])
@@ -484,13 +432,3 @@ class WhisperRecognizer:
         p, generator = self._draw
         keep = torch.rand(x.shape, generator=generator) >= p
         return x * keep.to(x.dtype) / (1.0 - p)
-
-
-def _padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [fill] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def _pad_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
-    width = max(s.shape[0] for s in steps)
-    return torch.stack([F.pad(s, (0, 0, 0, width - s.shape[0]), value=SUPPRESSED) for s in steps])
