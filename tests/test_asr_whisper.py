@@ -16,6 +16,7 @@ tokenizers = pytest.importorskip("tokenizers", reason="Whisper needs tokenizers 
 from asrguard.asr.base import AudioBatch, missing_capabilities  # noqa: E402
 from asrguard.asr.registry import load_recognizer, parse_spec  # noqa: E402
 from asrguard.asr.whisper import WhisperRecognizer, log_mel  # noqa: E402
+from asrguard.asr.whisper.decoding import top_classes  # noqa: E402
 from asrguard.asr.whisper.convert import (TINY_EN_CONFIG, bundled_source, convert_state_dict,  # noqa: E402
                                           ensure_converted, tensor_sources, verify)
 from asrguard.asr.whisper.ctranslate2_file import CTranslate2Model, read_ctranslate2  # noqa: E402
@@ -250,7 +251,7 @@ def test_tiny_whisper_has_every_capability(rec):
     assert len(rec.vocabulary) == 51864 and rec.vocabulary[rec.eot] == "<|endoftext|>"
     assert rec.fingerprint() is None  # not loaded from a weights file
     assert rec.normalize_text("Hello, World!") == "hello world"
-    assert rec.realization_scheme() == "whisper-dropout-decoder-v1"
+    assert rec.realization_scheme() == "whisper-dropout-decoder-medoid-top64-v2"
 
 
 @pytest.mark.parametrize("window", ["own", "30s"])
@@ -316,8 +317,9 @@ def test_p0_realizations_equal_the_deterministic_transcript_and_posteriors(rec):
     plain = rec.realizations(LONG, n=3, seed=7, p=0.0)
     assert plain.transcripts == [transcript] * 3
     log_probs, lengths = rec.log_probs(AudioBatch.from_waveforms([LONG], RATE))
-    assert plain.log_probs.shape == (3, int(lengths[0]), 51864)
-    assert torch.allclose(plain.log_probs, log_probs.expand(3, -1, -1), atol=1e-4)
+    # posteriors teacher-forced on the medoid (here the transcript), kept over the 64 likeliest tokens + the rest
+    assert plain.log_probs.shape == (3, int(lengths[0]), 65)
+    assert torch.allclose(plain.log_probs, top_classes(log_probs.expand(3, -1, -1), 64), atol=1e-4)
 
 
 def test_stochastic_leaves_weights_alone_and_ends_cleanly(rec):
@@ -342,7 +344,7 @@ def test_stochastic_leaves_weights_alone_and_ends_cleanly(rec):
 @pytest.mark.parametrize("sites", ["encoder", "both"])
 def test_encoder_and_both_dropout_sites_reproduce(make, sites):
     rec = make(dropout_sites=sites)
-    assert rec.realization_scheme() == f"whisper-dropout-{sites}-v1"
+    assert rec.realization_scheme() == f"whisper-dropout-{sites}-medoid-top64-v2"
     first = rec.realizations(SHORT, n=4, seed=3, p=0.2)
     again = rec.realizations(SHORT, n=4, seed=3, p=0.2)
     other = rec.realizations(SHORT, n=4, seed=4, p=0.2)
@@ -508,3 +510,15 @@ def test_a_hugging_face_whisper_folder_loads_through_the_registry(make, tmp_path
     assert loaded.transcribe([x]) == rec.transcribe([x])
     hub_style = WhisperRecognizer.from_pretrained(str(tmp_path / "tiny"), local_files_only=True, window="own")
     assert hub_style.transcribe([x]) == rec.transcribe([x])
+
+
+def test_uncertainty_features_work_on_whisper_with_aligned_compact_posteriors(make):
+    from asrguard.uncertainty.features import FeatureExtractor
+
+    rec = make()
+    drawn = rec.realizations(LONG, n=4, seed=1, p=0.2)
+    assert drawn.log_probs.shape[0] == 4 and drawn.log_probs.shape[2] == 65 and drawn.length == drawn.log_probs.shape[1]
+    assert torch.allclose(drawn.log_probs.exp().sum(-1), torch.ones(4, drawn.length), atol=1e-4)
+    features = FeatureExtractor(n=4, p=0.2, seed=1)(rec, LONG)
+    assert all(np.isfinite(v) for v in features.measures.values()) and features.char_hist.sum() == 4
+    assert all(t == rec.normalize_text(t) for t in features.transcripts)  # P^char compares normalised text

@@ -9,9 +9,10 @@ Stages, each resumable (attack folders and a feature cache in ``--out``):
 2. ``I`` realisations (p = 0.02 at the decoder, Whisper's default) of every source and every
    successful example; transcripts compared after Whisper's English normalisation;
 3. P^char statistics per input (mean and largest edit distance to the medoid, share of
-   realisations equal to the deterministic transcript, distinct transcripts) and, for each
-   attack, the AUROC of each statistic for adversarial against benign (no classifier fitted:
-   the sample is too small to fit one honestly).
+   realisations unlike the deterministic transcript, distinct transcripts), the token-level
+   posterior measures (entropy, MI, variance, aKLD: the maximum over the medoid's steps) and
+   P^prob's mean, and, for each attack, the AUROC of each statistic for adversarial against
+   benign (no classifier fitted: the sample is too small to fit one honestly).
 
     python -m asrguard.experiments.whisper_pilot --out runs/whisper_pilot --n 12
 """
@@ -34,20 +35,27 @@ from ..audio import load_audio
 from ..data import read_jsonl
 from ..fileio import atomic_write_text
 from ..uncertainty.distributions import char_distances
+from ..uncertainty.features import FeatureExtractor
 
-STATISTICS = ("mean_distance", "max_distance", "disagree_with_deterministic", "distinct_fraction")
+CHAR_STATISTICS = ("mean_distance", "max_distance", "disagree_with_deterministic", "distinct_fraction")
+#: Token-level posterior measures (teacher-forced on the medoid), each the maximum over steps, and P^prob's mean.
+POSTERIOR_STATISTICS = ("entropy", "mutual_information", "variance", "akld", "prob_mean")
+STATISTICS = CHAR_STATISTICS + POSTERIOR_STATISTICS
 
 
 def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
-    """P^char statistics of ``n`` seeded realisations, transcripts normalised by the recogniser."""
+    """P^char statistics of ``n`` seeded realisations (transcripts normalised by the recogniser)
+    and the posterior measures of the same realisations."""
     norm = recognizer.normalize_text
     clean = norm(recognizer.transcribe([waveform])[0])
-    drawn = [norm(t) for t in recognizer.realizations(waveform, n, seed=seed).transcripts]
+    features = FeatureExtractor(n=n, p=recognizer.default_p, seed=seed)(recognizer, waveform)
+    drawn = features.transcripts
     distances, medoid = char_distances(drawn)
     return {"mean_distance": float(np.mean(distances)), "max_distance": float(np.max(distances)),
             "disagree_with_deterministic": float(np.mean([t != clean for t in drawn])),
             "distinct_fraction": len(set(drawn)) / n, "medoid": medoid, "transcript": clean,
-            "distinct": sorted(set(drawn))[:10]}
+            "distinct": sorted(set(drawn))[:10], "prob_mean": float(features.prob_moments[0]),
+            **{m: float(features.measures[m]) for m in ("entropy", "mutual_information", "variance", "akld")}}
 
 
 def auroc(benign: list[float], adversarial: list[float]) -> float | None:
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
                    meta={"recognizer": "whisper:tiny.en", "n": args.n, "seed": args.seed})
         summaries[name] = {"folder": folder.name, **report(folder)}
 
-    cache_path = out / "statistics.json"
+    cache_path = out / "statistics_v2.json"  # v2: with the posterior measures
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
     def stats(key: str, waveform) -> dict:

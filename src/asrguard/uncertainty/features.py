@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -194,7 +195,11 @@ class FeatureExtractor:
         return draw_realizations(recognizer, audio, c.n, p=c.p, seed=c.seed, name=name)
 
     def __call__(self, recognizer: Recognizer, audio, *, name: str = "audio") -> UncertaintyFeatures:
-        return self.from_realizations(self.realizations(recognizer, audio, name=name))
+        drawn = self.realizations(recognizer, audio, name=name)
+        normalize = getattr(recognizer, "normalize_text", None)
+        if normalize is not None:  # P^char compares what the recogniser counts as the same (Whisper: case, punctuation)
+            drawn = dataclasses.replace(drawn, transcripts=[normalize(t) for t in drawn.transcripts])
+        return self.from_realizations(drawn)
 
     def extract_many(self, recognizer: Recognizer, waveforms: Sequence, *, names: Sequence[str] | None = None
                      ) -> FeatureTable:

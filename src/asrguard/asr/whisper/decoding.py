@@ -51,3 +51,34 @@ def padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
 def pad_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
     width = max(s.shape[0] for s in steps)
     return torch.stack([F.pad(s, (0, 0, 0, width - s.shape[0]), value=SUPPRESSED) for s in steps])
+
+
+def medoid_index(texts: Sequence[str]) -> int:
+    """Index of the text with the smallest summed edit distance to all others (the first on ties).
+
+    Example:
+        >>> medoid_index(["open the door", "open the doors", "open a door", "close it"])
+        0
+    """
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cdist
+
+    distances = cdist(list(texts), list(texts), scorer=Levenshtein.distance)
+    return int(distances.sum(axis=1).argmin())
+
+
+def top_classes(log_probs: torch.Tensor, k: int) -> torch.Tensor:
+    """``(n, L, V)`` log-probabilities reduced to ``(n, L, k + 1)``: at each step the ``k`` tokens most
+    probable on average over the ``n`` rows (the same tokens for every row), then the rest's mass.
+
+    Example:
+        >>> lp = torch.log_softmax(torch.randn(3, 2, 10), -1)
+        >>> reduced = top_classes(lp, 4)
+        >>> reduced.shape, torch.allclose(reduced.exp().sum(-1), torch.ones(3, 2), atol=1e-5)
+        (torch.Size([3, 2, 5]), True)
+    """
+    k = min(int(k), log_probs.shape[-1] - 1)
+    ids = log_probs.exp().mean(0).topk(k, dim=-1).indices
+    kept = log_probs.gather(-1, ids.expand(log_probs.shape[0], -1, -1))
+    rest_mass = (1.0 - kept.logsumexp(-1).exp()).clamp_min(1e-12)
+    return torch.cat([kept, rest_mass.log()[..., None]], dim=-1)

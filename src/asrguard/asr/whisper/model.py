@@ -42,7 +42,8 @@ from ...audio import validate_waveform
 from ...errors import ConfigError, InvalidAudioError, ModelFileError
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
-from .decoding import SUPPRESSED, pad_steps, padded, select_rows, shared_cross_cache
+from ...rng import derive
+from .decoding import SUPPRESSED, medoid_index, pad_steps, padded, select_rows, shared_cross_cache, top_classes
 from .features import HOP, SAMPLE_RATE, WINDOW_SAMPLES, log_mel
 
 WINDOWS = ("own", "30s")
@@ -64,6 +65,7 @@ class WhisperRecognizer:
             10.0 % to 13.9 % and drew 3.9 distinct transcripts in 10, while p = 0.05 already gave
             42.9 % and p = 0.1 59.9 % (``docs/results/whisper/dropout.json``).
         weights_sha256: checksum of the weights file, when loaded from one.
+        posterior_classes: tokens kept per step in the realisations' posteriors (plus one for the rest).
 
     Example:
         >>> rec = WhisperRecognizer.load("tiny.en")                     # doctest: +SKIP
@@ -75,7 +77,8 @@ class WhisperRecognizer:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model, tokenizer, *, window: str = "30s", dropout_sites: str = "decoder",
-                 default_p: float = 0.02, weights_sha256: str | None = None, name: str = "whisper"):
+                 default_p: float = 0.02, weights_sha256: str | None = None, name: str = "whisper",
+                 posterior_classes: int = 64):
         if window not in WINDOWS:
             raise ConfigError(f"window must be one of {WINDOWS}, got {window!r}")
         if dropout_sites not in SITES:
@@ -99,6 +102,7 @@ class WhisperRecognizer:
         self.suppress_begin = torch.tensor(list(config.begin_suppress_tokens or [220, self.eot]))
         self._draw: tuple[float, torch.Generator] | None = None
         self._vocabulary: list[str] | None = None
+        self.posterior_classes = int(posterior_classes)
         self._hooks = self._install_dropout_hooks()
 
     # ------------------------------------------------------------------ loading
@@ -266,26 +270,39 @@ class WhisperRecognizer:
             self._draw = previous
 
     def realizations(self, audio, n: int = 50, seed: int = 0, *, p: float | None = None) -> Realizations:
-        """``n`` dropout realisations of one waveform in one batch: transcripts and the token
-        log-posteriors ``(n, L, V)`` along each realisation's own greedy path (padded with end
-        of text after it ends; ``length`` is the longest path)."""
+        """``n`` dropout realisations of one waveform in one batch.
+
+        Transcripts come from free-running greedy decoding under dropout. The posteriors are
+        aligned across realisations (the token-level analogue of the CTC model's frames): each
+        realisation's decoder, under its dropout, is teacher-forced on the medoid transcript (the
+        realisation closest to all others in normalised edit distance), and its distribution at
+        every step is kept over the :attr:`posterior_classes` tokens most probable on average plus
+        one class for the rest. So ``log_probs`` is ``(n, L, K + 1)`` with ``L`` the medoid's
+        tokens plus end of text, and posterior measures (entropy, MI, variance, KL) apply as they do
+        to CTC frames.
+        """
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate, name="audio"))
         batch = AudioBatch(waveform[None], torch.tensor([len(waveform)]), self.sample_rate)
         p = self.default_p if p is None else float(p)
         budget = self._token_budget(len(waveform))
+        shared = self.dropout_sites == "decoder"
         with torch.no_grad():
             (_, features), = self._features_by_group(batch)
             with self.stochastic(p, seed=seed):
-                if self.dropout_sites == "decoder":
-                    rows, steps = self._greedy(self._encode_clean(features), budget, keep_log_probs=True, rows=n)
-                else:
-                    rows, steps = self._greedy(self._encode(features.expand(n, -1, -1)), budget, keep_log_probs=True)
-        return Realizations([self._text(r) for r in rows], steps, steps.shape[1], p, int(seed))
+                encoded = self._encode_clean(features) if shared else self._encode(features.expand(n, -1, -1))
+                rows = self._greedy(encoded, budget, rows=n if shared else None)
+            texts = [self._text(r) for r in rows]
+            centre = rows[medoid_index([self.normalize_text(t) for t in texts])]
+            with self.stochastic(p, seed=derive(seed, "whisper-teacher-forced")):
+                # as log_probs: the medoid's steps and its end of text, within the token budget
+                logits = self._teacher_forced(encoded, [centre] * n, shared=shared)[:, :budget]
+            log_probs = top_classes(self._suppressed(logits).log_softmax(-1), self.posterior_classes)
+        return Realizations(texts, log_probs, log_probs.shape[1], p, int(seed))
 
     def realization_scheme(self, precision: str = "auto") -> str:
-        return f"whisper-dropout-{self.dropout_sites}-v1"
+        return f"whisper-dropout-{self.dropout_sites}-medoid-top{self.posterior_classes}-v2"
 
     # ------------------------------------------------------------------ internals
     def _as_batch(self, batch) -> AudioBatch:
@@ -345,9 +362,8 @@ class WhisperRecognizer:
                 rows[i] = row
         return [rows[i] for i in range(len(batch))]
 
-    def _greedy(self, encoded: torch.Tensor, budget: int, *, keep_log_probs: bool = False, rows: int | None = None):
-        """Greedy tokens per row (without end of text), with a key-value cache; optionally the
-        ``(B, L, V)`` log-posteriors of every step, end of text certain after a row ends.
+    def _greedy(self, encoded: torch.Tensor, budget: int, *, rows: int | None = None) -> list[list[int]]:
+        """Greedy tokens per row (without end of text), with a key-value cache.
 
         ``rows`` decodes that many rows against one encoder output ``(1, S, D)``: its
         cross-attention keys and values are computed once and shared (dropout never touches
@@ -361,19 +377,12 @@ class WhisperRecognizer:
         active = torch.arange(size)
         inputs = torch.tensor([self.prompt] * size)
         tokens = torch.full((size, budget), self.eot, dtype=torch.long)
-        # one allocation for every step's posteriors (a stack of per-step tensors would copy them all again)
-        steps = torch.full((size, budget, self.model.config.vocab_size), SUPPRESSED) if keep_log_probs else None
-        taken = 0
         for step in range(budget):
             out = decoder(input_ids=inputs, encoder_hidden_states=context, cache=cache, use_cache=True)
             cache = out.cache
             logits = self._suppressed(self.model.proj_out(out.last_hidden_state[:, -1:]), first=step == 0)[:, 0]
-            log_probs = logits.log_softmax(-1)
-            token = log_probs.argmax(-1)
+            token = logits.argmax(-1)
             tokens[active, step] = token
-            taken = step + 1
-            if keep_log_probs:
-                steps[active, step] = log_probs
             going = token != self.eot
             if not bool(going.any()):
                 break
@@ -383,18 +392,20 @@ class WhisperRecognizer:
                 select_rows(cache, keep, shared)
                 context = context[:1].expand(len(keep), -1, -1) if shared else context[keep]
             inputs = token[:, None]
-        out_rows = [row[: row.index(self.eot)] if self.eot in row else row for row in tokens.tolist()]
-        if not keep_log_probs:
-            return out_rows
-        for index, row in enumerate(out_rows):  # after its end of text a row is certain of end of text
-            steps[index, len(row) + 1:taken, self.eot] = 0.0
-        return out_rows, steps[:, :taken]
+        return [row[: row.index(self.eot)] if self.eot in row else row for row in tokens.tolist()]
 
-    def _teacher_forced(self, encoded: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Logits ``(B, max_len + 1, V)``: the prediction after the prompt and after every token."""
+    def _teacher_forced(self, encoded: torch.Tensor, rows: Sequence[Sequence[int]], *,
+                        shared: bool = False) -> torch.Tensor:
+        """Logits ``(B, max_len + 1, V)``: the prediction after the prompt and after every token.
+        ``shared``: ``encoded`` is one ``(1, S, D)`` output that every row attends to."""
         inputs = padded([self.prompt + list(r) for r in rows], self.eot)
-        hidden = self.model.model.decoder(input_ids=inputs, encoder_hidden_states=encoded,
-                                          use_cache=False).last_hidden_state
+        decoder = self.model.model.decoder
+        if shared:
+            cache = shared_cross_cache(decoder, encoded, len(rows))
+            hidden = decoder(input_ids=inputs, encoder_hidden_states=encoded.expand(len(rows), -1, -1), cache=cache,
+                             use_cache=True).last_hidden_state
+        else:
+            hidden = decoder(input_ids=inputs, encoder_hidden_states=encoded, use_cache=False).last_hidden_state
         return self.model.proj_out(hidden[:, len(self.prompt) - 1:])
 
     def _suppressed(self, logits: torch.Tensor, *, first: bool | None = None) -> torch.Tensor:
