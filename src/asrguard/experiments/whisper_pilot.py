@@ -58,6 +58,18 @@ def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
             **{m: float(features.measures[m]) for m in ("entropy", "mutual_information", "variance", "akld")}}
 
 
+def native_items(n: int, seed: int, exclude) -> list:
+    """``n`` native read-speech utterances of 2-6 s (seeded), none of them an attack source."""
+    from ..asr import recipes
+
+    taken = {it.id.split(":", 1)[1] for it in exclude}
+    native = ("librispeech-test-other", "librispeech-test-clean", "common-voice", "ljspeech", "librivox")
+    records = [r for r in recipes.english_speech_records(default_data_root(), min_seconds=2.0, max_seconds=6.0)
+               if r.source in native and r.id not in taken]
+    chosen = sorted(np.random.default_rng([seed, 1]).choice(len(records), min(n, len(records)), replace=False))
+    return recipes.load_records([records[i] for i in chosen], subsets=True)
+
+
 def auroc(benign: list[float], adversarial: list[float]) -> float | None:
     from sklearn.metrics import roc_auc_score
 
@@ -74,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attacks", default="cw,dr")
     parser.add_argument("--max-iter", type=int, default=150)
+    parser.add_argument("--native", type=int, default=16, help="extra benign utterances of native read speech "
+                                                                "(LibriSpeech, Common Voice, LJ Speech, LibriVox)")
     args = parser.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +127,15 @@ def main(argv=None) -> int:
                                     for s in STATISTICS},
                                  "adversarial_mean": {s: float(np.mean([a[s] for a in adversarial]))
                                                       for s in STATISTICS} if adversarial else {}}
+    native = [stats(f"native:{it.id}", it.waveform) for it in native_items(args.native, args.seed, items)]
+    result["native_benign"] = {s: float(np.mean([b[s] for b in native])) for s in STATISTICS} if native else {}
+    result["auroc_vs_native"] = {}
+    for name, summary in summaries.items():
+        rows = [r for r in read_jsonl(out / summary["folder"] / MANIFEST) if r.get("success")]
+        adversarial = [cache[f"{name}:{r['id']}"] for r in rows]
+        result["auroc_vs_native"][name] = {"n_adversarial": len(adversarial), "n_benign": len(native),
+                                           **{s: auroc([b[s] for b in native], [a[s] for a in adversarial])
+                                              for s in STATISTICS}}
     atomic_write_text(out / "results.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
