@@ -440,8 +440,8 @@ def word_accuracy(references: Sequence[str], hypotheses: Sequence[str]) -> float
     """The paper's Eq. 7: ``(N - S - D - I) / N`` over all words of the references.
 
     Example:
-        >>> word_accuracy(["one two three"], ["one too three four"])
-        0.3333333333333333
+        >>> round(word_accuracy(["one two three"], ["one too three four"]), 6)
+        0.333333
     """
     if len(references) != len(hypotheses):
         raise ConfigError(f"{len(references)} references but {len(hypotheses)} hypotheses")
