@@ -58,13 +58,14 @@ def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
             **{m: float(features.measures[m]) for m in ("entropy", "mutual_information", "variance", "akld")}}
 
 
-def native_items(n: int, seed: int, exclude) -> list:
-    """``n`` native read-speech utterances of 2-6 s (seeded), none of them an attack source."""
+def native_items(n: int, seed: int, exclude, min_seconds: float = 2.0, max_seconds: float = 6.0) -> list:
+    """``n`` native read-speech utterances of the sources' durations (seeded), none of them an attack source."""
     from ..asr import recipes
 
     taken = {it.id.split(":", 1)[1] for it in exclude}
     native = ("librispeech-test-other", "librispeech-test-clean", "common-voice", "ljspeech", "librivox")
-    records = [r for r in recipes.english_speech_records(default_data_root(), min_seconds=2.0, max_seconds=6.0)
+    records = [r for r in recipes.english_speech_records(default_data_root(), min_seconds=min_seconds,
+                                                         max_seconds=max_seconds)
                if r.source in native and r.id not in taken]
     chosen = sorted(np.random.default_rng([seed, 1]).choice(len(records), min(n, len(records)), replace=False))
     return recipes.load_records([records[i] for i in chosen], subsets=True)
@@ -86,6 +87,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attacks", default="cw,dr")
     parser.add_argument("--max-iter", type=int, default=150)
+    parser.add_argument("--targets", default="commands", help="commands (sized to each clip) or paper (the "
+                                                                    "paper's 41-character target on every source)")
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--max-seconds", type=float, default=6.0)
     parser.add_argument("--native", type=int, default=16, help="extra benign utterances of native read speech "
                                                                 "(LibriSpeech, Common Voice, LJ Speech, LibriVox)")
     args = parser.parse_args(argv)
@@ -93,14 +98,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     recognizer = load_recognizer("whisper:tiny.en")
     items = load_items(["english-speech"], args.n, args.seed, default_data_root(), recognizer.sample_rate,
-                       max_seconds=6.0, min_seconds=2.0)
-    sampler = TargetSampler("commands", seed=args.seed)
+                       max_seconds=args.max_seconds, min_seconds=args.min_seconds)
+    sampler = TargetSampler(args.targets, seed=args.seed)
     settings = {"seed": str(args.seed), "max_iter": str(args.max_iter), "max_shrinks": "2", "tau_db": "25"}
     summaries = {}
     for name in args.attacks.split(","):
         extra = {"p_dr": str(recognizer.default_p)} if name == "dr" else {}
         attack = make_attack(name, recognizer, {**settings, **extra})
-        folder = out / f"{name}-{attack.config_hash}"
+        folder = out / (f"{name}-{attack.config_hash}" + ("" if args.targets == "commands" else f"-{args.targets}"))
         run_attack(attack, items, folder, sampler=sampler, batch_size=1,
                    meta={"recognizer": "whisper:tiny.en", "n": args.n, "seed": args.seed})
         summaries[name] = {"folder": folder.name, **report(folder)}
@@ -127,7 +132,8 @@ def main(argv=None) -> int:
                                     for s in STATISTICS},
                                  "adversarial_mean": {s: float(np.mean([a[s] for a in adversarial]))
                                                       for s in STATISTICS} if adversarial else {}}
-    native = [stats(f"native:{it.id}", it.waveform) for it in native_items(args.native, args.seed, items)]
+    native = [stats(f"native:{it.id}", it.waveform)
+              for it in native_items(args.native, args.seed, items, args.min_seconds, args.max_seconds)]
     result["native_benign"] = {s: float(np.mean([b[s] for b in native])) for s in STATISTICS} if native else {}
     result["auroc_vs_native"] = {}
     for name, summary in summaries.items():
