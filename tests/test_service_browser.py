@@ -6,7 +6,6 @@ or ``pip install playwright && playwright install chromium``. The screenshot is 
 test's temporary folder; with ``ASRGUARD_SCREENSHOT=path.png`` it is also written there.
 """
 
-import io
 import os
 import shutil
 import warnings

@@ -173,10 +173,16 @@ def _plan_batch(attack: Attack, chunk, sampler: TargetSampler, rate: int):
     if not attack.targeted:
         return usable, [None] * len(usable), skipped
     batch = AudioBatch.from_waveforms([it.waveform for it in usable], rate, names=[it.id for it in usable])
-    for k, (it, n) in enumerate(zip(usable, target_frames(attack.recognizer, batch))):
-        target = sampler.choose(it.id, int(n), exclude=it.transcript)
-        one = AudioBatch(batch.waveforms[k:k + 1, : len(it.waveform)], batch.lengths[k:k + 1], rate)
-        if target is None or not attack.recognizer.target_fits(one, [target])[0]:
+    frames = target_frames(attack.recognizer, batch)
+    chosen = [sampler.choose(it.id, int(n), exclude=it.transcript) for it, n in zip(usable, frames)]
+    # the recogniser has the last word on every chosen target, in one call for the chunk
+    with_target = [k for k, target in enumerate(chosen) if target is not None]
+    fits = dict.fromkeys(range(len(usable)), False)
+    if with_target:
+        candidates = AudioBatch.from_waveforms([usable[k].waveform for k in with_target], rate, validate=False)
+        fits.update(zip(with_target, attack.recognizer.target_fits(candidates, [chosen[k] for k in with_target])))
+    for k, (it, n, target) in enumerate(zip(usable, frames, chosen)):
+        if not fits[k]:
             skipped.append((it, f"no target fits its {n} output frames" if target is None
                                 else f"target {target!r} does not fit it"))
         else:

@@ -53,11 +53,13 @@ app.add_typer(data_app, name="data")
 
 
 @app.callback()
-def main(
+def _options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ):
     """asrguard: attack speech recognisers and detect adversarial audio from their uncertainty."""
+
+
 console = Console(stderr=True)
 out = Console()
 

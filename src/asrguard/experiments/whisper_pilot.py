@@ -34,7 +34,6 @@ from ..attacks.targets import TargetSampler
 from ..audio import load_audio
 from ..data import read_jsonl
 from ..fileio import atomic_write_text
-from ..uncertainty.distributions import char_distances
 from ..uncertainty.features import FeatureExtractor
 
 CHAR_STATISTICS = ("mean_distance", "max_distance", "disagree_with_deterministic", "distinct_fraction")
@@ -49,8 +48,7 @@ def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
     norm = recognizer.normalize_text
     clean = norm(recognizer.transcribe([waveform])[0])
     features = FeatureExtractor(n=n, p=recognizer.default_p, seed=seed)(recognizer, waveform)
-    drawn = features.transcripts
-    distances, medoid = char_distances(drawn)
+    drawn, distances, medoid = features.transcripts, features.char_distances, features.medoid
     return {"mean_distance": float(np.mean(distances)), "max_distance": float(np.max(distances)),
             "disagree_with_deterministic": float(np.mean([t != clean for t in drawn])),
             "distinct_fraction": len(set(drawn)) / n, "medoid": medoid, "transcript": clean,
