@@ -71,3 +71,10 @@ class MissingCapabilityError(ConfigError):
     """A recogniser that lacks a capability an attack or feature needs (see ``asr.base``)."""
 
     code = "missing_capability"
+
+
+class IncompleteRunError(AsrguardError):
+    """A long run that stopped with items unfinished (a worker died); what finished is saved."""
+
+    status = 503
+    code = "incomplete_run"

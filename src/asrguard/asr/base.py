@@ -63,6 +63,8 @@ class AudioBatch:
             if validate:
                 arrays.append(torch.from_numpy(validate_waveform(w, sample_rate, name=name)))
             else:
+                if isinstance(w, np.ndarray) and not w.flags.writeable:
+                    w = w.copy()  # e.g. zero-copy arrays from Ray's object store; torch wants writable memory
                 arrays.append(torch.as_tensor(w, dtype=torch.float32))
         lengths = torch.tensor([len(a) for a in arrays], dtype=torch.long)
         padded = torch.zeros(len(arrays), int(lengths.max()))

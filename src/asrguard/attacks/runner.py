@@ -2,21 +2,35 @@
 
 Layout of an output folder::
 
-    DIR/run.json          attack name, config and its hash (a re-run with another config is refused)
-    DIR/manifest.jsonl    one line per finished utterance, appended atomically (flush + fsync)
-    DIR/audio/*.wav       adversarial audio, 32-bit float so small perturbations survive
+    DIR/run.json               attack name, config and its hash (a re-run with another config is refused)
+    DIR/manifest.jsonl         one line per finished utterance, in plan order once a run ends
+    DIR/audio/*.wav            adversarial audio, 32-bit float so small perturbations survive
+    DIR/shards/*.jsonl         lines written by Ray workers, one file each, merged into the manifest
+    DIR/.asrguard.lock         held by the run writing here; a second run on the folder is refused
 
-Each batch is attacked, then its WAVs are written (atomically) and its lines appended one by
-one, so ``kill -9`` loses at most the batch in flight, and re-running the same command skips
-every id already in the manifest (a truncated last line is ignored and redone).
+**Units.** The items are sorted by length and cut into units of ``batch_size``, from the whole
+item list, so a unit's members never depend on what an earlier run finished. A unit is a pure
+function of its items, the attack config and the seed: the same unit gives the same examples
+on whichever worker runs it, in whatever order. (Batched optimisation is not separable at
+float precision: a gradient computed in a batch differs from the same row's alone in the
+last bits, and Adam amplifies that over hundreds of steps. Fixed units keep results exact;
+``batch_size=1`` makes every item its own unit.)
+
+**Resume.** Each unit's WAVs are written atomically and its lines appended with fsync as the
+unit ends, so ``kill -9`` loses only the units in flight. A unit with any item missing is run
+again whole, and only its missing items are written; re-running the same command skips
+every finished unit (a truncated last line is ignored and redone).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 import re
+import socket
 import statistics
 import sys
 import time
@@ -30,7 +44,8 @@ import torch
 from ..asr.base import AudioBatch, Posteriors
 from ..audio import save_audio
 from ..data import append_record, read_jsonl
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, IncompleteRunError
+from ..execute import LocalExecutor, RunLock, Unit
 from ..fileio import atomic_write_text
 from ..text import CHARACTERS
 from .base import Attack
@@ -38,6 +53,7 @@ from .targets import TargetSampler
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
+SHARDS = "shards"
 
 
 def safe_name(item_id: str) -> str:
@@ -46,11 +62,48 @@ def safe_name(item_id: str) -> str:
     return f"{stem}-{hashlib.sha256(item_id.encode('utf-8')).hexdigest()[:8]}"
 
 
+def read_records(out_dir: str | Path) -> list[dict]:
+    """Every finished item of an attack folder: the manifest, then any workers' shards not yet
+    merged; each id once (the first line wins), truncated last lines ignored.
+
+    Example:
+        >>> [r["id"] for r in read_records("runs/cw")][:2]  # doctest: +SKIP
+        ['fsdd-digits:0_jackson_0', 'fsdd-digits:3_theo_12']
+    """
+    out_dir = Path(out_dir)
+    files = [out_dir / MANIFEST] + sorted((out_dir / SHARDS).glob("*.jsonl"))
+    rows, seen = [], set()
+    for path in files:
+        if not path.exists():
+            continue
+        for row in read_jsonl(path, allow_partial_tail=True):
+            if "id" in row and row["id"] not in seen:
+                seen.add(row["id"])
+                rows.append(row)
+    return rows
+
+
 def finished_ids(out_dir: str | Path) -> set[str]:
-    manifest = Path(out_dir) / MANIFEST
-    if not manifest.exists():
-        return set()
-    return {row["id"] for row in read_jsonl(manifest, allow_partial_tail=True) if "id" in row}
+    return {row["id"] for row in read_records(out_dir)}
+
+
+def merge_shards(out_dir: str | Path, order: Sequence[str] = ()) -> Path:
+    """Fold the workers' shards into the manifest, atomically, and delete them.
+
+    Lines are ordered as ``order`` (the plan); ids not in it keep their place before those.
+    The result is exactly what a local run of the same plan writes.
+    """
+    out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
+    rows = read_records(out_dir)
+    position = {item_id: k for k, item_id in enumerate(order)}
+    rows.sort(key=lambda r: (r["id"] in position, position.get(r["id"], 0)))  # stable: others keep their order
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if rows or manifest.exists():
+        atomic_write_text(manifest, text)
+    for path in list((out_dir / SHARDS).glob("*")) if (out_dir / SHARDS).exists() else []:
+        path.unlink(missing_ok=True)
+    return manifest
 
 
 def _drop_truncated_tail(manifest: Path) -> None:
@@ -90,6 +143,80 @@ def _write_run_file(out_dir: Path, attack: Attack, meta: dict | None) -> None:
     atomic_write_text(path, json.dumps(document, indent=2, default=str) + "\n")
 
 
+def plan_units(items: Sequence[Any], batch_size: int) -> list[Unit]:
+    """The whole run cut into units: items sorted by length (ties keep their order), ``batch_size`` each.
+
+    Example:
+        >>> from types import SimpleNamespace as Item
+        >>> items = [Item(id=k, waveform=[0.0] * n) for k, n in (("a", 3), ("b", 1), ("c", 2))]
+        >>> [u.ids for u in plan_units(items, 2)]
+        [('b', 'c'), ('a',)]
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    ordered = sorted(items, key=lambda it: len(it.waveform))
+    return [Unit(k, tuple(ordered[s:s + batch_size]), tuple(it.id for it in ordered[s:s + batch_size]))
+            for k, s in enumerate(range(0, len(ordered), batch_size))]
+
+
+def attack_items(attack: Attack, items: Sequence[Any], sampler: TargetSampler) -> list[tuple[dict, np.ndarray | None]]:
+    """Attack one unit: ``(manifest record, adversarial waveform or None when skipped)`` per item, in order.
+
+    Example:
+        >>> records = attack_items(CWAttack(rec), items[:4], TargetSampler())  # doctest: +SKIP
+    """
+    rate = attack.recognizer.sample_rate
+    runnable, targets, skipped = _plan_batch(attack, items, sampler, rate)
+    out: dict[str, tuple[dict, np.ndarray | None]] = {}
+    for item, reason in skipped:
+        out[item.id] = ({"id": item.id, "attack": attack.name, "config_hash": attack.config_hash,
+                         "success": False, "skipped": reason, "reference": item.transcript}, None)
+    if runnable:
+        batch = AudioBatch.from_waveforms([it.waveform for it in runnable], rate, names=[it.id for it in runnable])
+        results = attack.generate(batch, targets if attack.targeted else None)
+        for item, result in zip(runnable, results):
+            record = {"id": item.id, "attack": attack.name, "config_hash": attack.config_hash,
+                      "reference": item.transcript, "audio": f"audio/{safe_name(item.id)}.wav",
+                      "n_samples": len(result.waveform), **result.to_record()}
+            out[item.id] = (_json_safe(record), result.waveform)
+    return [out[it.id] for it in items]
+
+
+class AttackWorker:
+    """Runs units of one attack and writes their items into ``out_dir``: WAVs atomically, then one
+    line per item into the manifest (in this process) or into the worker's own shard (Ray).
+
+    Items of ``done`` are attacked again when their unit is rerun, but never written twice.
+    """
+
+    def __init__(self, attack: Attack, out_dir: str | Path, sampler: TargetSampler, done: Iterable[str] = (),
+                 shard: str | None = None, device: str = "cpu"):
+        self.attack, self.out_dir, self.sampler, self.done = attack, Path(out_dir), sampler, set(done)
+        if device != "cpu":
+            move = getattr(attack.recognizer, "to", None)
+            if move is None:
+                raise ConfigError(f"{type(attack.recognizer).__name__} cannot move to {device}")
+            move(device)
+        if shard is None:
+            self.lines = self.out_dir / MANIFEST
+        else:
+            self.lines = self.out_dir / SHARDS / f"{shard}.jsonl"
+            atomic_write_text(self.out_dir / SHARDS / f"{shard}.worker.json",
+                              json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+
+    def __call__(self, unit: Unit) -> list[dict]:
+        written = []
+        for record, waveform in attack_items(self.attack, unit.payload, self.sampler):
+            if record["id"] in self.done:
+                continue
+            if waveform is not None:
+                save_audio(self.out_dir / record["audio"], waveform, self.attack.recognizer.sample_rate)
+            append_record(self.lines, record)
+            self.done.add(record["id"])
+            written.append({"id": record["id"], "success": bool(record.get("success"))})
+        return written
+
+
 def run_attack(
     attack: Attack,
     items: Sequence[Any],
@@ -99,63 +226,57 @@ def run_attack(
     batch_size: int = 16,
     progress: bool = True,
     meta: dict | None = None,
+    executor=None,
 ) -> Path:
     """Attack every item (objects with ``id``, ``waveform`` and ``transcript``) not done yet.
 
     Targeted attacks draw each item's target from ``sampler`` (default: ``TargetSampler()``)
-    sized to the item's output frames. Items are grouped by length so batches carry little
-    padding. Returns the manifest path.
+    sized to the item's output frames. Units come from :func:`plan_units`; ``executor`` (default:
+    this process, :class:`~asrguard.execute.LocalExecutor`) runs them. Returns the manifest path;
+    raises :class:`~asrguard.errors.IncompleteRunError` when a worker died with units in flight
+    (everything else is saved, and the same call finishes the run).
 
     Example:
         >>> run_attack(CWAttack(rec), evaluation_set("fsdd-digits", limit=8), "runs/cw")  # doctest: +SKIP
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    executor = executor or LocalExecutor()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_file(out_dir, attack, meta)
-    manifest = out_dir / MANIFEST
-    _drop_truncated_tail(manifest)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise DataError("item ids must be unique")
-    done = finished_ids(out_dir)
-    todo = sorted((it for it in items if it.id not in done), key=lambda it: len(it.waveform))
-    sampler = sampler or TargetSampler()
-    rate = attack.recognizer.sample_rate
-    stats = {"done": len(done & set(ids)), "success": 0}
-    if manifest.exists():
-        stats["success"] = sum(bool(r.get("success")) for r in read_jsonl(manifest, allow_partial_tail=True)
-                               if r.get("id") in set(ids))
+    with RunLock(out_dir) as lock:
+        _write_run_file(out_dir, attack, meta)
+        manifest = out_dir / MANIFEST
+        _drop_truncated_tail(manifest)
+        units = plan_units(items, batch_size)
+        order = [i for u in units for i in u.ids]
+        records = {r["id"]: r for r in read_records(out_dir)}
+        todo = [u for u in units if any(i not in records for i in u.ids)]
+        stats = {"done": sum(i in records for i in ids), "success": sum(bool(records[i].get("success"))
+                                                                        for i in ids if i in records)}
+        bar = _Progress(len(items), stats, attack.name, enabled=progress)
 
-    bar = _Progress(len(items), stats, attack.name, enabled=progress)
-    with bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            runnable, targets, skipped = _plan_batch(attack, chunk, sampler, rate)
-            for item, reason in skipped:
-                append_record(manifest, {"id": item.id, "attack": attack.name, "config_hash": attack.config_hash,
-                                         "success": False, "skipped": reason, "reference": item.transcript})
-                stats["done"] += 1
-                bar.update()
-            if not runnable:
-                continue
-            batch = AudioBatch.from_waveforms([it.waveform for it in runnable], rate, names=[it.id for it in runnable])
-            attack.on_step = bar.step if progress else None
-            try:
-                results = attack.generate(batch, targets if attack.targeted else None)
-            finally:
-                attack.on_step = None
-            for item, result in zip(runnable, results):
-                name = f"audio/{safe_name(item.id)}.wav"
-                save_audio(out_dir / name, result.waveform, rate)
-                record = {"id": item.id, "attack": attack.name, "config_hash": attack.config_hash,
-                          "reference": item.transcript, "audio": name, "n_samples": len(result.waveform),
-                          **result.to_record()}
-                append_record(manifest, _json_safe(record))
-                stats["done"] += 1
-                stats["success"] += bool(result.success)
-                bar.update()
+        def finished(unit: Unit, written: list[dict]) -> None:
+            stats["done"] += len(written)
+            stats["success"] += sum(w["success"] for w in written)
+            bar.update()
+
+        if executor.in_process and progress:
+            attack.on_step = bar.step
+        try:
+            with bar:
+                make_worker = functools.partial(AttackWorker, attack, out_dir, sampler or TargetSampler(), set(records))
+                lost = executor.run(make_worker, todo, finished, shard_prefix=f"{lock.owner}-")
+        finally:
+            attack.on_step = None
+            merge_shards(out_dir, order)
+    if lost:
+        n_lost = sum(len(u.ids) for u in lost)
+        raise IncompleteRunError(f"{out_dir}: {n_lost} items were in flight on a worker that died; everything else "
+                                 f"is saved: run the same command again to finish them")
     return manifest
 
 
@@ -292,10 +413,9 @@ def report(out_dir: str | Path) -> dict:
         0.98
     """
     out_dir = Path(out_dir)
-    manifest = out_dir / MANIFEST
-    if not manifest.exists():
+    if not (out_dir / MANIFEST).exists() and not any((out_dir / SHARDS).glob("*.jsonl")):
         raise DataError(f"{out_dir}: no {MANIFEST}; run `asrguard attack ... --out {out_dir}` first")
-    rows = read_jsonl(manifest, allow_partial_tail=True)
+    rows = read_records(out_dir)
     run = json.loads((out_dir / RUN_FILE).read_text()) if (out_dir / RUN_FILE).exists() else {}
     n = len(rows)
     ok = [r for r in rows if r.get("success")]
@@ -341,4 +461,5 @@ def report(out_dir: str | Path) -> dict:
     return out
 
 
-__all__ = ["finished_ids", "report", "run_attack", "safe_name"]
+__all__ = ["AttackWorker", "attack_items", "finished_ids", "merge_shards", "plan_units", "read_records", "report",
+           "run_attack", "safe_name"]

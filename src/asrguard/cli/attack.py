@@ -59,15 +59,31 @@ def register(app: typer.Typer) -> None:
                                                                           "(e.g. --set tau_db=30)."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON at the end."),
+        executor: str = typer.Option("local", help="Where units run: local (this process) or ray "
+                                                   "(pip install -e '.[ray]'; see docs/scale-out.md)."),
+        workers: int = typer.Option(2, help="ray: workers (actors); each loads the model once."),
+        address: Optional[str] = typer.Option(None, help="ray: a running cluster ('auto' or ray://HOST:10001); "
+                                                         "default: start a local one."),
+        device: str = typer.Option("cpu", help="cpu | cuda: where each worker runs the recogniser."),
+        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per worker (fractions "
+                                                                               "share a GPU; cuda defaults to 1)."),
     ):
-        """Craft adversarial examples: WAVs plus a resumable JSONL manifest in --out."""
+        """Craft adversarial examples: WAVs plus a resumable JSONL manifest in --out.
+
+        Items are cut into units of --batch-size (sorted by length, from the whole list); the same
+        seed gives the same examples whichever executor runs them and however often a run resumes.
+        """
         import torch
 
         from ..attacks.runner import report as make_report, run_attack
         from ..attacks.targets import FixedTargets, TargetSampler
 
+        from ..execute import make_executor
+
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
+        runner = make_executor(executor, workers=workers, address=address, device=device,
+                               gpus_per_worker=gpus_per_worker)
         torch.manual_seed(seed)
         recognizer = load_recognizer(model, recognizer_spec)
         overrides = {"seed": str(seed), **_parse_sets(settings)}
@@ -100,7 +116,8 @@ def register(app: typer.Typer) -> None:
             sampler = FixedTargets(target, read_target_table(target_table) if target_table else {})
         else:
             sampler = TargetSampler(targets, seed=seed, max_fill=max_fill)
-        run_attack(attacker, items, out, sampler=sampler, batch_size=batch_size, progress=progress, meta=meta)
+        run_attack(attacker, items, out, sampler=sampler, batch_size=batch_size, progress=progress, meta=meta,
+                   executor=runner)
         summary = make_report(out)
         if as_json:
             typer.echo(json.dumps(summary, indent=2))

@@ -34,6 +34,30 @@ def _print_explanation(console, path: Path, result: dict) -> None:
     console.print("  P^char (distance: count): " + ", ".join(f"{i}: {hist[i]}" for i in range(last + 1)))
 
 
+def _detect_into(det, files, out, executor, workers, address, device, gpus_per_worker, as_json) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..detect.batch import detect_files
+    from ..errors import IncompleteRunError
+    from ..execute import make_executor
+
+    runner = make_executor(executor, workers=workers, address=address, device=device, gpus_per_worker=gpus_per_worker)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("detect", total=len(files))
+        summary = detect_files(det, files, out, executor=runner, on_row=lambda row: bar.advance(task))
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"{out}: {summary['scored']} of {summary['n']} files scored, {summary['adversarial']} adversarial, "
+                   f"{summary['errors']} could not be scored ({summary['skipped_done']} were already done)")
+    if summary["lost"]:
+        raise IncompleteRunError(f"{summary['lost']} files were in flight on a worker that died; run the same "
+                                 "command again to finish them")
+    if summary["errors"]:
+        raise typer.Exit(code=2)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``detect`` to the ``asrguard`` app."""
     from . import RECOGNIZER_HELP, _load_recognizer as load_recognizer, friendly_errors
@@ -41,7 +65,7 @@ def register(app: typer.Typer) -> None:
     @app.command("detect")
     @friendly_errors
     def detect_command(
-        files: List[Path] = typer.Argument(..., help="WAV/FLAC/OGG files to check."),
+        files: List[Path] = typer.Argument(..., help="WAV/FLAC/OGG files or folders to check."),
         detector: Optional[Path] = typer.Option(None, "--detector", help="Detector folder (default: the shipped one)."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
         recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
@@ -50,15 +74,34 @@ def register(app: typer.Typer) -> None:
             None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
             help="Seed of the dropout masks instead of the detector's: an integer, or 'random' for a secret "
                  "one (never printed)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write one JSON verdict per file to this JSONL "
+                                                               "(resumable: files already in it are skipped)."),
+        executor: str = typer.Option("local", help="With --out: local (this process) or ray (see "
+                                                   "docs/scale-out.md)."),
+        workers: int = typer.Option(2, help="ray: workers; each loads the detector once."),
+        address: Optional[str] = typer.Option(None, help="ray: a running cluster (default: start a local one)."),
+        device: str = typer.Option("cpu", help="cpu | cuda: where each worker runs the recogniser."),
+        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per worker."),
     ):
-        """Say whether each file is adversarial, with the dropout transcripts as evidence."""
+        """Say whether each file is adversarial, with the dropout transcripts as evidence.
+
+        With --out, a whole folder is scored into a JSONL of verdicts that a rerun resumes, on
+        this machine or on Ray workers (--executor ray).
+        """
         from rich.console import Console
 
         from ..defaults import load_detector
+        from ..errors import AsrguardError, ConfigError
 
+        if out is None and (executor != "local" or address):
+            raise ConfigError("--executor ray scores into a file: add --out verdicts.jsonl")
         recognizer = load_recognizer(model, recognizer_spec) if recognizer_spec else None
         det = load_detector(detector, model, recognizer=recognizer).set_mask_seed(mask_seed)
-        from ..errors import AsrguardError
+        if out is not None:
+            _detect_into(det, collect_audio(list(files), "input"), out, executor, workers, address, device,
+                         gpus_per_worker, as_json)
+            return
+        files = [f for path in files for f in (collect_audio([path], "input") if path.is_dir() else [path])]
 
         console = Console()
         failed = 0
