@@ -181,3 +181,26 @@ def test_batch_detection_on_ray_matches_local_and_resumes(ray_cluster, inputs, t
 def test_detect_with_ray_needs_an_output_file(inputs):
     result = CliRunner().invoke(app, ["detect", str(inputs), "--executor", "ray"])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(inputs, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, attack_args(inputs, tmp_path, "--device", "cuda"))
+    assert result.exit_code == 2 and "CUDA" in result.output and not (tmp_path / MANIFEST).exists()
+
+
+def test_the_ctc_recognizer_runs_where_it_is_put_and_answers_on_the_cpu():
+    import torch
+
+    from asrguard.asr.base import AudioBatch
+    from asrguard.asr.ctc import CTCConfig, CTCRecognizer
+
+    torch.manual_seed(0)
+    rec = CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8))
+    batch = AudioBatch.from_waveforms([np.full(3200, 0.1, np.float32)], 16000)
+    before, _ = rec.log_probs(batch)
+    after, frames = rec.to("cpu").log_probs(batch)
+    assert after.device.type == "cpu" and frames.device.type == "cpu" and torch.equal(before, after)

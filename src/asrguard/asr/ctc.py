@@ -125,7 +125,8 @@ class DeepSpeechCTC(nn.Module):
         p = self.inference_p
         if not p:
             return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= p
+        # drawn on the CPU generator on every device, so a seed gives the same masks on a GPU
+        keep = torch.rand(x.shape, generator=self.generator, dtype=x.dtype).to(x.device) >= p
         return x * keep / (1.0 - p)
 
     def clipped_relu(self, x: torch.Tensor) -> torch.Tensor:
@@ -435,8 +436,29 @@ class CTCRecognizer(Recognizer):
         return [bool(t.strip()) and required_frames(t) <= int(n) for t, n in zip(targets, frames.tolist())]
 
     def log_probs(self, batch: AudioBatch):
+        """Log-posteriors ``(B, T', C)`` and frame counts, on the CPU whatever :attr:`device` runs the model."""
         self._check_rate(batch)
-        return self.model(batch.waveforms, batch.lengths)
+        device = self.device
+        log_probs, lengths = self.model(batch.waveforms.to(device), batch.lengths.to(device))
+        return log_probs.cpu(), lengths.cpu()  # differentiable: gradients flow back to CPU inputs
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.feature_std.device
+
+    def to(self, device: str | torch.device) -> "CTCRecognizer":
+        """Run the network on ``device`` (``"cuda"``); inputs and outputs stay CPU tensors. Returns ``self``.
+
+        Example:
+            >>> CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8)).to("cpu").device.type
+            'cpu'
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: this PyTorch build sees no CUDA device (torch.cuda.is_available() "
+                              "is False)")
+        self.model.to(device)
+        return self
 
     def decode(self, log_probs, lengths):
         return greedy_decode(log_probs, lengths)
@@ -488,6 +510,7 @@ class CTCRecognizer(Recognizer):
         waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
         with torch.no_grad():
             log_probs, length = self.realization_log_probs(waveform, n, seed, p=p, precision=precision)
+        log_probs = log_probs.cpu()
         transcripts = greedy_decode(log_probs, torch.tensor([length]).expand(n))
         return Realizations(transcripts, log_probs, length, p, seed)
 
@@ -524,7 +547,7 @@ class CTCRecognizer(Recognizer):
             if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
                 raise ConfigError(f"indices must name realisations in 0..{n - 1}")
             kept = [k.index_select(1, index) for k in kept]
-        return self.model.rest_realizations(shared, kept, keep, dtype), int(lengths[0])
+        return self.model.rest_realizations(shared, kept, keep, dtype).cpu(), int(lengths[0])
 
     def realization_loss(self, waveform: torch.Tensor, target: str, n: int = 50, seed: int = 0, *, p: float = 0.1,
                          indices: Sequence[int] | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import AsrguardError, ConfigError
+from . import options as cli_options
 
 def _hide_flag_types() -> None:
     """Help lists on/off flags without a ``<bool>`` type: a flag takes no value, so it shows none."""
@@ -295,6 +296,11 @@ def reproduce(
     attacks_dir: Optional[Path] = typer.Option(None, help="jayashankar2020 only: where the attack folders live "
                                                           "(default: OUT/attacks); runs can share them."),
     recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help="jayashankar2020 only: " + RECOGNIZER_HELP),
+    executor: str = cli_options.EXECUTOR,
+    workers: int = cli_options.WORKERS,
+    address: Optional[str] = cli_options.ADDRESS,
+    device: str = cli_options.DEVICE,
+    gpus_per_worker: float = cli_options.GPUS_PER_WORKER,
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
     from ..asr import recipes
@@ -309,7 +315,9 @@ def reproduce(
         raise typer.BadParameter(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
     if paper != "jayashankar2020":
         given = {"--fit-detector": fit_detector, "--model": model, "--attacks": attacks, "--attacks-dir": attacks_dir,
-                 "--setup": None if setup == "mixed" else setup, "--recognizer": recognizer_spec}
+                 "--setup": None if setup == "mixed" else setup, "--recognizer": recognizer_spec,
+                 "--executor": None if executor == "local" else executor, "--address": address,
+                 "--device": None if device == "cpu" else device}
         misplaced = [name for name, value in given.items() if value is not None]
         if misplaced:
             raise typer.BadParameter(f"{', '.join(misplaced)}: jayashankar2020 only")
@@ -320,7 +328,8 @@ def reproduce(
     model = recognizer_spec or model
     if paper == "jayashankar2020":
         options = {"model": model, "setup": setup, "attacks_dir": attacks_dir,
-                   "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None}
+                   "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None,
+                   "executor": cli_options.executor_from(executor, workers, address, device, gpus_per_worker)}
     experiment.run(out_dir, quick=quick, data_root=root, seed=seed, **options)
     tables = Path(out_dir) / "tables.md"
     if tables.exists():

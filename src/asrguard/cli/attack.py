@@ -12,6 +12,7 @@ import typer
 from ..attacks.factory import ATTACKS, make_attack
 from ..attacks.sources import DEFAULT_CORPUS, DEFAULT_SPEECH, Item, input_items, load_items, read_target_table
 from ..errors import ConfigError, DataError
+from . import options
 
 
 def _parse_sets(values: list[str] | None) -> dict:
@@ -59,14 +60,11 @@ def register(app: typer.Typer) -> None:
                                                                           "(e.g. --set tau_db=30)."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON at the end."),
-        executor: str = typer.Option("local", help="Where units run: local (this process) or ray "
-                                                   "(pip install -e '.[ray]'; see docs/scale-out.md)."),
-        workers: int = typer.Option(2, help="ray: workers (actors); each loads the model once."),
-        address: Optional[str] = typer.Option(None, help="ray: a running cluster ('auto' or ray://HOST:10001); "
-                                                         "default: start a local one."),
-        device: str = typer.Option("cpu", help="cpu | cuda: where each worker runs the recogniser."),
-        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per worker (fractions "
-                                                                               "share a GPU; cuda defaults to 1)."),
+        executor: str = options.EXECUTOR,
+        workers: int = options.WORKERS,
+        address: Optional[str] = options.ADDRESS,
+        device: str = options.DEVICE,
+        gpus_per_worker: float = options.GPUS_PER_WORKER,
     ):
         """Craft adversarial examples: WAVs plus a resumable JSONL manifest in --out.
 
@@ -78,12 +76,9 @@ def register(app: typer.Typer) -> None:
         from ..attacks.runner import report as make_report, run_attack
         from ..attacks.targets import FixedTargets, TargetSampler
 
-        from ..execute import make_executor
-
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
-        runner = make_executor(executor, workers=workers, address=address, device=device,
-                               gpus_per_worker=gpus_per_worker)
+        runner = options.executor_from(executor, workers, address, device, gpus_per_worker)
         torch.manual_seed(seed)
         recognizer = load_recognizer(model, recognizer_spec)
         overrides = {"seed": str(seed), **_parse_sets(settings)}

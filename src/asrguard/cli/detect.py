@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..data.files import collect_audio
+from . import options
 
 
 def _print_explanation(console, path: Path, result: dict) -> None:
@@ -40,9 +41,8 @@ def _detect_into(det, files, out, executor, workers, address, device, gpus_per_w
 
     from ..detect.batch import detect_files
     from ..errors import IncompleteRunError
-    from ..execute import make_executor
 
-    runner = make_executor(executor, workers=workers, address=address, device=device, gpus_per_worker=gpus_per_worker)
+    runner = options.executor_from(executor, workers, address, device, gpus_per_worker)
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("detect", total=len(files))
         summary = detect_files(det, files, out, executor=runner, on_row=lambda row: bar.advance(task))
@@ -76,12 +76,11 @@ def register(app: typer.Typer) -> None:
                  "one (never printed)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write one JSON verdict per file to this JSONL "
                                                                "(resumable: files already in it are skipped)."),
-        executor: str = typer.Option("local", help="With --out: local (this process) or ray (see "
-                                                   "docs/scale-out.md)."),
-        workers: int = typer.Option(2, help="ray: workers; each loads the detector once."),
-        address: Optional[str] = typer.Option(None, help="ray: a running cluster (default: start a local one)."),
-        device: str = typer.Option("cpu", help="cpu | cuda: where each worker runs the recogniser."),
-        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per worker."),
+        executor: str = options.EXECUTOR,
+        workers: int = options.WORKERS,
+        address: Optional[str] = options.ADDRESS,
+        device: str = options.DEVICE,
+        gpus_per_worker: float = options.GPUS_PER_WORKER,
     ):
         """Say whether each file is adversarial, with the dropout transcripts as evidence.
 

@@ -66,6 +66,11 @@ class LocalExecutor:
 
     def __init__(self, device: str = "cpu"):
         self.device = _check_device(device)
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():  # checked here; a Ray cluster's workers check on their own nodes
+                raise ConfigError("--device cuda: this PyTorch build sees no CUDA device on this machine")
         self.workers = 1
 
     def run(self, make_worker: Callable, units: Sequence[Unit], on_done: Callable, *, shard_prefix: str = "") -> list:

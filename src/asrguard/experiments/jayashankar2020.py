@@ -210,7 +210,7 @@ class _Bars:
 # ──────────────────────────────────────────────────────────────────────────────
 
 
-def _attack(name: str, recognizer, items, folder: Path, settings: Settings, progress: bool) -> dict:
+def _attack(name: str, recognizer, items, folder: Path, settings: Settings, progress: bool, executor=None) -> dict:
     """Run (or resume) one attack with the attack runner; return ``{id: manifest row}`` and its hash."""
     from ..attacks.factory import make_attack
     from ..attacks.runner import finished_ids, run_attack
@@ -225,7 +225,7 @@ def _attack(name: str, recognizer, items, folder: Path, settings: Settings, prog
         sampler = TargetSampler(settings.targets, seed=settings.seed, max_fill=settings.max_fill)
         meta = {"experiment": NAME, "seed": settings.seed, "model_checksum": getattr(recognizer, "checksum", None)}
         run_attack(attacker, items, folder, sampler=sampler, batch_size=settings.batch_size, progress=progress,
-                   meta=meta)
+                   meta=meta, executor=executor)
     rows = {r["id"]: r for r in read_jsonl(folder / "manifest.jsonl", allow_partial_tail=True)
             if r.get("id") in wanted}
     return {"config_hash": attacker.config_hash, "rows": rows, "folder": folder}
@@ -469,7 +469,7 @@ def _train(names: Sequence[str], benign: FeatureSet, adversarial: FeatureSet, se
 
 def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=None, attacks_dir=None,
         progress: bool = True, settings: Settings | None = None, setup: str = "mixed",
-        attacks: Sequence[str] | None = None) -> dict:
+        attacks: Sequence[str] | None = None, executor=None) -> dict:
     """Run (or resume) the reproduction; returns the results dict also written to ``results.json``.
 
     Args:
@@ -486,6 +486,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         attacks: only these of ``cw, dr, nrr, ia, us`` (default: all); the training attack (DR)
             is always needed. The other columns stay empty: a first look while the slow attacks
             still run (share their ``attacks_dir``), or a cheaper partial reproduction.
+        executor: where the attack stage's units run (:mod:`asrguard.execute`; default: this
+            process). The results are the same on any executor.
     """
     from ..asr.recipes import default_data_root
     from ..asr.registry import load_recognizer
@@ -518,7 +520,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
     crafted: dict = {}  # attack name -> its config hash, manifest rows and folder
     for name in chosen:
         t0 = time.perf_counter()
-        crafted[name] = _attack(name, recognizer, urban if name == "us" else speech, attacks_dir, settings, progress)
+        crafted[name] = _attack(name, recognizer, urban if name == "us" else speech, attacks_dir, settings, progress,
+                                executor)
         timing[f"attack_{name}_seconds"] = time.perf_counter() - t0
         log.info("%s: %d/%d successful", name, sum(bool(r.get("success")) for r in crafted[name]["rows"].values()),
                  len(crafted[name]["rows"]))
