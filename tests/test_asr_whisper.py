@@ -341,6 +341,16 @@ def test_stochastic_leaves_weights_alone_and_ends_cleanly(rec):
         rec.realizations(LONG, n=0)
 
 
+def test_a_pickled_copy_gives_the_same_realizations(rec):
+    """Ray ships recognisers to its workers by pickling them: the dropout hooks must travel too."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(rec))
+    ours, theirs = rec.realizations(LONG, n=3, seed=5, p=0.2), copy.realizations(LONG, n=3, seed=5, p=0.2)
+    assert ours.transcripts == theirs.transcripts and torch.equal(ours.log_probs, theirs.log_probs)
+    assert not torch.equal(ours.log_probs[0], ours.log_probs[1])  # the copy's hooks really apply dropout
+
+
 @pytest.mark.parametrize("sites", ["encoder", "both"])
 def test_encoder_and_both_dropout_sites_reproduce(make, sites):
     rec = make(dropout_sites=sites)

@@ -53,7 +53,8 @@ def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
             "disagree_with_deterministic": float(np.mean([t != clean for t in drawn])),
             "distinct_fraction": len(set(drawn)) / n, "medoid": medoid, "transcript": clean,
             "distinct": sorted(set(drawn))[:10], "prob_mean": float(features.prob_moments[0]),
-            **{m: float(features.measures[m]) for m in ("entropy", "mutual_information", "variance", "akld")}}
+            **{m: float(features.measures[m]) for m in ("entropy", "mutual_information", "variance", "akld")},
+            "features": features.to_dict()}
 
 
 def native_items(n: int, seed: int, exclude, min_seconds: float = 2.0, max_seconds: float = 6.0) -> list:
@@ -91,7 +92,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=6.0)
     parser.add_argument("--native", type=int, default=16, help="extra benign utterances of native read speech "
                                                                 "(LibriSpeech, Common Voice, LJ Speech, LibriVox)")
+    parser.add_argument("--executor", default="local", help="where the attacks run: local or ray (same results)")
+    parser.add_argument("--workers", type=int, default=2, help="ray: workers")
     args = parser.parse_args(argv)
+    from ..execute import make_executor
+
+    executor = make_executor(args.executor, workers=args.workers)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     recognizer = load_recognizer("whisper:tiny.en")
@@ -104,11 +110,11 @@ def main(argv=None) -> int:
         extra = {"p_dr": str(recognizer.default_p)} if name == "dr" else {}
         attack = make_attack(name, recognizer, {**settings, **extra})
         folder = out / (f"{name}-{attack.config_hash}" + ("" if args.targets == "commands" else f"-{args.targets}"))
-        run_attack(attack, items, folder, sampler=sampler, batch_size=1,
+        run_attack(attack, items, folder, sampler=sampler, batch_size=1, executor=executor,
                    meta={"recognizer": "whisper:tiny.en", "n": args.n, "seed": args.seed})
         summaries[name] = {"folder": folder.name, **report(folder)}
 
-    cache_path = out / "statistics_v2.json"  # v2: with the posterior measures
+    cache_path = out / "statistics_v3.json"  # v3: with the full feature record, for fitting classifiers later
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
     def stats(key: str, waveform) -> dict:
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
         return cache[key]
 
     benign = [stats(f"benign:{it.id}", it.waveform) for it in items]
-    result = {"settings": {**vars(args), "out": str(out), "p": recognizer.default_p,
+    result = {"settings": {**{k: v for k, v in vars(args).items() if k not in ("executor", "workers")}, "out": str(out), "p": recognizer.default_p,
                            "sites": recognizer.dropout_sites, "ids": [it.id for it in items]},
               "attacks": summaries, "benign": {s: float(np.mean([b[s] for b in benign])) for s in STATISTICS},
               "auroc": {}}

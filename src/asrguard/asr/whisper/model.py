@@ -52,6 +52,24 @@ SITES = ("encoder", "decoder", "both")
 MAX_NEW_TOKENS = 224
 
 
+class _OutputDropout:
+    """Forward hook: the current draw's dropout on a layer's output (a class, not a lambda, so the
+    recogniser pickles, e.g. to Ray workers)."""
+
+    def __init__(self, recognizer: "WhisperRecognizer"):
+        self.recognizer = recognizer
+
+    def __call__(self, module, args, output):
+        return self.recognizer._dropout(output)
+
+
+class _InputDropout(_OutputDropout):
+    """Forward pre-hook: the current draw's dropout on a layer's input."""
+
+    def __call__(self, module, args):
+        return (self.recognizer._dropout(args[0]),)
+
+
 class WhisperRecognizer:
     """A Hugging Face Whisper model as an asrguard recogniser (all four capabilities).
 
@@ -432,9 +450,8 @@ class WhisperRecognizer:
         for layer in layers:
             for attention in ("self_attn", "encoder_attn"):
                 if hasattr(layer, attention):
-                    handles.append(getattr(layer, attention).out_proj.register_forward_hook(
-                        lambda module, args, output: self._dropout(output)))
-            handles.append(layer.fc2.register_forward_pre_hook(lambda module, args: (self._dropout(args[0]),)))
+                    handles.append(getattr(layer, attention).out_proj.register_forward_hook(_OutputDropout(self)))
+            handles.append(layer.fc2.register_forward_pre_hook(_InputDropout(self)))
         return handles
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
