@@ -204,3 +204,28 @@ def test_the_ctc_recognizer_runs_where_it_is_put_and_answers_on_the_cpu():
     before, _ = rec.log_probs(batch)
     after, frames = rec.to("cpu").log_probs(batch)
     assert after.device.type == "cpu" and frames.device.type == "cpu" and torch.equal(before, after)
+
+
+def test_feature_stage_resumes_and_gives_the_same_features_on_ray(ray_cluster, tmp_path):
+    from asrguard.asr.ctc import CTCConfig, CTCRecognizer
+    from asrguard.uncertainty.batch import extract_features, read_features
+    from asrguard.uncertainty.features import FeatureExtractor
+
+    import torch
+
+    torch.manual_seed(0)
+    rec = CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8))
+    rng = np.random.default_rng(1)
+    inputs = [(f"x{k}", (0.2 * rng.standard_normal(4000 + 800 * k)).astype(np.float32)) for k in range(4)]
+    extractor = FeatureExtractor(n=8, p=0.1, seed=2)
+    calls = []
+    local = extract_features(rec, extractor, inputs[:2], tmp_path / "local.jsonl", on_row=calls.append)
+    local = extract_features(rec, extractor, inputs, tmp_path / "local.jsonl", on_row=calls.append)
+    assert [row["key"] for row in calls] == ["x0", "x1", "x2", "x3"]  # the rerun computed only what was missing
+    assert list(local) == ["x0", "x1", "x2", "x3"] and len(read_jsonl(tmp_path / "local.jsonl")) == 4
+    assert read_features(tmp_path / "local.jsonl", FeatureExtractor(n=8, p=0.1, seed=3)) == {}  # another config
+    remote = extract_features(rec, extractor, inputs, tmp_path / "ray.jsonl", executor=RayExecutor(2), per_unit=2)
+    for key in local:
+        assert local[key].transcripts == remote[key].transcripts
+        np.testing.assert_allclose(local[key].char_moments, remote[key].char_moments)
+        np.testing.assert_allclose(local[key].prob_moments, remote[key].prob_moments, rtol=1e-5)

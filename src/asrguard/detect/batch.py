@@ -17,9 +17,9 @@ import functools
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..data import append_record, read_jsonl
+from ..data import read_jsonl
 from ..errors import AsrguardError, ConfigError
-from ..execute import LocalExecutor, RunLock, Unit
+from ..execute import LocalExecutor, RunLock, Unit, append_results
 
 
 class DetectWorker:
@@ -60,13 +60,8 @@ def detect_files(detector, files: Sequence[str | Path], out: str | Path, *, exec
         units = [Unit(k, tuple(todo[s:s + files_per_unit]), tuple(todo[s:s + files_per_unit]))
                  for k, s in enumerate(range(0, len(todo), files_per_unit))]
 
-        def finished(unit: Unit, rows: list[dict]) -> None:
-            for row in rows:
-                append_record(out, row)
-                if on_row is not None:
-                    on_row(row)
-
-        lost = executor.run(functools.partial(DetectWorker, detector), units, finished, shard_prefix="detect-")
+        lost = executor.run(functools.partial(DetectWorker, detector), units, append_results(out, on_row),
+                            shard_prefix="detect-")
     rows = [r for r in read_jsonl(out, allow_partial_tail=True) if str(r.get("file")) in {str(f) for f in files}]
     summary = {"n": len(set(map(str, files))), "scored": sum("verdict" in r for r in rows),
                "adversarial": sum(bool(r.get("adversarial")) for r in rows), "errors": sum("error" in r for r in rows),

@@ -175,6 +175,20 @@ class RayExecutor:
         return lost
 
 
+def append_results(path, on_row: Callable | None = None) -> Callable:
+    """``on_done`` for units whose results are JSON rows: each row appended to the JSONL ``path``
+    (with fsync, in the driver, so one process writes the file), then shown to ``on_row``."""
+    from ..data import append_record
+
+    def on_done(unit: Unit, rows: list) -> None:
+        for row in rows:
+            append_record(path, row)
+            if on_row is not None:
+                on_row(row)
+
+    return on_done
+
+
 def make_executor(name: str = "local", *, workers: int = 1, address: str | None = None, device: str = "cpu",
                   gpus_per_worker: float = 0.0, threads: int | None = None):
     """An executor by name, as the CLI's ``--executor`` gives it.
@@ -193,4 +207,4 @@ def make_executor(name: str = "local", *, workers: int = 1, address: str | None 
     raise ConfigError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "Unit", "make_executor", "threads_for"]
+__all__ = ["EXECUTORS", "LocalExecutor", "append_results", "RayExecutor", "Unit", "make_executor", "threads_for"]

@@ -94,6 +94,7 @@ def main(argv=None) -> int:
                                                                 "(LibriSpeech, Common Voice, LJ Speech, LibriVox)")
     parser.add_argument("--executor", default="local", help="where the attacks run: local or ray (same results)")
     parser.add_argument("--workers", type=int, default=2, help="ray: workers")
+    parser.add_argument("--attacks-only", action="store_true", help="stop after the attacks (stage 1)")
     args = parser.parse_args(argv)
     from ..execute import make_executor
 
@@ -113,6 +114,9 @@ def main(argv=None) -> int:
         run_attack(attack, items, folder, sampler=sampler, batch_size=1, executor=executor,
                    meta={"recognizer": "whisper:tiny.en", "n": args.n, "seed": args.seed})
         summaries[name] = {"folder": folder.name, **report(folder)}
+    if args.attacks_only:
+        print(json.dumps(summaries, indent=1))
+        return 0
 
     cache_path = out / "statistics_v3.json"  # v3: with the full feature record, for fitting classifiers later
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
