@@ -19,4 +19,6 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_quickstart_installs_torch_first_and_runs_main_job():
     first = readme_commands()[0]
     assert first.index("pip install torch==2.13.0") < first.index("pip install -e .")
+    # the CPU index first, then the pinned wheel as the fallback, before anything that needs torch
+    assert first.index("--index-url https://download.pytorch.org/whl/cpu") < first.index("|| pip install torch==2.13.0")
     assert first.rstrip().endswith("asrguard demo")
