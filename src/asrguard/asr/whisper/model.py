@@ -43,31 +43,13 @@ from ...errors import ConfigError, InvalidAudioError, ModelFileError
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
 from ...rng import derive
+from .dropout import SITES, InferenceDropout
 from .decoding import SUPPRESSED, medoid_index, pad_steps, padded, select_rows, shared_cross_cache, top_classes
 from .features import HOP, SAMPLE_RATE, WINDOW_SAMPLES, log_mel
 
 WINDOWS = ("own", "30s")
-SITES = ("encoder", "decoder", "both")
 #: Cap on generated tokens: Whisper's own limit is 224 for a 30 s window.
 MAX_NEW_TOKENS = 224
-
-
-class _OutputDropout:
-    """Forward hook: the current draw's dropout on a layer's output (a class, not a lambda, so the
-    recogniser pickles, e.g. to Ray workers)."""
-
-    def __init__(self, recognizer: "WhisperRecognizer"):
-        self.recognizer = recognizer
-
-    def __call__(self, module, args, output):
-        return self.recognizer._dropout(output)
-
-
-class _InputDropout(_OutputDropout):
-    """Forward pre-hook: the current draw's dropout on a layer's input."""
-
-    def __call__(self, module, args):
-        return (self.recognizer._dropout(args[0]),)
 
 
 class WhisperRecognizer:
@@ -118,10 +100,10 @@ class WhisperRecognizer:
         suppressed = set(config.suppress_tokens or []) | set(range(self.prompt[0], config.vocab_size))
         self.suppress = torch.tensor(sorted(suppressed))
         self.suppress_begin = torch.tensor(list(config.begin_suppress_tokens or [220, self.eot]))
-        self._draw: tuple[float, torch.Generator] | None = None
+        self._dropout = InferenceDropout()
         self._vocabulary: list[str] | None = None
         self.posterior_classes = int(posterior_classes)
-        self._hooks = self._install_dropout_hooks()
+        self._hooks = self._dropout.install(self.model, self.dropout_sites)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -278,14 +260,14 @@ class WhisperRecognizer:
         p = self.default_p if p is None else float(p)
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
-        previous = self._draw
+        previous = self._dropout.draw
         generator = torch.Generator()
         generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-        self._draw = (p, generator) if p > 0 else None
+        self._dropout.draw = (p, generator) if p > 0 else None
         try:
             yield self
         finally:
-            self._draw = previous
+            self._dropout.draw = previous
 
     def realizations(self, audio, n: int = 50, seed: int = 0, *, p: float | None = None) -> Realizations:
         """``n`` dropout realisations of one waveform in one batch.
@@ -366,11 +348,11 @@ class WhisperRecognizer:
         return encoder.layer_norm(x)
 
     def _encode_clean(self, features: torch.Tensor) -> torch.Tensor:
-        draw, self._draw = self._draw, None
+        draw, self._dropout.draw = self._dropout.draw, None
         try:
             return self._encode(features)
         finally:
-            self._draw = draw
+            self._dropout.draw = draw
 
     def _greedy_all(self, batch: AudioBatch) -> list[list[int]]:
         rows: dict[int, list[int]] = {}
@@ -438,25 +420,3 @@ class WhisperRecognizer:
 
     def _text(self, row: Sequence[int]) -> str:
         return self.tokenizer.decode([t for t in row if t < self.eot], skip_special_tokens=True).strip()
-
-    def _install_dropout_hooks(self) -> list:
-        """Hooks that apply the current draw's dropout at the chosen sites (idle outside :meth:`stochastic`)."""
-        layers = []
-        if self.dropout_sites in ("encoder", "both"):
-            layers += list(self.model.model.encoder.layers)
-        if self.dropout_sites in ("decoder", "both"):
-            layers += list(self.model.model.decoder.layers)
-        handles = []
-        for layer in layers:
-            for attention in ("self_attn", "encoder_attn"):
-                if hasattr(layer, attention):
-                    handles.append(getattr(layer, attention).out_proj.register_forward_hook(_OutputDropout(self)))
-            handles.append(layer.fc2.register_forward_pre_hook(_InputDropout(self)))
-        return handles
-
-    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
-        if self._draw is None:
-            return x
-        p, generator = self._draw
-        keep = torch.rand(x.shape, generator=generator) >= p
-        return x * keep.to(x.dtype) / (1.0 - p)
