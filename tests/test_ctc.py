@@ -79,7 +79,7 @@ def test_keep_masks_have_the_rate_and_depend_only_on_the_seed():
 
 
 def test_cached_realization_masks_are_prefixes_and_do_not_depend_on_the_cache(monkeypatch):
-    import asrguard.asr.ctc as ctc
+    import asrguard.asr.ctc.masks as ctc
 
     monkeypatch.setattr(ctc, "_mask_cache", {})
     widths = [16, 8]
@@ -104,7 +104,7 @@ def test_cached_realization_masks_are_prefixes_and_do_not_depend_on_the_cache(mo
 
 
 def test_realization_masks_in_a_float_type_are_the_bool_masks_as_zeros_and_ones(monkeypatch):
-    import asrguard.asr.ctc as ctc
+    import asrguard.asr.ctc.masks as ctc
 
     monkeypatch.setattr(ctc, "_mask_cache", {})
     as_bool, keep = realization_keep_masks(12, 4, [8, 3], 0.3, seed=5)

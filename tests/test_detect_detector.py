@@ -75,7 +75,7 @@ def test_save_load_round_trip(setup):
 
 
 def test_records_the_realization_scheme_and_warns_when_it_differs(setup, monkeypatch, caplog):
-    import asrguard.asr.ctc as ctc
+    import asrguard.asr.ctc.recognizer as ctc
 
     root, recognizer, det, _ = setup
     monkeypatch.setattr(ctc, "native_bfloat16", lambda: True)
