@@ -49,3 +49,13 @@ def test_tampered_shipped_detector_copy_is_refused(tmp_path):
         load_detector(copy)
     result = CliRunner().invoke(app, ["detect", str(EXAMPLE_AUDIO), "--detector", str(copy)])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_shipped_detector_is_found_by_its_recognisers_checksum(tiny_model):
+    from asrguard.asr.ctc import CTCRecognizer
+    from asrguard.defaults import shipped_detector_dir
+    from asrguard.errors import ModelFileError
+
+    assert shipped_detector_dir(CTCRecognizer.load()) == DEFAULT_DETECTOR_DIR
+    with pytest.raises(ModelFileError, match="no shipped detector was fitted for this CTCRecognizer"):
+        load_detector(recognizer=CTCRecognizer.load(tiny_model))

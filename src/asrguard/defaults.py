@@ -1,12 +1,15 @@
-"""The shipped recogniser and detector, loaded together (used by the CLI, the service and the demo).
+"""The shipped recogniser and detectors, loaded together (used by the CLI, the service and the demo).
 
-This module is wiring: it is the one place that pairs the detector in
-``assets/detectors/default/`` with the CTC model in ``assets/models/ctc_default/``. The
-detector itself (:mod:`asrguard.detect.detector`) only knows the Recognizer interface.
+This module is wiring: it is the one place that pairs the shipped detectors in
+``assets/detectors/*/`` with the recognisers they were fitted for (the CTC model in
+``assets/models/ctc_default/`` by default). A detector folder records its recogniser's
+checksum, so the shipped detector for any recogniser is found by that checksum. The detector
+itself (:mod:`asrguard.detect.detector`) only knows the Recognizer interface.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,15 +27,36 @@ def load_recognizer(model: str | os.PathLike | None = None):
     return CTCRecognizer.load(model)
 
 
+def shipped_detector_dir(recognizer) -> Path:
+    """The shipped detector fitted for ``recognizer`` (matched by its checksum).
+
+    Raises :class:`~asrguard.errors.ModelFileError` when none was shipped for it.
+    """
+    checksum = getattr(recognizer, "checksum", None)
+    for document in sorted((ASSETS / "detectors").glob("*/detector.json")):
+        try:
+            fitted_for = json.loads(document.read_text(encoding="utf-8")).get("recognizer", {})
+        except (OSError, ValueError):
+            continue
+        if checksum is not None and fitted_for.get("checksum_sha256") == checksum:
+            return document.parent
+    raise ModelFileError(f"no shipped detector was fitted for this {type(recognizer).__name__} (checksum "
+                         f"{str(checksum)[:12]}); fit one with `asrguard fit-detector --recognizer ...` and pass "
+                         "--detector")
+
+
 def load_detector(detector: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
                   recognizer=None):
-    """A saved detector with the recogniser it was fitted for (default: both shipped ones).
+    """A saved detector with the recogniser it was fitted for (default: the shipped CTC model and its
+    detector; for another ``recognizer``, the shipped detector fitted for it).
 
     Raises :class:`~asrguard.errors.ModelFileError` with a clear message when either file is
     missing, tampered with, or when the detector was fitted for another recogniser.
     """
     from .detect.detector import Detector
 
+    if detector is None and recognizer is not None:
+        detector = shipped_detector_dir(recognizer)
     path = Path(detector) if detector is not None else DEFAULT_DETECTOR_DIR
     if not path.exists():
         hint = ("the shipped default detector is missing from this installation; reinstall asrguard or "
@@ -43,4 +67,4 @@ def load_detector(detector: str | os.PathLike | None = None, model: str | os.Pat
     return Detector.load(path, recognizer)
 
 
-__all__ = ["DEFAULT_DETECTOR_DIR", "EXAMPLE_AUDIO", "load_detector", "load_recognizer"]
+__all__ = ["DEFAULT_DETECTOR_DIR", "EXAMPLE_AUDIO", "load_detector", "load_recognizer", "shipped_detector_dir"]

@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     parser.add_argument("--executor", default="local")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-attacks", action="store_true", help="use what the attack folders hold now")
+    parser.add_argument("--features-only", action="store_true", help="stop after the features (stage 3)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     out = args.out
@@ -192,9 +193,10 @@ def main(argv=None) -> int:
     by_id = {r.id: r for r in recipes.english_speech_records(default_data_root())}
 
     # 1. attacks
-    if args.skip_attacks:
-        folders = {name: next(attacks_dir.glob(f"{name}-*")) for name in ATTACKS}
-        attacked = {name: {"folder": f, "report": report(f)} for name, f in folders.items()}
+    if args.skip_attacks:  # what the folders hold now (another process may still be filling them)
+        folders = {name: sorted(attacks_dir.glob(f"{name}-*")) for name in ATTACKS}
+        attacked = {name: {"folder": f[0], "report": report(f[0])} for name, f in folders.items()
+                    if f and read_records(f[0])}
     else:
         attacked = attack_stage(recognizer, sources, attacks_dir, args, executor)
 
@@ -226,6 +228,11 @@ def main(argv=None) -> int:
         task = bar.add_task("features", total=len(inputs))
         features = extract_features(recognizer, extractor, inputs, out / "features.jsonl", executor=executor,
                                     on_row=lambda row: bar.advance(task))
+
+    if args.features_only or TRAIN_ATTACK not in attacked:
+        print(f"features of {len(features)} inputs in {out / 'features.jsonl'}"
+              + ("" if args.features_only else f"; no {TRAIN_ATTACK.upper()} examples yet to fit the classifiers on"))
+        return 0
 
     # 4. split by speaker
     speakers = sorted({r["speaker"] for r in rows.values() if r["speaker"] is not None})
