@@ -1,0 +1,145 @@
+"""Sequential realisations with the shipped detector: how many draws each input needs, at what AUROC and cost.
+
+Stages (resumable in ``--out``):
+
+1. CW against the shipped CTC model on ``--n-attack`` held-out utterances (FSDD connected digits
+   and Speech Commands words; the attack runner's folder);
+2. benign: ``--n-benign`` other held-out utterances;
+3. score paths: every input's score after each chunk of ``--chunk`` realisations, up to the
+   detector's I = 50 (the last is exactly the fixed-I score);
+4. split by speaker (Speech Commands) or utterance (FSDD digit strings): half calibrate the margins, half test; margins from
+   :func:`asrguard.detect.sequential.calibrate_margins`;
+5. on the test half (``results_chunk{CHUNK}.json``): AUROC of the sequential scores and of the fixed-I scores (with bootstrap
+   intervals), verdicts that differ from the fixed-I ones, the mean number of realisations, and
+   the mean cost of scoring an input as a ratio to one transcription of it, timed in this run.
+
+    python -m asrguard.experiments.sequential --out runs/sequential --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..attacks.factory import make_attack
+from ..attacks.manifest import read_records
+from ..attacks.runner import run_attack
+from ..attacks.sources import load_items
+from ..attacks.targets import TargetSampler
+from ..audio import load_audio
+from ..defaults import load_detector
+from ..detect.sequential import calibrate_margins, chunk_scores, decide
+from ..evaluate.detection import auroc, auroc_interval, split_by_source
+from ..fileio import atomic_write_text
+
+CORPORA = ["fsdd-digits", "speech-commands"]
+
+
+def speaker_of(item_id: str) -> str:
+    """What the calibration / test split groups by: the speaker of a Speech Commands clip
+    (``speaker_nohash_k``); each FSDD connected-digit utterance on its own (FSDD holds out one
+    speaker, so grouping by speaker would put every digit string on one side)."""
+    name = item_id.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return name.split("_nohash_")[0] if "_nohash_" in name else name.split("_")[1] if name.count("_") >= 2 else name
+
+
+def timed_ratio(detector, waveform, margins, chunk: int, repeats: int = 3) -> tuple[float, float]:
+    """(sequential scoring time / one transcription, fixed-I scoring time / one transcription), medians."""
+    rec = detector.recognizer
+
+    def clock(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    transcribe = clock(lambda: rec.transcribe([waveform]))
+    sequential = clock(lambda: decide(chunk_scores(detector, waveform, chunk), margins, detector.threshold))
+    fixed = clock(lambda: detector.score(waveform))
+    return sequential / transcribe, fixed / transcribe
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n-attack", type=int, default=80)
+    parser.add_argument("--n-benign", type=int, default=160)
+    parser.add_argument("--chunk", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (timings are ratios in one run)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    detector = load_detector()
+    rec = detector.recognizer
+    n = detector.feature_extractor.config.n
+
+    # 1-2. inputs: CW examples of held-out sources, and other held-out benign utterances
+    items = load_items(CORPORA, args.n_attack + args.n_benign, args.seed, None, rec.sample_rate)
+    order = np.random.default_rng([args.seed, 3]).permutation(len(items))
+    sources, benign = [items[i] for i in order[:args.n_attack]], [items[i] for i in order[args.n_attack:]]
+    attack = make_attack("cw", rec, {"seed": str(args.seed)})
+    folder = out / f"cw-{attack.config_hash}"
+    run_attack(attack, sources, folder, sampler=TargetSampler("mixed", seed=args.seed), batch_size=16,
+               progress=False)
+    inputs = [(it.id, it.waveform, 0) for it in benign]
+    inputs += [(r["id"], load_audio(folder / r["audio"], rec.sample_rate)[0], 1)
+               for r in read_records(folder) if r.get("success")]
+
+    # 3. score paths, cached
+    cache_path = out / f"paths_chunk{args.chunk}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for key, waveform, label in inputs:
+        name = f"{label}:{key}"
+        if name not in cache:
+            score = chunk_scores(detector, waveform, args.chunk)
+            cache[name] = [score(k) for k in range(1, n // args.chunk + 1)]
+    atomic_write_text(cache_path, json.dumps(cache))
+
+    # 4. speaker split: half the speakers calibrate the margins
+    speakers = [speaker_of(key) for key, _, _ in inputs]
+    calibrate, test = split_by_source(speakers, 0.5, seed=args.seed)
+    paths = [cache[f"{label}:{key}"] for key, _, label in inputs]
+    labels = np.array([label for _, _, label in inputs])
+    margins = calibrate_margins([p for p, c in zip(paths, calibrate) if c], detector.threshold)
+
+    # 5. the test half
+    test_rows = [i for i in range(len(inputs)) if test[i]]
+    decided = [decide(paths[i], margins, detector.threshold) for i in test_rows]
+    seq_scores = np.array([s for s, _ in decided])
+    fixed_scores = np.array([paths[i][-1] for i in test_rows])
+    y = labels[test_rows]
+    ratios = [timed_ratio(detector, inputs[i][1], margins, args.chunk) for i in test_rows]
+    result = {
+        "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "out": str(out), "realizations": n,
+                     "threshold": detector.threshold, "classifier": detector.classifier.name},
+        "n_calibration": int(calibrate.sum()), "n_test": len(test_rows),
+        "n_test_benign": int((y == 0).sum()), "n_test_adversarial": int((y == 1).sum()),
+        "margins": margins,
+        "auroc_sequential": auroc(y, seq_scores), "auroc_sequential_ci": list(auroc_interval(y, seq_scores)),
+        "auroc_fixed": auroc(y, fixed_scores), "auroc_fixed_ci": list(auroc_interval(y, fixed_scores)),
+        "verdicts_differing_from_fixed": int(np.sum((seq_scores > detector.threshold)
+                                                    != (fixed_scores > detector.threshold))),
+        "mean_realizations": float(np.mean([k * args.chunk for _, k in decided])),
+        "mean_realizations_benign": float(np.mean([k * args.chunk for (_, k), l in zip(decided, y) if l == 0])),
+        "mean_realizations_adversarial": float(np.mean([k * args.chunk for (_, k), l in zip(decided, y) if l == 1])),
+        "mean_cost_sequential_over_transcription": float(np.mean([r[0] for r in ratios])),
+        "mean_cost_fixed_over_transcription": float(np.mean([r[1] for r in ratios])),
+    }
+    result["auroc_drop"] = result["auroc_fixed"] - result["auroc_sequential"]
+    atomic_write_text(out / f"results_chunk{args.chunk}.json", json.dumps(result, indent=1))
+    print(json.dumps(result, indent=None if args.json else 1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
