@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -156,41 +158,48 @@ def test_the_check_catches_a_cell_without_interval():
 
 
 def _daubener_results(n: int, quick: bool) -> dict:
-    from asrguard.experiments.daubener2020 import MODEL_ORDER, _detection, _measure_names
+    from asrguard.experiments.daubener2020 import (
+        CONVERGED_ATTACK, MODEL_ORDER, PAPER_ATTACK, _detection, _fig1_summary, _measure_names, attack_row,
+    )
 
     rng = np.random.default_rng(0)
 
     def stage(kind, shift, size):
         return {name: list(rng.normal(shift, 1.0, size)) for name in _measure_names(kind)}
 
+    def attacked(kind, size, level):
+        return {"n": size, "level": level, "scores": stage(kind, 2.0, size), "snr_db": list(rng.normal(20, 2, size)),
+                "peak": [0.5 * level] * size, "accuracy_original": 0.1, "accuracy_target": 0.8,
+                "target_exact_match": 0.5}
+
     benign = {k: {"fit": {"scores": stage(k, 0.0, 30)}, "eval": {"scores": stage(k, 0.0, n)}} for k in MODEL_ORDER}
-    detection_cells = {f"{eps:.2f}": {k: _detection(benign[k], {"n": n, "scores": stage(k, 2.0, n)}, k)
-                                      for k in MODEL_ORDER} for eps in (0.05, 0.02)}
-    small = {k: _detection(benign[k], {"n": 10, "scores": stage(k, 2.0, 10)}, k, n_benign=10) for k in MODEL_ORDER}
-
-    def row(det, main):
-        return {"iterations": 10, "step_fraction": 0.1, "step_size": 0.005, "main": main,
-                "n_adversarial": det["entropy"]["n_adversarial"], "n_benign": det["entropy"]["n_benign"],
-                "accuracy_original": 0.2, "accuracy_target": 0.7, "auroc": {m: v["auroc"] for m, v in det.items()},
-                "auroc_ci": {m: v["auroc_ci"] for m, v in det.items()},
-                "adversarial_entropy_mean": 2.0, "benign_entropy_mean": 1.0}
-
-    sensitivity = {k: [row(detection_cells["0.05"][k], True), row(small[k], False)] for k in MODEL_ORDER}
-    reference = {eps: {k: {**row(cells[k], False), "accuracy_original": 0.1, "accuracy_target": 0.8}
-                       for k in MODEL_ORDER} for eps, cells in detection_cells.items()}
-    bars = [{"name": f"entropy AUROC >= 0.98 at eps={eps} ({k})", "value": round(c[k]["entropy"]["auroc"], 4),
-             "pass": True, "auroc_ci": c[k]["entropy"]["auroc_ci"], "n_adversarial": c[k]["entropy"]["n_adversarial"],
-             "n_benign": c[k]["entropy"]["n_benign"]} for eps, c in detection_cells.items() for k in MODEL_ORDER]
+    levels = (1.0, 0.25)
+    sweep = {f"{lv:g}": {f"{eps:.2f}": {k: attack_row(benign[k], attacked(k, n if lv == 0.25 else 10, lv), k)
+                                        for k in MODEL_ORDER} for eps in (0.05, 0.02)} for lv in levels}
+    head = sweep["0.25"]
+    detection = {eps: {k: _detection(benign[k], attacked(k, n, 0.25), k) for k in MODEL_ORDER} for eps in head}
+    converged = {eps: {k: attack_row(benign[k], attacked(k, n, 0.25), k) for k in MODEL_ORDER} for eps in head}
+    variants = {eps: {mode: attack_row(benign["ensemble"], attacked("ensemble", n, 0.25), "ensemble")
+                      for mode in ("average", "member")} for eps in head}
+    bars = [{"name": f"entropy AUROC >= 0.97 at eps={eps} ({k})", "value": round(c[k]["auroc"]["entropy"], 4),
+             "pass": True if eps == "0.02" else None, "auroc_ci": c[k]["auroc_ci"]["entropy"],
+             "n_adversarial": c[k]["n_adversarial"], "n_benign": c[k]["n_benign"]}
+            for eps, c in head.items() for k in MODEL_ORDER]
     bars.append({"name": "wall time <= 5 min", "value": 3.2, "pass": True})
-    fig1 = {k: [{"eps": 0.0, "n": n, "accuracy_original": 0.9, "accuracy_target": 0.1}] for k in MODEL_ORDER}
-    return {"settings": {"quick": quick, "n_fit": 30, "n_eval": n, "pgd_iterations": 10, "pgd_step_fraction": 0.1},
+    fig1 = {k: [{"eps": 0.0, "n": n, "accuracy_original": 0.9, "accuracy_target": 0.1},
+                {"eps": 0.05, "n": n, "accuracy_original": 0.2, "accuracy_target": 0.3 if k == "fnn" else 0.5}]
+            for k in MODEL_ORDER}
+    return {"settings": {"quick": quick, "n_fit": 30, "n_eval": n, "n_level": 10, "n_mixed": 20,
+                         "n_speech_commands": 5, "augment_copies": 1},
             "timing": {"pipeline_seconds": 120.0, "total_seconds": 60.0, "cpu_seconds": 50.0,
                        "load_average_start": [1.0], "load_average_end": [1.0]},
-            "table1": {k: {"accuracy": 0.95} for k in MODEL_ORDER}, "detection": detection_cells, "fig1": fig1,
-            "fig1_summary": {**{k: {"target_accuracy_eps_ge_0.05": 0.5} for k in MODEL_ORDER}, "statement": "."},
-            "attack_sensitivity": {"eps": 0.05, "rows": sensitivity},
-            "reference_attack": {"iterations": 10, "step_size": 0.01, "random_start": True, "tables": reference},
-            "bars": bars}
+            "table1": {k: {"accuracy": 0.95} for k in MODEL_ORDER},
+            "headline": {"level": 0.25, "attack": dataclasses.asdict(PAPER_ATTACK), "ensemble_attack": "average",
+                         "tables": head},
+            "detection": detection, "sweep": {"levels": list(levels), "tables": sweep},
+            "converged_attack": {"attack": dataclasses.asdict(CONVERGED_ATTACK), "level": 0.25, "tables": converged},
+            "ensemble_variants": {"level": 0.25, "tables": variants},
+            "fig1": fig1, "fig1_summary": _fig1_summary(fig1), "bars": bars}
 
 
 def test_daubener_tables_show_n_and_interval_everywhere():
@@ -199,16 +208,21 @@ def test_daubener_tables_show_n_and_interval_everywhere():
     results = _daubener_results(40, quick=True)
     md = _tables_md(results)
     cells = auroc_cells(md)
-    # Tables 2-3 (fNN: entropy only; 3 models x 5 measures), 8 sensitivity rows, 2 reference tables, 8 bars
-    assert len(cells) == 2 * 16 + 8 + 2 * 16 + 8
+    # Tables 2-3 (fNN: entropy only; 4 models x 5 measures), the sweep (2 levels), the converged attack,
+    # the ensemble's two variants (2 x 5 each) and 10 bars
+    per_table = 1 + 4 * 5
+    assert len(cells) == 2 * per_table + 2 * 2 * per_table + 2 * per_table + 2 * 2 * 5 + 10
     assert not auroc_cells_lacking_n_and_interval(md)
-    assert sum(SMOKE_MARK in c for c in cells) == 4  # the 10-example sensitivity rows
+    assert sum(SMOKE_MARK in c for c in cells) == 2 * per_table  # the sweep's 10-example level
     assert md.splitlines()[2].startswith("> **Smoke test, not a reproduction.**")  # a quick run, whatever its n
+    assert "reported, not a bar" in md and "SNR (dB)" in md and "| 1/4 |" in md
+    # the uncertainty-aware models reach the target more often than the fNN in this made-up Fig. 1
+    assert results["fig1_summary"]["lower_than_fnn"] == []
     entropy = results["detection"]["0.05"]["fnn"]["entropy"]
     low, high = entropy["auroc_ci"]
     assert low <= entropy["auroc"] <= high and (entropy["n_adversarial"], entropy["n_benign"]) == (40, 40)
     full = _tables_md(_daubener_results(40, quick=False))
-    assert full.splitlines()[2].startswith("> **Small samples:** 4 of 80 AUROCs")
+    assert full.splitlines()[2].startswith(f"> **Small samples:** {2 * per_table} of")
 
 
 # ──────────────────────────────────────────────────────────────────────────────

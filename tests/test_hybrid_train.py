@@ -100,3 +100,16 @@ def test_held_out_speakers_match_the_project_split(shared_data):
         train_speakers = {r.speaker for r in sc if r.split == "train"}
         test_speakers = {r.speaker for r in sc if r.split == "test"}
         assert train_speakers and test_speakers and not train_speakers & test_speakers
+
+
+def test_matrix_gaussian_bnn_trains_on_tones():
+    train = _tone_utterances(40, seed=0)
+    config = TrainConfig(epochs_ce=2, epochs_realign=2, lr=3e-3, batch_frames=128, seed=0)
+    rec = train_recognizer("bnn", train, config, model_kwargs={"posterior": "matrix_gaussian"})
+    assert rec.acoustic.posterior == "matrix_gaussian" and rec.acoustic.n_train > 1000
+    test = _tone_utterances(10, seed=1)
+    hyps = rec.transcribe(AudioBatch.from_waveforms(test.waveforms, RATE))
+    assert word_accuracy(test.transcripts, hyps) >= 0.9
+    # its draws differ from one another (the posterior kept some spread), its mean prediction decodes
+    draws, _ = rec.draws(AudioBatch.from_waveforms(test.waveforms[:2], RATE), 3, seed=0)
+    assert not torch.equal(draws[0], draws[1])

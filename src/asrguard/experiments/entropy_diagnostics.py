@@ -1,9 +1,9 @@
 """Why entropy detects PGD less well on our digits than in Däubener et al. (2020): three checks.
 
 Uses the acoustic models of a finished ``asrguard reproduce daubener2020`` run (``RUN/models``),
-the same held-out fit and evaluation sets, targets and main PGD settings, and re-crafts the
-attacks (they are not stored). For each model it reports the entropy AUROC of the one-class
-Gaussian under
+the same held-out fit and evaluation sets and targets, and its converged PGD (30 steps of
+0.1·ε); it re-crafts the attacks (they are not stored). For each model it reports the entropy
+AUROC of the one-class Gaussian under
 
 * **other reductions over frames** than the paper's maximum: mean, 90th percentile, mean of
   the 5 largest, maximum of a 3-frame moving average, share of frames above 1 nat. Benign
@@ -106,7 +106,8 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
             peaks = np.array([np.abs(w).max() for w in eval_w])
             for eps in eps_values:
                 t0 = time.perf_counter()
-                adversarial_audio = reproduction.craft_pgd(rec, eval_w, targets, eps, settings)[0]
+                adversarial_audio = reproduction.craft_pgd(rec, eval_w, targets, eps, settings,
+                                                           attack=settings.converged_attack)[0]
                 entropies, transcripts = frame_entropies(rec, adversarial_audio, n_draws, settings.seed)
                 adversarial = reduce_all(entropies)
                 row = {"model": kind, "scale": scale, "eps": eps,
@@ -156,7 +157,8 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
         row = {"model": "fnn", "lr": lr, "cmn": cmn,
                "benign_accuracy": round(word_accuracy(evaluation.transcripts, benign["eval"]["transcripts"]), 3)}
         for eps in settings.table_eps:
-            adversarial_audio = reproduction.craft_pgd(rec, evaluation.waveforms, targets, eps, settings)[0]
+            adversarial_audio = reproduction.craft_pgd(rec, evaluation.waveforms, targets, eps, settings,
+                                                       attack=settings.converged_attack)[0]
             attacked = reproduction.evaluate_audio(rec, adversarial_audio, 1, settings.seed)
             detection = reproduction._detection(benign, {"n": len(evaluation), "scores": attacked["scores"]}, "fnn")
             row[f"eps={eps:g}"] = {"entropy_auroc": round(detection["entropy"]["auroc"], 3),

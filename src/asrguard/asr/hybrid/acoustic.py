@@ -5,8 +5,10 @@ Four kinds share one interface (:class:`AcousticModel`):
 * ``fnn``      - a plain feed-forward network (deterministic);
 * ``dropout``  - MC dropout, ``p = 0.5`` after each hidden layer, ``T = 100`` passes at inference;
 * ``ensemble`` - a deep ensemble of 5 such networks (different seeds and data orders);
-* ``bnn``      - a Bayesian network with a Gaussian mean-field posterior over all weights,
-  trained by Bayes-by-backprop (local reparameterisation), ``T = 5`` weight samples.
+* ``bnn``      - a Bayesian network trained by Bayes-by-backprop (local reparameterisation),
+  ``T = 5`` weight samples. Its ``posterior`` is either ``mean_field`` (an independent Gaussian
+  on every weight) or ``matrix_gaussian``, the paper's: per layer a matrix-variate Gaussian
+  ``W ~ MN(M, U, V)`` with diagonal row and column covariances (Louizos & Welling, 2016).
 
 A *draw* is one member of the predictive family - a dropout mask, an ensemble member or a
 weight sample - applied to every frame of the input. ``draws(x, n, generator)`` returns ``n``
@@ -239,6 +241,24 @@ class EnsembleAcoustic(AcousticModel):
         return F.cross_entropy(self.members[member](self.normalize(x)), targets)
 
 
+def _gaussian_sample(mean: torch.Tensor, var: torch.Tensor, generator=None) -> torch.Tensor:
+    """One draw of ``N(mean, var)`` elementwise (the local reparameterisation's pre-activations)."""
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+    return mean + var.clamp_min(1e-16).sqrt() * noise
+
+
+def _check_draws(x: torch.Tensor, n: int) -> None:
+    if x.shape[0] != n:
+        raise ConfigError(f"forward_sampled needs inputs (n={n}, ..., in), got {tuple(x.shape)}")
+
+
+def _per_draw_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(n, ..., in)`` through weights ``w`` ``(n, out, in)`` and biases ``b`` ``(n, out)``, draw by draw."""
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    out = torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], w.shape[1])
+
+
 class BayesLinear(nn.Module):
     """Linear layer with a factorised Gaussian posterior ``N(mu, softplus(rho)^2)`` on every weight."""
 
@@ -259,23 +279,18 @@ class BayesLinear(nn.Module):
         """Training pass with the local reparameterisation trick (independent noise per row)."""
         ws, bs = self.sigmas()
         mean = F.linear(x, self.weight_mu, self.bias_mu)
-        var = F.linear(x.square(), ws.square(), bs.square())
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-        return mean + var.clamp_min(1e-16).sqrt() * noise
+        return _gaussian_sample(mean, F.linear(x.square(), ws.square(), bs.square()), generator)
 
     def forward_mean(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_mu, self.bias_mu)
 
     def forward_sampled(self, x: torch.Tensor, n: int, generator=None) -> torch.Tensor:
         """``x`` is ``(n, ..., in)``: draw ``i`` of the input goes through weight sample ``i``."""
-        if x.shape[0] != n:
-            raise ConfigError(f"forward_sampled needs inputs (n={n}, ..., in), got {tuple(x.shape)}")
+        _check_draws(x, n)
         ws, bs = self.sigmas()
         w = self.weight_mu + ws * torch.randn((n, *ws.shape), generator=generator, device=ws.device)
         b = self.bias_mu + bs * torch.randn((n, *bs.shape), generator=generator, device=bs.device)
-        flat = x.reshape(n, -1, x.shape[-1])
-        out = torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
-        return out.reshape(*x.shape[:-1], w.shape[1])
+        return _per_draw_linear(x, w, b)
 
     def kl(self) -> torch.Tensor:
         """``KL(q || p)`` against the zero-mean Gaussian prior ``N(0, prior_sigma^2)``."""
@@ -287,23 +302,96 @@ class BayesLinear(nn.Module):
         return total
 
 
+class MatrixGaussianLinear(nn.Module):
+    """Linear layer whose weight ``W`` (in x out) has the posterior ``MN(M, U, V)``.
+
+    ``U = diag(u)`` (in x in) and ``V = diag(v)`` (out x out) are the row and column
+    covariances, so ``W_ij ~ N(M_ij, u_i v_j)``: ``in + out`` variance parameters instead of
+    ``in · out``. The prior is ``MN(0, s² I, I)`` (``s = prior_sigma``; the paper's is ``s = 1``).
+    The bias is a point estimate. Weights are stored as ``(out, in)`` like :class:`nn.Linear`.
+    """
+
+    def __init__(self, n_in: int, n_out: int, prior_sigma: float = 1.0, init_sigma: float = 1e-3):
+        super().__init__()
+        bound = 1.0 / math.sqrt(n_in)
+        self.weight_mu = nn.Parameter(torch.empty(n_out, n_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound))
+        # sqrt(u) and sqrt(v) through softplus; their product starts at init_sigma for every weight
+        rho = math.log(math.expm1(math.sqrt(init_sigma)))
+        self.row_rho = nn.Parameter(torch.full((n_in,), rho))
+        self.col_rho = nn.Parameter(torch.full((n_out,), rho))
+        self.prior_sigma = float(prior_sigma)
+
+    def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sqrt(u), sqrt(v))``: the standard deviation of ``W_ij`` is their outer product."""
+        return F.softplus(self.row_rho), F.softplus(self.col_rho)
+
+    def forward_local(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """Training pass, local reparameterisation: ``xW ~ N(xM, (x U xᵀ) V)`` for each row ``x``."""
+        row, col = self.scales()
+        mean = F.linear(x, self.weight_mu, self.bias)
+        return _gaussian_sample(mean, (x.square() @ row.square()).unsqueeze(-1) * col.square(), generator)
+
+    def forward_mean(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_mu, self.bias)
+
+    def sample_weights(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` samples ``W = M + U^½ E V^½`` (``E`` standard normal), each stored ``(out, in)``."""
+        row, col = self.scales()
+        noise = torch.randn((n, *self.weight_mu.shape), generator=generator, device=self.weight_mu.device)
+        return self.weight_mu + col[:, None] * noise * row[None, :]
+
+    def forward_sampled(self, x: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+        """``x`` is ``(n, ..., in)``: draw ``i`` of the input goes through weight sample ``i``."""
+        _check_draws(x, n)
+        return _per_draw_linear(x, self.sample_weights(n, generator), self.bias.expand(n, -1))
+
+    def kl(self) -> torch.Tensor:
+        """``KL(MN(M, U, V) || MN(0, s² I, I))`` in closed form (``r`` = in rows, ``c`` = out columns).
+
+        ``½ [tr(U) tr(V) / s² + ‖M‖² / s² - r c + r c log s² - c log|U| - r log|V|]``.
+        """
+        row, col = self.scales()
+        r, c = row.numel(), col.numel()
+        s2 = self.prior_sigma ** 2
+        log_det_u = 2.0 * torch.log(row).sum()
+        log_det_v = 2.0 * torch.log(col).sum()
+        return 0.5 * (row.square().sum() * col.square().sum() / s2 + self.weight_mu.square().sum() / s2
+                      - r * c + r * c * math.log(s2) - c * log_det_u - r * log_det_v)
+
+
+#: The BNN's weight posteriors: layer class and default prior standard deviation.
+POSTERIORS = {"mean_field": (BayesLinear, 0.1), "matrix_gaussian": (MatrixGaussianLinear, 1.0)}
+
+
 class BayesAcoustic(AcousticModel):
-    """Bayes-by-backprop MLP; a draw is one weight sample shared by all frames."""
+    """Bayes-by-backprop MLP; a draw is one weight sample shared by all frames.
+
+    ``posterior`` is ``mean_field`` (:class:`BayesLinear`) or ``matrix_gaussian``
+    (:class:`MatrixGaussianLinear`, the paper's); ``prior_sigma`` defaults to 0.1 and 1.0
+    respectively.
+    """
 
     kind = "bnn"
 
-    def __init__(self, prior_sigma: float = 0.1, init_sigma: float = 1e-3, kl_weight: float = 1.0, **sizes):
+    def __init__(self, prior_sigma: float | None = None, init_sigma: float = 1e-3, kl_weight: float = 1.0,
+                 posterior: str = "mean_field", **sizes):
         super().__init__(**sizes)
-        self.fc1 = BayesLinear(self.input_dim, self.hidden, prior_sigma, init_sigma)
-        self.fc2 = BayesLinear(self.hidden, self.hidden, prior_sigma, init_sigma)
-        self.out = BayesLinear(self.hidden, self.n_states, prior_sigma, init_sigma)
+        if posterior not in POSTERIORS:
+            raise ConfigError(f"unknown BNN posterior {posterior!r}; choose from {', '.join(POSTERIORS)}")
+        layer, default_prior = POSTERIORS[posterior]
+        prior_sigma = default_prior if prior_sigma is None else float(prior_sigma)
+        self.fc1 = layer(self.input_dim, self.hidden, prior_sigma, init_sigma)
+        self.fc2 = layer(self.hidden, self.hidden, prior_sigma, init_sigma)
+        self.out = layer(self.hidden, self.n_states, prior_sigma, init_sigma)
+        self.posterior = posterior
         self.prior_sigma, self.init_sigma, self.kl_weight = float(prior_sigma), float(init_sigma), float(kl_weight)
         #: number of training frames: the KL term is divided by it (per-frame ELBO); set by the trainer
         self.n_train = 1
 
     def config(self) -> dict:
         return {**super().config(), "prior_sigma": self.prior_sigma, "init_sigma": self.init_sigma,
-                "kl_weight": self.kl_weight}
+                "kl_weight": self.kl_weight, "posterior": self.posterior}
 
     def deterministic(self, x):
         x = self.normalize(x)

@@ -361,16 +361,18 @@ def realign(model: AcousticModel, hmm: DigitHMM, utts: Utterances, frames: Frame
 
 def train_recognizer(kind: str, utts: Utterances, config: TrainConfig | None = None, *,
                      progress: Callable[[str, int, int], Callable] | None = None,
-                     frames: FrameSet | None = None) -> HybridRecognizer:
+                     frames: FrameSet | None = None, model_kwargs: dict | None = None) -> HybridRecognizer:
     """Train a hybrid recogniser of ``kind`` on ``utts`` (which need word boundaries).
 
     ``progress(description, total, member)`` may return a callable advanced by the number of
     frames processed (the experiment runner passes rich progress bars). ``frames`` may be
-    given to reuse features computed for another model kind.
+    given to reuse features computed for another model kind. ``model_kwargs`` (e.g.
+    ``{"posterior": "matrix_gaussian"}`` for a BNN) replace ``config.model_kwargs[kind]``.
     """
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
-    model = build_acoustic_model(kind, **config.model_kwargs.get(kind, {}))
+    kwargs = config.model_kwargs.get(kind, {}) if model_kwargs is None else model_kwargs
+    model = build_acoustic_model(kind, **kwargs)
     hmm = DigitHMM.default(insertion_penalty=config.insertion_penalty)
     recognizer = HybridRecognizer(model, hmm, frontend=config.frontend)
     if frames is None:
