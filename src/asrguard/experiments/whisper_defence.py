@@ -208,9 +208,6 @@ def main(argv=None) -> int:
         inputs.append((key, it.waveform))
         rows[key] = {"kind": "benign", "speaker": record.speaker, "subset": subset_of(record.source),
                      "source_of_attack": True}
-    for key, waveform, speaker, subset in benign_stage(sources, args):
-        inputs.append((key, waveform))
-        rows[key] = {"kind": "benign", "speaker": speaker, "subset": subset, "source_of_attack": False}
     for name, a in attacked.items():
         for r in read_records(a["folder"]):
             if r.get("success"):
@@ -219,6 +216,10 @@ def main(argv=None) -> int:
                 inputs.append((key, load_audio(a["folder"] / r["audio"], recognizer.sample_rate)[0]))
                 rows[key] = {"kind": name, "speaker": record.speaker, "subset": subset_of(record.source),
                              "source_of_attack": False, "target": r.get("target")}
+    # the extra benign sets last: the features of sources and examples matter first in a run cut short
+    for key, waveform, speaker, subset in benign_stage(sources, args):
+        inputs.append((key, waveform))
+        rows[key] = {"kind": "benign", "speaker": speaker, "subset": subset, "source_of_attack": False}
 
     # 3. features
     extractor = FeatureExtractor(n=50, p=recognizer.default_p, seed=0)
