@@ -229,3 +229,17 @@ def test_feature_stage_resumes_and_gives_the_same_features_on_ray(ray_cluster, t
         assert local[key].transcripts == remote[key].transcripts
         np.testing.assert_allclose(local[key].char_moments, remote[key].char_moments)
         np.testing.assert_allclose(local[key].prob_moments, remote[key].prob_moments, rtol=1e-5)
+
+
+class _Unbuildable:
+    """A worker factory that fails in the actor, as a version mismatch between nodes does."""
+
+    def __call__(self, shard, device):
+        raise RuntimeError("this worker cannot be built here")
+
+
+def test_workers_that_cannot_start_give_one_clear_error(ray_cluster):
+    from asrguard.execute import Unit
+
+    with pytest.raises(ConfigError, match="Ray workers could not start"):
+        RayExecutor(1).run(_Unbuildable(), [Unit(0, None, ("a",))], lambda unit, result: None)

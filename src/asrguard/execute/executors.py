@@ -146,7 +146,15 @@ class RayExecutor:
         n_workers = min(self.workers, len(units))
         actors = [actor_class.remote(make_worker, f"{shard_prefix}{k}", self.device, self.threads)
                   for k in range(n_workers)]
-        self.actor_pids = ray.get([a.pid.remote() for a in actors])
+        try:
+            self.actor_pids = ray.get([a.pid.remote() for a in actors])
+        except RayActorError as exc:  # a worker could not build its worker: say why, once
+            for actor in actors:
+                ray.kill(actor)
+            cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"the Ray workers could not start ({cause}); every node must run the same "
+                              "asrguard version as this process (a change to the code while a run goes on "
+                              "does this too)") from None
         queue, pending, idle, lost = list(units), {}, list(actors), []
         try:
             while queue or pending:
