@@ -10,8 +10,9 @@ Stages (resumable in ``--out``):
 4. split by speaker (Speech Commands) or utterance (FSDD digit strings): half calibrate the
    margins, half test; margins from :func:`asrguard.detect.sequential.calibrate_margins`;
 5. on the test half (``results_chunk{CHUNK}.json``): AUROC of the sequential scores and of the
-   fixed-I scores (with bootstrap intervals), verdicts that differ from the fixed-I ones, the mean number of realisations, and
-   the mean cost of scoring an input as a ratio to one transcription of it, timed in this run.
+   fixed-I scores (with bootstrap intervals), verdicts that differ from the fixed-I ones, the mean
+   number of realisations, and the mean cost of scoring an input as a ratio to one transcription
+   of it, timed in this run.
 
     python -m asrguard.experiments.sequential --out runs/sequential --json
 """
