@@ -77,7 +77,7 @@ def merge_shards(out_dir: str | Path, order: Sequence[str] = ()) -> Path:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if rows or manifest.exists():
         atomic_write_text(manifest, text)
-    for path in list((out_dir / SHARDS).glob("*")) if (out_dir / SHARDS).exists() else []:
+    for path in list((out_dir / SHARDS).glob("*")):  # an absent folder globs to nothing
         path.unlink(missing_ok=True)
     return manifest
 

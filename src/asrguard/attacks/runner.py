@@ -35,7 +35,7 @@ from ..asr.base import AudioBatch, Posteriors
 from ..audio import save_audio
 from ..data import append_record
 from ..errors import ConfigError, DataError, IncompleteRunError
-from ..execute import LocalExecutor, RunLock, Unit
+from ..execute import LocalExecutor, RunLock, Unit, move_recognizer
 from ..fileio import atomic_write_text
 from ..text import CHARACTERS
 from .base import Attack
@@ -93,11 +93,7 @@ class AttackWorker:
     def __init__(self, attack: Attack, out_dir: str | Path, sampler: TargetSampler, done: Iterable[str] = (),
                  shard: str | None = None, device: str = "cpu"):
         self.attack, self.out_dir, self.sampler, self.done = attack, Path(out_dir), sampler, set(done)
-        if device != "cpu":
-            move = getattr(attack.recognizer, "to", None)
-            if move is None:
-                raise ConfigError(f"{type(attack.recognizer).__name__} cannot move to {device}")
-            move(device)
+        move_recognizer(attack.recognizer, device)
         if shard is None:
             self.lines = self.out_dir / MANIFEST
         else:

@@ -19,18 +19,14 @@ from typing import Callable, Sequence
 
 from ..data import read_jsonl
 from ..errors import AsrguardError, ConfigError
-from ..execute import LocalExecutor, RunLock, Unit, append_results
+from ..execute import LocalExecutor, RunLock, Unit, append_results, move_recognizer
 
 
 class DetectWorker:
     """Explains each file of a unit with one detector (loaded once per worker)."""
 
     def __init__(self, detector, shard: str | None = None, device: str = "cpu"):
-        if device != "cpu":
-            move = getattr(detector.recognizer, "to", None)
-            if move is None:
-                raise ConfigError(f"{type(detector.recognizer).__name__} cannot move to {device}")
-            move(device)
+        move_recognizer(detector.recognizer, device)
         self.detector = detector
 
     def __call__(self, unit: Unit) -> list[dict]:
@@ -62,10 +58,11 @@ def detect_files(detector, files: Sequence[str | Path], out: str | Path, *, exec
 
         lost = executor.run(functools.partial(DetectWorker, detector), units, append_results(out, on_row),
                             shard_prefix="detect-")
-    rows = [r for r in read_jsonl(out, allow_partial_tail=True) if str(r.get("file")) in {str(f) for f in files}]
-    summary = {"n": len(set(map(str, files))), "scored": sum("verdict" in r for r in rows),
+    wanted = {str(f) for f in files}
+    rows = [r for r in read_jsonl(out, allow_partial_tail=True) if str(r.get("file")) in wanted]
+    summary = {"n": len(wanted), "scored": sum("verdict" in r for r in rows),
                "adversarial": sum(bool(r.get("adversarial")) for r in rows), "errors": sum("error" in r for r in rows),
-               "skipped_done": len(done & set(map(str, files))), "lost": sum(len(u.ids) for u in lost)}
+               "skipped_done": len(done & wanted), "lost": sum(len(u.ids) for u in lost)}
     return summary
 
 

@@ -3,8 +3,9 @@
 See :mod:`asrguard.execute.executors` and :mod:`asrguard.execute.lock`.
 """
 
-from .executors import EXECUTORS, LocalExecutor, RayExecutor, Unit, append_results, make_executor, threads_for
+from .executors import (EXECUTORS, LocalExecutor, RayExecutor, Unit, append_results, make_executor,
+                        move_recognizer, threads_for)
 from .lock import RunLock
 
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "RunLock", "Unit", "append_results", "make_executor",
-           "threads_for"]
+           "move_recognizer", "threads_for"]

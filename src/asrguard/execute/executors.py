@@ -48,6 +48,16 @@ def _check_device(device: str) -> str:
     return device
 
 
+def move_recognizer(recognizer, device: str) -> None:
+    """Put ``recognizer`` on ``device`` (a no-op for ``"cpu"``); one that cannot move says so."""
+    if device == "cpu":
+        return
+    move = getattr(recognizer, "to", None)
+    if move is None:
+        raise ConfigError(f"{type(recognizer).__name__} cannot move to {device}")
+    move(device)
+
+
 def threads_for(workers: int, cores: int | None = None) -> int:
     """Torch threads per worker so that ``workers`` workers do not oversubscribe the cores.
 
@@ -120,7 +130,6 @@ class RayExecutor:
             gpus_per_worker = 1.0
         self.workers, self.address, self.gpus_per_worker = workers, address, gpus_per_worker
         self.threads = threads or threads_for(workers)
-        self.actor_pids: list[int] = []
 
     def _ray(self):
         try:
@@ -147,7 +156,7 @@ class RayExecutor:
         actors = [actor_class.remote(make_worker, f"{shard_prefix}{k}", self.device, self.threads)
                   for k in range(n_workers)]
         try:
-            self.actor_pids = ray.get([a.pid.remote() for a in actors])
+            ray.get([a.pid.remote() for a in actors])  # every worker built, or the reason it was not
         except RayActorError as exc:  # a worker could not build its worker: say why, once
             for actor in actors:
                 ray.kill(actor)

@@ -104,29 +104,35 @@ def fit_and_measure(features: dict, rows: dict, split: dict, train_attack: str =
     test_sources = [k for k, r in rows.items() if r["kind"] == "benign" and r["source_of_attack"]
                     and split.get(r["speaker"]) == "test"]
     held_out_benign = [k for k, r in rows.items() if r["kind"] == "benign" and split.get(r["speaker"]) != "fit"]
-    results = {}
-    train_table = FeatureTable.concat([table(fit_benign), table(fit_adv)])
+    fit_benign_table = table(fit_benign)
+    train_table = FeatureTable.concat([fit_benign_table, table(fit_adv)])
     labels = np.r_[np.zeros(len(fit_benign), int), np.ones(len(fit_adv), int)]
+    # every table once, then scored by each classifier
+    sources_table = table(test_sources)
+    attack_tables = {}
+    for attack in ATTACKS:
+        adv = [k for k, r in rows.items() if r["kind"] == attack and split.get(r["speaker"]) == "test"]
+        if adv and test_sources:
+            attack_tables[attack] = table(adv)
+    by_subset: dict = {}
+    for k in held_out_benign:
+        by_subset.setdefault(rows[k]["subset"], []).append(k)
+    subset_tables = {subset: table(keys) for subset, keys in sorted(by_subset.items())}
+    results = {}
     for name in SPECS:
         clf = make_classifier(name).fit(train_table, labels)
-        threshold = threshold_for_fpr(clf.decision_function(table(fit_benign)), TARGET_FPR)
+        threshold = threshold_for_fpr(clf.decision_function(fit_benign_table), TARGET_FPR)
         entry = {"n_fit_benign": len(fit_benign), "n_fit_adversarial": len(fit_adv), "threshold": threshold,
                  "attacks": {}, "false_alarms": {}}
-        benign_scores = clf.decision_function(table(test_sources))
-        for attack in ATTACKS:
-            adv = [k for k, r in rows.items() if r["kind"] == attack and split.get(r["speaker"]) == "test"]
-            if not adv or not test_sources:
-                continue
-            scores = clf.decision_function(table(adv))
+        benign_scores = clf.decision_function(sources_table)
+        for attack, adv_table in attack_tables.items():
+            scores = clf.decision_function(adv_table)
             y = np.r_[np.zeros(len(benign_scores), int), np.ones(len(scores), int)]
             s = np.r_[benign_scores, scores]
             entry["attacks"][attack] = detection_metrics(y, s, threshold=threshold, interval=True)
-        by_subset: dict = {}
-        for k in held_out_benign:
-            by_subset.setdefault(rows[k]["subset"], []).append(k)
-        for subset, keys in sorted(by_subset.items()):
-            flagged = clf.decision_function(table(keys)) > threshold
-            entry["false_alarms"][subset] = {"n": len(keys), "flagged": int(flagged.sum()),
+        for subset, subset_table in subset_tables.items():
+            flagged = clf.decision_function(subset_table) > threshold
+            entry["false_alarms"][subset] = {"n": len(subset_table), "flagged": int(flagged.sum()),
                                              "rate": float(flagged.mean())}
         results[name] = entry
     return results

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import read_jsonl
 from ..errors import IncompleteRunError
-from ..execute import LocalExecutor, RunLock, Unit, append_results
+from ..execute import LocalExecutor, RunLock, Unit, append_results, move_recognizer
 from .features import FeatureExtractor, UncertaintyFeatures
 
 
@@ -29,8 +29,7 @@ class FeatureWorker:
     """Features of each ``(key, waveform)`` of a unit with one recogniser (shipped once per worker)."""
 
     def __init__(self, recognizer, extractor: FeatureExtractor, shard: str | None = None, device: str = "cpu"):
-        if device != "cpu":
-            recognizer.to(device)
+        move_recognizer(recognizer, device)
         self.recognizer, self.extractor = recognizer, extractor
 
     def __call__(self, unit: Unit) -> list[dict]:
