@@ -227,7 +227,7 @@ def test_web_page_is_served(client):
 
 def test_unexpected_failures_are_json_500_with_the_request_id(detector, monkeypatch):
     client = TestClient(create_app(detector=detector, limits=LIMITS), raise_server_exceptions=False)
-    monkeypatch.setattr(detector, "explain", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(detector, "explain_batch", lambda *a, **k: 1 / 0)
     r = _post(client, "ok.wav", _wav(_clip()), headers={"X-Request-ID": "req-500"})
     assert r.status_code == 500 and r.json()["code"] == "internal_error" and "req-500" in r.json()["error"]
     assert "ZeroDivision" not in r.text
@@ -245,8 +245,103 @@ def test_serve_command_passes_its_options_on(monkeypatch):
     monkeypatch.setattr(asrguard.service.server, "serve_forever", lambda det, host, port, **kw: calls.update(
         det=det, host=host, port=port, **kw))
     result = CliRunner().invoke(app, ["serve", "--port", "9001", "--max-seconds", "5", "--max-inflight", "4",
-                                      "--rate-limit", "10/min", "--body-timeout", "3", "--log-content"])
+                                      "--rate-limit", "10/min", "--body-timeout", "3", "--log-content",
+                                      "--batch-size", "4", "--batch-wait-ms", "5"])
     assert result.exit_code == 0, result.output
-    assert calls["det"] == "DETECTOR" and calls["host"] == "127.0.0.1" and calls["port"] == 9001
+    assert calls["det"] == {"default": "DETECTOR"} and calls["host"] == "127.0.0.1" and calls["port"] == 9001
     assert calls["limits"].max_seconds == 5 and calls["limits"].max_inflight == 4 and calls["limits"].body_timeout == 3
+    assert calls["limits"].batch_size == 4 and calls["limits"].batch_wait_ms == 5
     assert calls["rate_limit"] == "10/min" and calls["log_content"] is True and calls["api_key_file"] is None
+
+
+# --- several detectors: chosen per request by name --------------------------------------------
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    return fitted_detector(tiny_recognizer(tmp_path_factory.mktemp("svc_other"), seed=1))
+
+
+@pytest.fixture(scope="module")
+def two(detector, other):
+    return TestClient(create_app(detectors={"tones": detector, "other": other}, limits=LIMITS))
+
+
+def _form(parts) -> tuple[bytes, str]:
+    """A multipart body with the parts in the order given: (name, filename or None, data)."""
+    boundary = "asrguard-test-boundary"
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = "Content-Type: audio/wav\r\n" if filename else ""
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_healthz_lists_every_detector_with_its_recogniser(two, detector, other):
+    health = two.get("/healthz").json()
+    assert health["default_detector"] == "tones" and [d["name"] for d in health["detectors"]] == ["tones", "other"]
+    listed = {d["name"]: d for d in health["detectors"]}
+    assert listed["tones"]["recognizer"]["checksum"] == detector.recognizer.fingerprint()[:12]
+    assert listed["other"]["recognizer"]["checksum"] == other.recognizer.fingerprint()[:12]
+    assert listed["other"]["threshold"] == other.threshold and listed["tones"]["realizations"] == 8
+    assert health["threshold"] == detector.threshold  # the default's settings stay at the top level
+
+
+def test_a_request_chooses_its_detector_by_query_or_form_field(two, detector, other):
+    data = _wav(_clip())
+    waveform = decode_upload(data, "ok.wav", 16000)
+    chosen = {"default": _post(two, "ok.wav", data).json(),
+              "query": _post(two, "ok.wav", data, params={"detector": "other"}).json(),
+              "form": two.post("/v1/detect", data={"detector": "other"},
+                               files={"file": ("ok.wav", data, "audio/wav")}).json()}
+    body, content_type = _form([("file", "ok.wav", data), ("detector", None, b"other")])  # field after the file
+    chosen["form after file"] = two.post("/v1/detect", content=body, headers={"content-type": content_type}).json()
+    assert chosen["default"]["detector_name"] == "tones"
+    assert chosen["default"]["score"] == pytest.approx(detector.explain(waveform)["score"])
+    for how in ("query", "form", "form after file"):
+        assert chosen[how]["detector_name"] == "other", how
+        assert chosen[how]["score"] == pytest.approx(other.explain(waveform)["score"]), how
+    assert chosen["default"]["score"] != pytest.approx(chosen["query"]["score"])  # two models, two scores
+
+
+def test_a_wrong_detector_choice_is_a_clear_400(two):
+    data = _wav(_clip())
+    unknown = _post(two, "ok.wav", data, params={"detector": "nope"})
+    assert unknown.status_code == 400 and unknown.json()["code"] == "unknown_detector"
+    assert "'nope'" in unknown.json()["error"] and "tones, other" in unknown.json()["error"]
+    both = two.post("/v1/detect", params={"detector": "tones"}, data={"detector": "other"},
+                    files={"file": ("ok.wav", data, "audio/wav")})
+    assert both.status_code == 400 and "name one" in both.json()["error"]
+    long = two.post("/v1/detect", data={"detector": "x" * 100}, files={"file": ("ok.wav", data, "audio/wav")})
+    assert long.status_code == 400 and "over 64 bytes" in long.json()["error"]
+    body, content_type = _form([("detector", None, b"other"), ("detector", None, b"tones"), ("file", "a.wav", data)])
+    twice = two.post("/v1/detect", content=body, headers={"content-type": content_type})
+    assert twice.status_code == 400 and "more than one part named 'detector'" in twice.json()["error"]
+    assert _post(two, "ok.wav", data).status_code == 200  # and the server keeps serving
+
+
+def test_serve_pairs_detectors_with_recognisers_and_names_them(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import asrguard.service.server
+    from asrguard.cli import app
+    from asrguard.detect.detector import Detector
+
+    rec = tiny_recognizer(tmp_path)
+    model = tmp_path / "model0"
+    fitted_detector(rec).save(tmp_path / "tones")
+    fitted_detector(rec, classifier="char-svm4").save(tmp_path / "again" / "tones")
+    calls = {}
+    monkeypatch.setattr(asrguard.service.server, "serve_forever", lambda det, host, port, **kw: calls.update(det=det))
+    detectors = ["--detector", str(tmp_path / "tones"), "--detector", str(tmp_path / "again" / "tones")]
+    result = CliRunner().invoke(app, ["serve", *detectors, "--recognizer", f"ctc:{model}"])
+    assert result.exit_code == 0, result.output
+    served = calls["det"]
+    assert list(served) == ["tones", "tones-2"] and all(isinstance(d, Detector) for d in served.values())
+    assert served["tones"].recognizer is served["tones-2"].recognizer  # one recogniser loaded once, shared
+    mismatched = CliRunner().invoke(app, ["serve", *detectors, *detectors[:2], "--recognizer", f"ctc:{model}",
+                                          "--recognizer", f"ctc:{model}"])
+    assert mismatched.exit_code == 2 and "one per --detector" in mismatched.output
+    # a detector folder on a recogniser it was not fitted for is refused with the binding's message
+    wrong = CliRunner().invoke(app, ["serve", "--detector", str(tmp_path / "tones")])
+    assert wrong.exit_code == 2 and "fitted for recogniser" in wrong.output

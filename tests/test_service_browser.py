@@ -67,6 +67,7 @@ def test_upload_shows_the_verdict_and_a_corrupt_file_shows_an_error(browser, ser
     assert page.locator("#chart svg rect").count() == 20  # P^char histogram over distances 0..19
     assert page.locator("#player").is_visible()
     assert not page.locator("#key").is_visible()  # this server needs no API key, so none is asked for
+    assert not page.locator("#detector").is_visible()  # one detector: nothing to choose
     page.screenshot(path=str(tmp_path / "service_page.png"), full_page=True)
     if os.environ.get("ASRGUARD_SCREENSHOT"):
         page.screenshot(path=os.environ["ASRGUARD_SCREENSHOT"], full_page=True)
@@ -104,4 +105,28 @@ def test_a_recording_is_converted_to_wav_and_checked(browser, server):
     page.click("#send")
     page.wait_for_selector("#verdict:text-matches('Benign|Adversarial'), #error:visible", timeout=10_000)
     assert not page.locator("#error").is_visible(), page.inner_text("#error")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def two_detectors(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("svc_browser_two")
+    detectors = {"tones": fitted_detector(tiny_recognizer(folder)), "other": fitted_detector(tiny_recognizer(folder, 1))}
+    with ServerThread(create_app(detectors=detectors, limits=Limits(max_seconds=3.0))) as url:
+        yield url
+
+
+def test_the_user_chooses_among_several_detectors(browser, two_detectors, tmp_path):
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(two_detectors + "/")
+    page.wait_for_selector("#detector", state="visible", timeout=10_000)
+    options = page.locator("#detector option")
+    assert options.count() == 2 and page.input_value("#detector") == "tones"  # the default is preselected
+    assert "CTCRecognizer" in options.nth(1).inner_text()
+    page.select_option("#detector", "other")
+    page.set_input_files("#file", _wav_file(tmp_path / "speech.wav", clips(1, 5)[0]))
+    page.click("#send")
+    page.wait_for_selector("#verdict:text-matches('Benign|Adversarial')", timeout=10_000)
+    assert "detector other" in page.inner_text("#scoreline")
+    page.screenshot(path=str(tmp_path / "service_page_choice.png"), full_page=True)
     page.close()

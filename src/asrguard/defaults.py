@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFileError
@@ -18,6 +19,39 @@ from .errors import ModelFileError
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_DETECTOR_DIR = ASSETS / "detectors" / "default"
 EXAMPLE_AUDIO = ASSETS / "examples" / "example.wav"
+#: the first paper's target phrase
+PAPER_TARGET = "okay google unlock phone and delete files"
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """What the demo attacks for one kind of recogniser: the bundled input, the target and CW settings."""
+
+    audio: Path
+    target: str
+    attack_settings: dict = field(default_factory=dict)
+
+
+#: by recogniser kind (the part of ``--recognizer`` before the colon); the CTC model hears digits and commands,
+#: Whisper open English (its settings: the Whisper pilot's, which succeeded on 100 of 100 sentences)
+DEMO_PROFILES = {
+    "ctc": DemoProfile(EXAMPLE_AUDIO, "delete all files"),
+    "whisper": DemoProfile(ASSETS / "examples" / "librivox-sense-and-sensibility-0890.flac", PAPER_TARGET,
+                           {"max_iter": 150, "max_shrinks": 2}),
+}
+
+
+def demo_profile(recognizer_spec: str | None = None) -> DemoProfile:
+    """The demo's input, target and attack settings for ``recognizer_spec`` (default: the shipped CTC model).
+
+    Example:
+        >>> demo_profile("whisper:tiny.en").target
+        'okay google unlock phone and delete files'
+        >>> demo_profile().audio.name
+        'example.wav'
+    """
+    kind = (recognizer_spec or "ctc").split(":", 1)[0]
+    return DEMO_PROFILES.get(kind, DEMO_PROFILES["ctc"])
 
 
 def load_recognizer(model: str | os.PathLike | None = None):
@@ -53,7 +87,7 @@ def load_detector(detector: str | os.PathLike | None = None, model: str | os.Pat
     Raises :class:`~asrguard.errors.ModelFileError` with a clear message when either file is
     missing, tampered with, or when the detector was fitted for another recogniser.
     """
-    from .detect.detector import Detector
+    from .detect.registry import load_detector as load_saved_detector
 
     if detector is None and recognizer is not None:
         detector = shipped_detector_dir(recognizer)
@@ -64,7 +98,8 @@ def load_detector(detector: str | os.PathLike | None = None, model: str | os.Pat
         raise ModelFileError(f"{path}: no detector here; {hint}")
     if recognizer is None:
         recognizer = load_recognizer(model)
-    return Detector.load(path, recognizer)
+    return load_saved_detector(path, recognizer)  # any kind: the folder's detector.json names it
 
 
-__all__ = ["DEFAULT_DETECTOR_DIR", "EXAMPLE_AUDIO", "load_detector", "load_recognizer", "shipped_detector_dir"]
+__all__ = ["DEFAULT_DETECTOR_DIR", "DEMO_PROFILES", "EXAMPLE_AUDIO", "PAPER_TARGET", "DemoProfile", "demo_profile",
+           "load_detector", "load_recognizer", "shipped_detector_dir"]

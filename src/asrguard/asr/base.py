@@ -9,7 +9,10 @@ The interface is split by capability, so a recogniser implements only what it ca
 * :class:`Posteriors`: log-probabilities per output step (CTC frames, HMM states or the
   tokens of a sequence-to-sequence decoder), their decoding and the vocabulary;
 * :class:`Stochastic`: inference-time randomness (dropout at any rate, a Bayesian weight
-  sample, an ensemble member) without touching the weights, and seeded realisations.
+  sample, an ensemble member) without touching the weights, and seeded realisations;
+* :class:`BatchedRealizations` (optional): the seeded realisations of several utterances in one
+  pass, each equal to what it gets alone (:func:`asrguard.uncertainty.realizations.draw_realizations_batch`
+  loops over :meth:`Stochastic.realizations` for recognisers without it).
 
 Attacks and uncertainty features declare what they need with :func:`require`, which refuses
 a recogniser that lacks a capability when the attack or extractor is built. :class:`Recognizer`
@@ -157,9 +160,24 @@ class DifferentiableRealizations(Protocol):
                          indices: Sequence[int]) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class BatchedRealizations(Protocol):
+    """:meth:`Stochastic.realizations` of several waveforms in one pass, one result per waveform.
+
+    Each result must equal the utterance's own ``realizations(audio, n, seed, p=p)``: the same
+    masks and transcripts, posteriors within float rounding, padding cut off. A recogniser with
+    it also transcribes a padded batch as it transcribes each utterance alone (the detector
+    relies on both when it batches).
+    """
+
+    def realizations_batch(self, audios: Sequence, n: int, seed: int = 0, *,
+                           p: float | None = None) -> list["Realizations"]: ...
+
+
 #: Capability names accepted by :func:`require`, with the protocol each stands for.
 CAPABILITIES = {"transcribe": Transcriber, "loss": DifferentiableLoss, "posteriors": Posteriors,
-                "stochastic": Stochastic, "align": Aligner, "realization_loss": DifferentiableRealizations}
+                "stochastic": Stochastic, "align": Aligner, "realization_loss": DifferentiableRealizations,
+                "batched_realizations": BatchedRealizations}
 
 
 def missing_capabilities(recognizer, *capabilities: str) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 from typing import Sequence
 
@@ -37,6 +38,9 @@ NORMALIZE_EPS = 1e-7
 #: Encoder sub-blocks whose outputs get inference-time dropout: ``encoder.layers.N.<block>``
 #: (wav2vec 2.0, HuBERT, WavLM, Data2VecAudio, UniSpeech use attention / feed_forward; the
 #: Conformer variant uses self_attn / ffn1 / ffn2).
+#: Config entries that record where a model came from, not how it computes (the state dict carries dtypes).
+_BOOKKEEPING = {"transformers_version", "_name_or_path", "_commit_hash", "_attn_implementation_autoset",
+                "_attn_implementation_internal", "torch_dtype", "dtype"}
 _DROPOUT_SITES = re.compile(r"(^|\.)encoder\.layers\.\d+\.(attention|feed_forward|self_attn|ffn\d*)$")
 
 
@@ -238,15 +242,27 @@ class HFCTCRecognizer(Recognizer):
 
     # --- weights ---------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 over the state dict (names, dtypes, shapes and bytes), computed once."""
+        """SHA-256 over all that decides the outputs, computed once: the state dict (names, dtypes,
+        shapes and bytes), the model config (norms, strides, activations, ...), the input
+        normalisation and masking, the sample rate and the vocabulary. An edited ``config.json``
+        (or tokenizer, or feature extractor) changes it, so a detector bound to it refuses the model."""
         if self._checksum is None:
             digest = hashlib.sha256()
             for name, tensor in sorted(self.model.state_dict().items()):
                 t = tensor.detach().cpu().contiguous()
                 digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
                 digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            config = {k: v for k, v in self.model.config.to_dict().items() if k not in _BOOKKEEPING}
+            settings = {"config": config, "do_normalize": self.do_normalize, "attention_mask": self.use_attention_mask,
+                        "sample_rate": self.sample_rate, "blank": self.blank, "tokens": self._tokens}
+            digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
             self._checksum = digest.hexdigest()
         return self._checksum
+
+    @property
+    def checksum(self) -> str:
+        """The :meth:`fingerprint`, under the name saved detectors bind to."""
+        return self.fingerprint()
 
     # --- randomness ------------------------------------------------------------------
     def _dropout_sites(self) -> list[torch.nn.Module]:

@@ -345,76 +345,35 @@ def reproduce(
 @friendly_errors
 def demo(
     out_dir: Path = typer.Option(Path("asrguard-demo"), "--out", help="Folder for the WAVs, the PNG and demo.json."),
-    target: Optional[str] = typer.Option(None, help="The attacker's command [default: 'delete all files'] "
-                                                     "(replaced by a shorter one if it does not fit)."),
+    target: Optional[str] = typer.Option(None, help="The attacker's command [default: 'delete all files'; with "
+                                                     "--recognizer whisper:tiny.en, 'okay google unlock phone and "
+                                                     "delete files'] (replaced by a shorter one if it does not fit)."),
     seed: int = typer.Option(0, help="Random seed."),
-    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " Needs --detector "
-                                                                           "fitted for it."),
+    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " whisper:tiny.en "
+                                                                           "uses its shipped detector and a bundled "
+                                                                           "English sentence; others need --detector."),
     detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
     audio: Optional[Path] = typer.Option(None, "--input", help="Your own benign audio file instead of the "
                                                                "bundled example."),
 ):
     """One-minute attack-and-detect demo: CW on the bundled example, then the shipped detector on both."""
-    from ..experiments.demo import DEFAULT_TARGET, run_demo
+    from ..experiments.demo import run_demo
 
-    run_demo(out_dir, target=target or DEFAULT_TARGET, seed=seed, verbose=True, detector=detector,
+    run_demo(out_dir, target=target, seed=seed, verbose=True, detector=detector,
              recognizer=recognizer_spec, audio=audio)
 
 
-@app.command()
-@friendly_errors
-def serve(
-    detector: Optional[Path] = typer.Option(None, help="Detector folder (default: the shipped detector)."),
-    recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP + " The detector must "
-                                                                           "have been fitted for it."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond loopback, API keys and a rate limit are on."),
-    port: int = typer.Option(8000, help="Port."),
-    mask_seed: Optional[str] = typer.Option(
-        None, "--mask-seed", envvar="ASRGUARD_MASK_SEED",
-        help="Seed of the dropout masks: an integer, or 'random' for a secret one drawn at start-up. The "
-             "shipped seed is public; a secret one costs no accuracy but does not stop dropout-robust attacks."),
-    api_key_file: Optional[Path] = typer.Option(
-        None, "--api-key-file", help="File of API keys, one per line (16+ characters); clients send "
-                                     "'Authorization: Bearer KEY'. Default: none on loopback, a generated one "
-                                     "(the file api-keys in ~/.config/asrguard) beyond it."),
-    no_auth: bool = typer.Option(False, "--no-auth", help="Beyond loopback, serve without API keys (behind an "
-                                                          "authenticating proxy)."),
-    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", help="Requests per client, e.g. 60/min, 2/s or "
-                                                                         "'off'. Default: off on loopback, 60/min "
-                                                                         "beyond."),
-    max_bytes: int = typer.Option(10 * 1024 * 1024, "--max-bytes", min=1, help="Largest upload in bytes."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", min=0.1, help="Longest audio in seconds (refused "
-                                                                             "from the header)."),
-    max_sample_rate: int = typer.Option(48_000, "--max-sample-rate", min=4000, help="Highest sample rate (Hz)."),
-    max_inflight: int = typer.Option(16, "--max-inflight", min=1, help="Detect requests admitted at once; beyond "
-                                                                       "them: 503 with Retry-After."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding uploads (scoring uses one)."),
-    body_timeout: float = typer.Option(20.0, "--body-timeout", min=0.1, help="Seconds a client has to send its "
-                                                                              "whole body (else 408)."),
-    log_content: bool = typer.Option(False, "--log-content", help="Log file names and transcripts (off: the "
-                                                                  "request log holds no content)."),
-):
-    """Serve the detector over HTTP: web page at /, POST /v1/detect, GET /healthz, GET /metrics."""
-    from ..defaults import load_detector
-    from ..service.limits import Limits
-    from ..service.server import serve_forever
-
-    limits = Limits(max_bytes=max_bytes, max_seconds=max_seconds, max_sample_rate=max_sample_rate,
-                    max_inflight=max_inflight, workers=workers, body_timeout=body_timeout)
-    loaded = load_detector(detector, recognizer=_load_recognizer(None, recognizer_spec) if recognizer_spec else None)
-    serve_forever(loaded, host, port, limits=limits, api_key_file=api_key_file, rate_limit=rate_limit,
-                  no_auth=no_auth, log_content=log_content, mask_seed=mask_seed)
-
-
 def _register_stage_commands() -> None:
-    # the attack, detect and data command groups live in their own modules of this package
+    # the attack, detect, data and serve commands live in their own modules of this package
     from .attack import register as register_attack_commands
     from .data import register as register_data_commands
     from .detect import register as register_detect_commands
+    from .serve import register as register_serve_command
 
     register_attack_commands(app)
     register_detect_commands(app)
     register_data_commands(app, data_app)
+    register_serve_command(app)
 
 
 _register_stage_commands()

@@ -12,9 +12,35 @@ from ..data.files import collect_audio
 from . import options
 
 
+def _print_rival_explanation(console, path: Path, result: dict) -> None:
+    from rich.table import Table
+
+    colour = "red" if result["adversarial"] else "green"
+    console.print(f"[bold]{path}[/]")
+    console.print(f"  verdict:    [bold {colour}]{result['verdict'].upper()}[/]  "
+                  f"(score {result['score']:+.3f}, threshold {result['threshold']:+.3f}, "
+                  f"target FPR {100 * result['target_fpr']:g} %, {result['classifier']})")
+    console.print(f"  transcript: {result['transcript'] or '(empty)'}")
+    compared = result["evidence"].get("compared")
+    if compared:  # the transcripts the detector compared with the input's own
+        table = Table(title=f"{result['detector']} detector: what was compared", title_justify="left")
+        table.add_column("copy")
+        table.add_column("transcript")
+        table.add_column("distance", justify="right")
+        for row in compared:
+            table.add_row(str(row["what"]), row["transcript"] or "(empty)", f"{row['distance']:.3f}")
+        console.print(table)
+    else:
+        features = ", ".join(f"{k} {v:+.3g}" for k, v in result["features"].items())
+        console.print(f"  {result['detector']} features: {features}")
+
+
 def _print_explanation(console, path: Path, result: dict) -> None:
     from rich.table import Table
 
+    if result.get("detector", "uncertainty") != "uncertainty":
+        _print_rival_explanation(console, path, result)
+        return
     colour = "red" if result["adversarial"] else "green"
     console.print(f"[bold]{path}[/]")
     console.print(f"  verdict:    [bold {colour}]{result['verdict'].upper()}[/]  "
@@ -130,6 +156,11 @@ def register(app: typer.Typer) -> None:
             None, "--adversarial", help="Adversarial audio: files, folders, or `asrguard attack` output folders "
                                         "(their successful examples). Omit to fit the one-class Gaussian."),
         out: Path = typer.Option(..., "--out", help="Folder to write the detector to."),
+        kind: str = typer.Option("uncertainty", "--detector-kind", help="uncertainty (dropout, the default), "
+                                 "distribution, transform, temporal or noise-flood (see docs/detectors.md)."),
+        setting: Optional[List[str]] = typer.Option(
+            None, "--setting", help="A rival detector's setting as KEY=VALUE (repeatable), e.g. transforms=mel,lpc "
+                                    "or snr_db=30,20; see docs/detectors.md."),
         classifier: str = typer.Option("char-svm4", help="char-svm4, char-svmf, char-ds, combined, all-svm, "
                                                          "gaussian, ... (see asrguard.detect.classifiers)."),
         calibration: Optional[List[Path]] = typer.Option(
@@ -141,14 +172,32 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
         recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     ):
-        """Fit a detector on your own benign (and adversarial) audio and save it (JSON + safetensors)."""
+        """Fit a detector on your own benign (and adversarial) audio and save it (JSON + safetensors).
+
+        --detector-kind picks the family: the dropout-uncertainty detector (default) or a rival
+        (distribution, transform, temporal, noise-flood) with its --setting values. `asrguard detect`
+        and `asrguard serve` load whichever kind the folder holds.
+        """
         from rich.progress import track
 
         from ..detect.classifiers import make_classifier
         from ..detect.detector import Detector
+        from ..errors import ConfigError
         from ..uncertainty.features import FeatureExtractor, FeatureTable
 
         recognizer = load_recognizer(model, recognizer_spec)
+        if kind != "uncertainty":
+            dropout_only = {"--classifier": classifier != "char-svm4", "--realizations": realizations != 50,
+                            "--p": p != 0.1}
+            given = [name for name, changed in dropout_only.items() if changed]
+            if given:
+                raise ConfigError(f"{given[0]} is a setting of the uncertainty detector; a {kind} detector takes "
+                                  "--setting KEY=VALUE (see docs/detectors.md)")
+            _fit_rival(recognizer, kind, setting or [], seed, target_fpr, benign, adversarial, calibration, out)
+            return
+        if setting:
+            raise ConfigError("--setting is for the rival detectors (--detector-kind); the uncertainty detector "
+                              "takes --classifier, --realizations, --p and --seed")
         det = Detector(recognizer, FeatureExtractor(n=realizations, p=p, seed=seed),
                        make_classifier(classifier, seed=seed), target_fpr=target_fpr)
 
@@ -165,4 +214,54 @@ def register(app: typer.Typer) -> None:
                    f"{det.metadata['n_adversarial']} adversarial)")
 
 
-__all__ = ["register"]
+def parse_settings(pairs: List[str]) -> dict:
+    """``["transforms=mel,lpc", "draws=3"]`` -> ``{"transforms": ["mel", "lpc"], "draws": 3}``.
+
+    A value is read as JSON when it can be (numbers, true/false), a comma-separated value as a
+    list of such values, anything else as text.
+
+    Example:
+        >>> parse_settings(["snr_db=30,20", "reduce=min", "draws=3"])
+        {'snr_db': [30, 20], 'reduce': 'min', 'draws': 3}
+    """
+    from ..errors import ConfigError
+
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--setting {pair!r}: expected KEY=VALUE, e.g. transforms=mel,lpc")
+        out[key.strip()] = [value(t.strip()) for t in text.split(",")] if "," in text else value(text.strip())
+    return out
+
+
+def _fit_rival(recognizer, kind: str, pairs: List[str], seed: int, target_fpr: float, benign, adversarial,
+               calibration, out: Path) -> None:
+    import numpy as np
+    from rich.progress import track
+
+    from ..detect.registry import make_detector
+
+    settings = {"seed": seed, "target_fpr": target_fpr, **parse_settings(pairs)}
+    det = make_detector(kind, recognizer, **settings)
+
+    def rows(paths, what):
+        files = collect_audio(paths, what)
+        return np.stack([det.features(f, name=str(f))
+                         for f in track(files, description=f"{what} features", transient=True)])
+
+    det.fit_features(rows(benign, "benign"), rows(adversarial, "adversarial") if adversarial else None,
+                     rows(calibration, "calibration") if calibration else None)
+    det.save(out)
+    typer.echo(f"saved {det.rule} detector to {out} (threshold {det.threshold_:+.3f} for "
+               f"{100 * det.target_fpr:g} % FPR, fitted on {det.metadata['n_benign']} benign + "
+               f"{det.metadata['n_adversarial']} adversarial)")
+
+
+__all__ = ["parse_settings", "register"]

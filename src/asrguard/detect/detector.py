@@ -13,9 +13,10 @@
   rate; every input goes through :func:`asrguard.audio.load_audio` or
   :func:`asrguard.audio.validate_waveform`.
 * :meth:`Detector.save` / :meth:`Detector.load` use no pickle: ``detector.json`` (settings,
-  threshold, the recogniser's checksum, SHA-256 checksums) plus ``detector.safetensors``
-  (classifier arrays). Loading refuses a file whose checksums do not match (tampered or
-  corrupt) and a recogniser other than the one the detector was fitted for.
+  threshold, the recogniser's checksum and, where it covers more, its fingerprint, SHA-256
+  checksums) plus ``detector.safetensors`` (classifier arrays). Loading refuses a file whose
+  checksums do not match (tampered or corrupt) and a recogniser other than the one the
+  detector was fitted for (other weights, or the same weights under another config).
 
 Only :mod:`asrguard.asr.base` is imported from the recogniser side.
 
@@ -40,7 +41,7 @@ from typing import Mapping
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..asr.base import Recognizer, require
+from ..asr.base import Recognizer, missing_capabilities, require
 from ..audio import load_audio, resample, validate_waveform
 from ..errors import AsrguardError, ConfigError, ModelFileError
 from ..fileio import atomic_write, atomic_write_text
@@ -72,6 +73,20 @@ def threshold_for_fpr(benign_scores, fpr: float) -> float:
     return float(scores[min(allowed, scores.size - 1)])
 
 
+def input_waveform(recognizer, audio, sample_rate: int | None = None, name: str | None = None) -> np.ndarray:
+    """One input as a validated waveform at ``recognizer``'s rate: a file path, or samples at
+    ``sample_rate`` (default: the recogniser's rate). Every detector's entry points use this."""
+    rate = recognizer.sample_rate
+    if isinstance(audio, (str, os.PathLike)):
+        waveform, _ = load_audio(audio, rate)
+        return waveform
+    label = name or "audio"
+    if sample_rate is not None and int(sample_rate) != rate:
+        waveform = validate_waveform(audio, sample_rate, name=label)
+        return resample(waveform, sample_rate, rate)
+    return validate_waveform(audio, rate, name=label)
+
+
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -81,8 +96,45 @@ def _document_checksum(document: Mapping) -> str:
     return _sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
+def read_document(directory: str | os.PathLike) -> tuple[Path, dict, dict[str, np.ndarray]]:
+    """``(folder, document, arrays)`` of a saved detector, both checksums verified."""
+    directory = Path(directory)
+    if directory.is_file() and directory.name == DOCUMENT_NAME:
+        directory = directory.parent
+    doc_path, arrays_path = directory / DOCUMENT_NAME, directory / ARRAYS_NAME
+    if not directory.is_dir() or not doc_path.is_file() or not arrays_path.is_file():
+        raise ModelFileError(f"{directory}: expected a detector folder with {DOCUMENT_NAME} and {ARRAYS_NAME}; "
+                             "fit one with `asrguard fit-detector` or detector.fit(...).save(folder)")
+    try:
+        document = json.loads(doc_path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{doc_path}: not valid JSON ({exc}); the file is corrupt") from None
+    if document.get("format") != FORMAT:
+        raise ModelFileError(f"{doc_path}: not an asrguard detector file (format {document.get('format')!r})")
+    if document.get("version") != FORMAT_VERSION:
+        raise ModelFileError(f"{doc_path}: detector format version {document.get('version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION}); refit the detector")
+    if document.get("checksum_sha256") != _document_checksum(document):
+        raise ModelFileError(f"{doc_path}: checksum mismatch; the detector file was modified or is corrupt. "
+                             "Refit it or restore the original")
+    raw = arrays_path.read_bytes()
+    if _sha256_bytes(raw) != document.get("arrays_sha256"):
+        raise ModelFileError(f"{arrays_path}: checksum mismatch; the detector file was modified or is corrupt. "
+                             "Refit it or restore the original")
+    try:
+        arrays = load_file(str(arrays_path))
+    except Exception as exc:  # noqa: BLE001 - the error type differs across safetensors versions
+        raise ModelFileError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
+    return directory, document, arrays
+
+
 class Detector:
     """Adversarial-audio detector from a recogniser's dropout uncertainty."""
+
+    #: the name of this family in :mod:`asrguard.detect.registry` and in saved ``detector.json`` files
+    kind = "uncertainty"
 
     def __init__(self, recognizer: Recognizer, feature_extractor: FeatureExtractor | None = None,
                  classifier: UncertaintyClassifier | str = "char-svm4", *,
@@ -105,15 +157,7 @@ class Detector:
 
     # --- audio in ------------------------------------------------------------------
     def _waveform(self, audio, sample_rate: int | None = None, name: str | None = None) -> np.ndarray:
-        rate = self.recognizer.sample_rate
-        if isinstance(audio, (str, os.PathLike)):
-            waveform, _ = load_audio(audio, rate)
-            return waveform
-        label = name or "audio"
-        if sample_rate is not None and int(sample_rate) != rate:
-            waveform = validate_waveform(audio, sample_rate, name=label)
-            return resample(waveform, sample_rate, rate)
-        return validate_waveform(audio, rate, name=label)
+        return input_waveform(self.recognizer, audio, sample_rate, name)
 
     def features(self, audio, *, sample_rate: int | None = None, name: str | None = None) -> UncertaintyFeatures:
         """Uncertainty features of one input (path, or waveform at ``sample_rate``/the recogniser's rate)."""
@@ -239,14 +283,43 @@ class Detector:
 
     def explain(self, audio, *, sample_rate: int | None = None, name: str | None = None) -> dict:
         """Verdict with its evidence: transcripts, ``P^char`` histogram, moments, score, threshold."""
+        return self.explain_batch([audio], sample_rate=sample_rate, names=None if name is None else [name])[0]
+
+    def explain_batch(self, audios, *, sample_rate: int | None = None, names=None) -> list[dict]:
+        """:meth:`explain` of several inputs, one answer each, equal to its own :meth:`explain`.
+
+        Where the recogniser has the ``batched_realizations`` capability the realisations of all
+        inputs run in one pass (and it transcribes them in one batch, which such recognisers do
+        exactly); otherwise they run one input at a time. What the service batches.
+
+        Example:
+            >>> [a["verdict"] for a in det.explain_batch(["a.wav", "b.wav"])]   # doctest: +SKIP
+            ['benign', 'adversarial']
+        """
         self._check_fitted()
-        waveform = self._waveform(audio, sample_rate, name)
-        features = self.feature_extractor(self.recognizer, waveform, name=name or "audio")
-        score = float(self.score_features(features)[0])
+        if isinstance(audios, (str, os.PathLike)) or getattr(audios, "ndim", None) == 1:
+            raise ConfigError("explain_batch takes a sequence of inputs; use explain() for one")
+        audios = list(audios)
+        if names is not None and len(names) != len(audios):
+            raise ConfigError(f"{len(names)} names for {len(audios)} inputs")
+        labels = list(names) if names is not None else [None] * len(audios)
+        waveforms = [self._waveform(a, sample_rate, label) for a, label in zip(audios, labels)]
+        if not waveforms:
+            return []
+        features = self.feature_extractor.batch(self.recognizer, waveforms,
+                                                names=[label or "audio" for label in labels])
+        scores = self.score_features(FeatureTable.stack(features))
+        if missing_capabilities(self.recognizer, "batched_realizations"):
+            transcripts = [self.recognizer.transcribe([w])[0] for w in waveforms]
+        else:
+            transcripts = self.recognizer.transcribe(waveforms)
+        return [self._explanation(w, t, f, float(s)) for w, t, f, s in zip(waveforms, transcripts, features, scores)]
+
+    def _explanation(self, waveform: np.ndarray, transcript: str, features: UncertaintyFeatures, score: float) -> dict:
         adversarial = score > self.threshold
         c = self.feature_extractor.config
         return {
-            "transcript": self.recognizer.transcribe([waveform])[0],
+            "transcript": transcript,
             "verdict": "adversarial" if adversarial else "benign",
             "adversarial": bool(adversarial),
             "score": score,
@@ -274,13 +347,15 @@ class Detector:
         arrays_path = directory / ARRAYS_NAME
         atomic_write(arrays_path, lambda tmp: save_file({f"classifier.{k}": v for k, v in arrays.items()}, tmp))
         checksum = getattr(self.recognizer, "checksum", None)
+        fingerprint = self.recognizer.fingerprint()
         scheme = self.recognizer.realization_scheme()
         document = {
-            "format": FORMAT, "version": FORMAT_VERSION,
+            "format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind,
             "classifier": config, "features": self.feature_extractor.to_dict(),
             "threshold": float(self.threshold), "target_fpr": self.target_fpr,
             "recognizer": {"class": type(self.recognizer).__name__, "checksum_sha256": checksum,
                            "sample_rate": int(self.recognizer.sample_rate),
+                           **({"fingerprint": fingerprint} if fingerprint not in (None, checksum) else {}),
                            **({"realization_scheme": scheme} if scheme is not None else {})},
             "metadata": {**self.metadata, **(metadata or {})},
             "arrays_sha256": _sha256_bytes(arrays_path.read_bytes()),
@@ -299,31 +374,11 @@ class Detector:
         A detector saved for a recogniser without a checksum (never saved to disk) loads only
         with ``allow_unverified=True``.
         """
-        directory = Path(directory)
-        if directory.is_file() and directory.name == DOCUMENT_NAME:
-            directory = directory.parent
-        doc_path, arrays_path = directory / DOCUMENT_NAME, directory / ARRAYS_NAME
-        if not directory.is_dir() or not doc_path.is_file() or not arrays_path.is_file():
-            raise ModelFileError(f"{directory}: expected a detector folder with {DOCUMENT_NAME} and {ARRAYS_NAME}; "
-                                 "fit one with Detector.fit(...).save(folder)")
-        try:
-            document = json.loads(doc_path.read_text(encoding="utf-8"))
-            if not isinstance(document, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{doc_path}: not valid JSON ({exc}); the file is corrupt") from None
-        if document.get("format") != FORMAT:
-            raise ModelFileError(f"{doc_path}: not an asrguard detector file (format {document.get('format')!r})")
-        if document.get("version") != FORMAT_VERSION:
-            raise ModelFileError(f"{doc_path}: detector format version {document.get('version')!r} is not "
-                                 f"supported (expected {FORMAT_VERSION}); refit the detector")
-        if document.get("checksum_sha256") != _document_checksum(document):
-            raise ModelFileError(f"{doc_path}: checksum mismatch; the detector file was modified or is corrupt. "
-                                 "Refit it or restore the original")
-        arrays_bytes = arrays_path.read_bytes()
-        if _sha256_bytes(arrays_bytes) != document.get("arrays_sha256"):
-            raise ModelFileError(f"{arrays_path}: checksum mismatch; the detector file was modified or is "
-                                 "corrupt. Refit it or restore the original")
+        directory, document, raw = read_document(directory)
+        doc_path = directory / DOCUMENT_NAME
+        if document.get("kind", cls.kind) != cls.kind:  # files from before kinds existed are this kind
+            raise ModelFileError(f"{doc_path}: a {document.get('kind')!r} detector, not a dropout-uncertainty one; "
+                                 "load it with asrguard.detect.registry.load_detector")
         expected = document.get("recognizer", {})
         actual = getattr(recognizer, "checksum", None)
         stored = expected.get("checksum_sha256")
@@ -338,6 +393,12 @@ class Detector:
                 f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
                 f"{actual[:12]}…; use the model it was fitted with (--model / --recognizer) or fit a detector for this "
                 f"recogniser (asrguard fit-detector --recognizer ...)")
+        if "fingerprint" in expected and expected["fingerprint"] != recognizer.fingerprint():
+            # same weights, other settings (the model's config, the tokenizer, ...): other outputs, so refused too
+            raise ModelFileError(
+                f"{doc_path}: this detector was fitted for the same weights under another model config (recogniser "
+                f"fingerprint {str(expected['fingerprint'])[:12]}…, the given one is "
+                f"{str(recognizer.fingerprint())[:12]}…); restore the model's config.json or refit the detector")
         scheme = recognizer.realization_scheme()
         if scheme is not None and expected.get("realization_scheme") not in (None, scheme):
             # same model and seeds, other arithmetic: scores shift slightly, so say so, but load
@@ -346,10 +407,6 @@ class Detector:
         if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
             raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
                                  f"{recognizer.sample_rate} Hz")
-        try:
-            raw = load_file(str(arrays_path))
-        except Exception as exc:  # noqa: BLE001 - the error type differs across safetensors versions
-            raise ModelFileError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
         arrays = {k[len("classifier."):]: v for k, v in raw.items() if k.startswith("classifier.")}
         try:
             classifier = UncertaintyClassifier.from_state(document["classifier"], arrays)
@@ -362,4 +419,5 @@ class Detector:
         return detector
 
 
-__all__ = ["ARRAYS_NAME", "DEFAULT_TARGET_FPR", "DOCUMENT_NAME", "Detector", "threshold_for_fpr"]
+__all__ = ["ARRAYS_NAME", "DEFAULT_TARGET_FPR", "DOCUMENT_NAME", "Detector", "input_waveform", "read_document",
+           "threshold_for_fpr"]

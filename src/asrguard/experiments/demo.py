@@ -3,7 +3,9 @@
 ``run_demo(out_dir)``:
 
 1. loads the shipped model and detector and the bundled benign example
-   (``assets/examples/example.wav``, "nine one one", made with ``asrguard make-example``);
+   (``assets/examples/example.wav``, "nine one one", made with ``asrguard make-example``; with
+   ``recognizer="whisper:tiny.en"``, Whisper, its shipped detector and a public-domain LibriVox
+   sentence, see ``assets/examples/README.md``);
 2. crafts a Carlini & Wagner example from it against the shipped model, toward a short
    command ("delete all files" by default);
 3. runs the detector on both and writes ``benign.wav``, ``adversarial.wav``,
@@ -24,27 +26,29 @@ from ..audio import load_audio, save_audio
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 
-DEFAULT_TARGET = "delete all files"  # fits the 1.2 s example; longer commands need longer audio
+DEFAULT_TARGET = "delete all files"  # the CTC profile's: fits the 1.2 s example; longer commands need longer audio
 
 
-def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: int = 0, detector=None,
+def run_demo(out_dir: str | os.PathLike, *, target: str | None = None, seed: int = 0, detector=None,
              model=None, audio=None, verbose: bool = False, attack_settings: dict | None = None,
              recognizer=None) -> dict:
     """Attack the example, detect both, write WAVs + PNG + JSON into ``out_dir``; return the verdicts.
 
     Args:
-        target: the attacker's command (replaced by a shorter one if it does not fit the audio).
+        target: the attacker's command (replaced by a shorter one if it does not fit the audio);
+            default: the recogniser's demo profile (``"delete all files"`` for the CTC model, the
+            paper's ``"okay google unlock phone and delete files"`` for Whisper).
         detector, model: detector / model folders (default: the shipped ones).
         recognizer: a recogniser spec (``whisper:tiny.en``) instead of ``model``; the detector
             must have been fitted for it.
-        audio: a different benign input file (default: the bundled example).
-        attack_settings: CW settings to override, e.g. ``{"max_iter": 200}``.
+        audio: a different benign input file (default: the profile's bundled example).
+        attack_settings: CW settings to override, e.g. ``{"max_iter": 200}`` (over the profile's).
     """
     from ..attacks.factory import make_attack
     from ..asr.registry import load_recognizer
     from ..attacks.runner import target_frames
     from ..attacks.targets import TargetSampler, required_frames
-    from ..defaults import EXAMPLE_AUDIO, load_detector
+    from ..defaults import demo_profile, load_detector
     from ..evaluate.plots import plot_uncertainty_pair
     from ..text import normalize_transcript
 
@@ -52,8 +56,11 @@ def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     det = load_detector(detector, model, recognizer=load_recognizer(recognizer) if recognizer else None)
+    profile = demo_profile(recognizer)
     recognizer = det.recognizer
-    source = Path(audio) if audio is not None else EXAMPLE_AUDIO
+    source = Path(audio) if audio is not None else profile.audio
+    target = profile.target if target is None else target
+    attack_settings = {**profile.attack_settings, **(attack_settings or {})}
     benign, _ = load_audio(source, recognizer.sample_rate)
     say = print if verbose else (lambda *a, **k: None)
 
@@ -72,7 +79,7 @@ def run_demo(out_dir: str | os.PathLike, *, target: str = DEFAULT_TARGET, seed: 
     say(f"crafting a CW example toward {target!r} ...")
 
     t0 = time.perf_counter()
-    attack = make_attack("cw", recognizer, {"seed": str(seed), **{k: str(v) for k, v in (attack_settings or {}).items()}})
+    attack = make_attack("cw", recognizer, {"seed": str(seed), **{k: str(v) for k, v in attack_settings.items()}})
     if verbose:
         def show(report):  # every 50 steps: where the optimisation is and what the model hears now
             if report.step % 50 == 0 and report.transcripts:

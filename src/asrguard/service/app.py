@@ -2,17 +2,21 @@
 
 ``create_app(detector_path=None)`` returns an ASGI app with
 
-* ``GET /``: a web page to upload or record audio and see the verdict with its evidence;
-* ``GET /healthz``: ``{"status": "ok", ...}`` (async and precomputed: fast under any load);
+* ``GET /``: a web page to upload or record audio and see the verdict with its evidence (and
+  choose the detector, when the server offers several);
+* ``GET /healthz``: ``{"status": "ok", ...}`` with every detector offered (async and
+  precomputed: fast under any load);
 * ``POST /v1/detect`` (multipart form with one part ``file``, or a raw ``audio/*`` body; WAV /
-  FLAC / OGG): the transcript, the verdict, the score and threshold, and the distinct dropout
-  transcripts with counts;
+  FLAC / OGG; ``?detector=NAME`` or a form field ``detector`` picks one of several detectors):
+  the transcript, the verdict, the score and threshold, and the distinct dropout transcripts
+  with counts;
 * ``GET /metrics``: Prometheus metrics.
 
 Work is bounded at every step (see :mod:`asrguard.service.gate` and
 :mod:`asrguard.service.upload`): the body is counted while it streams and cut at ``max_bytes``,
 the audio is checked from its header (duration, sample rate, channels × frames) before it is
-decoded, decoding runs in a pool of ``workers`` threads and scoring on one, and beyond
+decoded, decoding runs in a pool of ``workers`` threads and scoring on one, in batches of at
+most ``batch_size`` uploads (:mod:`asrguard.service.scorer`), and beyond
 ``max_inflight`` requests the service answers 503 with ``Retry-After``. Every refusal is a JSON
 ``{"error": ..., "code": ...}`` with the status its error class carries (``exc.status``):
 400 bad input, 401 no key, 408 too slow, 413 too large, 415 not audio, 422 no speech, 429 rate
@@ -34,12 +38,14 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..errors import AsrguardError
+from ..errors import AsrguardError, ConfigError
 from .access import ApiKeys, RateLimiter
+from .catalog import Catalog, describe
 from .errors import UploadError
 from .gate import Gate
 from .limits import MAX_BYTES, MAX_SECONDS, Limits
@@ -50,47 +56,59 @@ from .upload import decode_upload, read_upload
 
 log = logging.getLogger(__name__)
 
+_DETECTOR_NAME = {"type": "string", "description": "a detector /healthz lists (default: the first)"}
 _UPLOAD_SCHEMA = {
+    "parameters": [{"name": "detector", "in": "query", "required": False, "schema": _DETECTOR_NAME}],
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": "WAV, FLAC or OGG audio"}}}},
+            "file": {"type": "string", "format": "binary", "description": "WAV, FLAC or OGG audio"},
+            "detector": _DETECTOR_NAME}}},
         "audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
 }
 
 
 def create_app(detector_path: str | os.PathLike | None = None, *, model: str | os.PathLike | None = None,
-               detector=None, max_bytes: int = MAX_BYTES, max_seconds: float = MAX_SECONDS,
+               detector=None, detectors: Mapping | None = None, max_bytes: int = MAX_BYTES,
+               max_seconds: float = MAX_SECONDS,
                mask_seed: int | str | None = None, limits: Limits | None = None,
                api_keys: ApiKeys | None = None, rate_limit: float | None = None, log_content: bool = False):
     """The ASGI app: FastAPI behind the :class:`~asrguard.service.gate.Gate`.
 
     ``detector`` (a loaded :class:`~asrguard.detect.detector.Detector`) overrides
     ``detector_path``/``model``; by default the shipped detector and model are used.
-    ``mask_seed`` (an integer or ``"random"``) replaces the detector's dropout seed; a random
-    one is never reported. ``limits`` sets every limit (``max_bytes``/``max_seconds`` are
-    shortcuts for two of them). ``api_keys`` requires a key on ``/v1/detect`` and
-    ``/metrics``; ``rate_limit`` (requests a minute per client) bounds each client.
-    ``log_content`` adds file names, transcripts and verdict details to the request log.
+    ``detectors`` (name -> loaded detector, the first the default) serves several, chosen per
+    request by name. ``mask_seed`` (an integer or ``"random"``) replaces every detector's
+    dropout seed; a random one is never reported. ``limits`` sets every limit and the batching
+    (``max_bytes``/``max_seconds`` are shortcuts for two of them). ``api_keys`` requires a key
+    on ``/v1/detect`` and ``/metrics``; ``rate_limit`` (requests a minute per client) bounds
+    each client. ``log_content`` adds file names, transcripts and verdict details to the log.
 
-    The returned app is the gate; the FastAPI app is ``app.app`` and its state (detector,
-    limits, metrics) is on ``app.app.state``.
+    The returned app is the gate; the FastAPI app is ``app.app`` and its state (the default
+    detector, the catalog of all, limits, metrics, scorer) is on ``app.app.state``.
     """
-    if detector is None:
-        from ..defaults import load_detector
+    if detectors is not None and detector is not None:
+        raise ConfigError("give detector or detectors, not both")
+    if detectors is None:
+        if detector is None:
+            from ..defaults import load_detector
 
-        detector = load_detector(detector_path, model)
-    detector.set_mask_seed(mask_seed)
+            detector = load_detector(detector_path, model)
+        detectors = {"default": detector}
+    catalog = Catalog(detectors)
+    for each in catalog.detectors.values():
+        each.set_mask_seed(mask_seed)
     limits = limits or Limits(max_bytes=max_bytes, max_seconds=max_seconds)
     metrics = Metrics()
-    scorer = Scorer(detector, metrics)
+    scorer = Scorer(metrics, batch_size=limits.batch_size, batch_wait=limits.batch_wait_ms / 1000,
+                    batch_seconds=limits.batch_seconds, admitted=lambda: gate.inflight)
     decode_pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="asrguard-decode")
-    sample_rate = detector.recognizer.sample_rate
-    c = detector.feature_extractor.config
-    health = {"status": "ok", "classifier": detector.classifier.name, "realizations": c.n, "p": c.p,
-              "mask_seed": detector.reported_mask_seed, "threshold": detector.threshold,
-              "target_fpr": detector.target_fpr, "sample_rate": sample_rate, "max_bytes": limits.max_bytes,
-              "max_seconds": limits.max_seconds, "max_sample_rate": limits.max_sample_rate,
-              "auth": api_keys is not None, "rate_limit_per_min": rate_limit}
+    # the default detector's settings stay at the top level, as before several could be served
+    default = {k: v for k, v in describe(catalog.default, catalog.detectors[catalog.default]).items()
+               if k not in ("name", "recognizer")}
+    health = {"status": "ok", **default, "max_bytes": limits.max_bytes, "max_seconds": limits.max_seconds,
+              "max_sample_rate": limits.max_sample_rate, "batch_size": limits.batch_size,
+              "batch_wait_ms": limits.batch_wait_ms, "auth": api_keys is not None, "rate_limit_per_min": rate_limit,
+              "default_detector": catalog.default, "detectors": catalog.describe()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -102,7 +120,8 @@ def create_app(detector_path: str | os.PathLike | None = None, *, model: str | o
     # /docs and /redoc load scripts from CDNs and are blank offline; /openapi.json stays
     app = FastAPI(title="asrguard", description="Detect adversarial audio from a recogniser's dropout uncertainty.",
                   version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.detector, app.state.limits, app.state.metrics, app.state.scorer = detector, limits, metrics, scorer
+    app.state.detector = catalog.detectors[catalog.default]
+    app.state.catalog, app.state.limits, app.state.metrics, app.state.scorer = catalog, limits, metrics, scorer
 
     @app.exception_handler(AsrguardError)
     async def _asrguard_error(request: Request, exc: AsrguardError):
@@ -138,25 +157,33 @@ def create_app(detector_path: str | os.PathLike | None = None, *, model: str | o
     @app.post("/v1/detect", openapi_extra=_UPLOAD_SCHEMA)
     async def detect(request: Request):
         record = request.state.log
+        asked = request.query_params.get("detector")
+        catalog.get(asked)  # an unknown name is refused before the body is read
         started = time.perf_counter()
         upload = await read_upload(request, limits)
         metrics.stage.labels("read").observe(time.perf_counter() - started)
+        if asked and upload.detector and upload.detector != asked:
+            raise UploadError(f"the query names detector {asked!r} but the form names {upload.detector[:64]!r}; "
+                              "name one")
+        name, chosen = catalog.get(asked or upload.detector)
+        record["detector"] = name
         if log_content:
             record["file"] = upload.filename
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        waveform = await loop.run_in_executor(decode_pool, _decode, upload, sample_rate, limits)
+        waveform = await loop.run_in_executor(decode_pool, _decode, upload, chosen.recognizer.sample_rate, limits)
         metrics.stage.labels("decode").observe(time.perf_counter() - started)
         upload.data = b""  # the bytes are no longer needed while the request waits
-        result = await scorer.explain(waveform, upload.filename)
+        result = await scorer.explain(chosen, waveform, upload.filename)
         metrics.verdicts.labels(result["verdict"]).inc()
         record.update(verdict=result["verdict"], score=round(result["score"], 4), duration_s=result["duration_s"])
         if log_content:
             record["transcript"] = result["transcript"]
-        return {"file": upload.filename, **result}
+        return {"file": upload.filename, "detector_name": name, **result}
 
+    # a request answered without reaching the scorer (refused while read or decoded) ends a batch's wait for it
     gate = Gate(app, limits=limits, metrics=metrics, api_keys=api_keys,
-                rate_limiter=RateLimiter(rate_limit) if rate_limit else None)
+                rate_limiter=RateLimiter(rate_limit) if rate_limit else None, on_release=scorer.nudge)
     gate.state = app.state  # tests and embedders reach the detector through the gate too
     return gate
 

@@ -61,6 +61,13 @@ class UnauthorizedError(UploadError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="asrguard"'})
 
 
+class UnknownDetectorError(UploadError):
+    """The request names a detector this server does not offer (``?detector=`` or the form field)."""
+
+    status = 400
+    code = "unknown_detector"
+
+
 class _RetryLater(UploadError):
     def __init__(self, message: str, *, retry_after: float = 1):
         super().__init__(message, headers={"Retry-After": str(max(1, int(-(-retry_after // 1))))})
@@ -81,4 +88,4 @@ class OverloadedError(_RetryLater):
 
 
 __all__ = ["BodyTimeoutError", "OverloadedError", "PayloadTooLargeError", "RateLimitedError", "UnauthorizedError",
-           "UnsupportedMediaTypeError", "UploadError"]
+           "UnknownDetectorError", "UnsupportedMediaTypeError", "UploadError"]

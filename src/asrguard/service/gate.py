@@ -31,6 +31,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Callable
 
 from ..errors import AsrguardError
 from .access import ApiKeys, RateLimiter, presented_key
@@ -54,8 +55,9 @@ class Gate:
     """Pure ASGI middleware enforcing the limits before and while a body is read (see the module)."""
 
     def __init__(self, app, *, limits: Limits, metrics: Metrics, api_keys: ApiKeys | None = None,
-                 rate_limiter: RateLimiter | None = None):
+                 rate_limiter: RateLimiter | None = None, on_release: Callable[[], None] | None = None):
         self.app = app
+        self.on_release = on_release  # called whenever an admitted request leaves
         self.limits = limits
         self.metrics = metrics
         self.api_keys = api_keys
@@ -121,6 +123,8 @@ class Gate:
                 self.inflight -= 1
                 self.metrics.inflight.set(self.inflight)
                 self._mean_seconds += 0.1 * (seconds - self._mean_seconds)
+                if self.on_release is not None:
+                    self.on_release()
             status = response["status"] or 500
             self.metrics.observe_request(path, status, seconds)
             record.update(status=status, ms=round(1000 * seconds, 1), bytes_in=body["bytes"])

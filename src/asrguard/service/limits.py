@@ -1,8 +1,9 @@
 """The service's limits in one place (``asrguard serve`` options map onto these fields).
 
 Memory is bounded by construction: at most ``max_inflight`` requests are admitted, each body
-holds at most ``max_bytes``, and at most ``workers`` uploads are decoded at once, each into at
-most ``max_samples`` float32 samples (checked from the header before decoding).
+holds at most ``max_bytes``, at most ``workers`` uploads are decoded at once, each into at
+most ``max_samples`` float32 samples (checked from the header before decoding), and a scoring
+batch pads at most ``batch_seconds`` of audio (or one upload of any admitted length).
 
 Example:
     >>> Limits(max_seconds=10).decoded_sample_limit
@@ -29,7 +30,9 @@ MULTIPART_OVERHEAD = 16 * 1024
 @dataclass(frozen=True)
 class Limits:
     """Request limits. ``max_samples`` (channels × frames) defaults to ``max_seconds`` of stereo
-    at ``max_sample_rate``; ``body_timeout`` is the time allowed to receive a whole body."""
+    at ``max_sample_rate``; ``body_timeout`` is the time allowed to receive a whole body.
+    A scoring batch holds at most ``batch_size`` uploads and ``batch_seconds`` of padded audio,
+    and its first upload waits at most ``batch_wait_ms`` for company (``batch_size=1``: none)."""
 
     max_bytes: int = MAX_BYTES
     max_seconds: float = MAX_SECONDS
@@ -41,12 +44,17 @@ class Limits:
     min_seconds: float = MIN_SPEECH_SECONDS
     silence_dbfs: float = SILENCE_DBFS
     max_part_header_bytes: int = 1024
+    batch_size: int = 8
+    batch_wait_ms: float = 20.0
+    batch_seconds: float = 16.0
 
     def __post_init__(self):
-        for name in ("max_bytes", "max_inflight", "workers", "max_sample_rate"):
+        if not float(self.batch_wait_ms) >= 0:
+            raise ConfigError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
+        for name in ("max_bytes", "max_inflight", "workers", "max_sample_rate", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("max_seconds", "body_timeout"):
+        for name in ("max_seconds", "body_timeout", "batch_seconds"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
 

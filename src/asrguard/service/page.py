@@ -1,7 +1,8 @@
 """The web page served at ``/``: plain HTML, CSS and JavaScript in one string, no build step.
 
 It uploads a file (or a microphone recording, converted to WAV in the browser) to
-``/v1/detect`` and shows the transcript, the verdict with score and threshold, the distinct
+``/v1/detect`` (with ``?detector=NAME`` when the server offers several detectors and the user
+picks one from the list ``/healthz`` gives) and shows the transcript, the verdict with score and threshold, the distinct
 dropout transcripts with counts, the ``P^char`` histogram as inline SVG, and plays the audio
 back. Errors are shown as sentences, never as raw JSON. Kept in Python, not a data file, so
 it ships in every install.
@@ -28,6 +29,7 @@ PAGE = r"""<!doctype html>
   button { font:inherit; padding:.5rem 1rem; border-radius:8px; border:1px solid var(--accent); background:var(--accent); color:#fff; cursor:pointer; }
   button.secondary { background:#fff; color:var(--accent); }
   button:disabled { opacity:.5; cursor:default; }
+  select { font:inherit; padding:.4rem .5rem; border:1px solid var(--line); border-radius:8px; background:#fff; min-width:0; max-width:100%; flex:1; }
   input[type=password] { font:inherit; padding:.45rem .6rem; border:1px solid var(--line); border-radius:8px; min-width:0; flex:1; }
   #error { display:none; border-left:4px solid var(--bad); background:#fdecea; color:#7a1a12; padding:.75rem 1rem; border-radius:6px; margin-bottom:1rem; }
   #verdict { font-size:1.25rem; font-weight:600; }
@@ -52,6 +54,9 @@ PAGE = r"""<!doctype html>
     <div id="drop">
       <label for="file">Choose an audio file</label> or drop one here<br>
       <input id="file" type="file" accept="audio/*,.wav,.flac,.ogg">
+    </div>
+    <div class="row" id="detectorrow" hidden>
+      <label for="detector">Detector</label><select id="detector"></select>
     </div>
     <div class="row" id="keyrow" hidden>
       <label for="key">API key</label><input id="key" type="password" autocomplete="off" placeholder="required by this server">
@@ -97,7 +102,17 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over");
   const f = ev.dataTransfer.files[0]; if (f) choose(f, f.name); });
 
-fetch("healthz").then((r) => r.json()).then((h) => { if (h.auth) $("keyrow").hidden = false; }).catch(() => {});
+fetch("healthz").then((r) => r.json()).then((h) => {
+  if (h.auth) $("keyrow").hidden = false;
+  const offered = h.detectors || [];
+  if (offered.length > 1) {  // one detector: nothing to choose, so no list
+    for (const d of offered) {
+      const o = document.createElement("option"); o.value = d.name;
+      o.textContent = `${d.name} (${d.recognizer.class}, ${d.classifier})`; $("detector").append(o);
+    }
+    $("detector").value = h.default_detector; $("detectorrow").hidden = false;
+  }
+}).catch(() => {});
 
 $("send").addEventListener("click", async () => {
   if (!chosen) return;
@@ -105,7 +120,9 @@ $("send").addEventListener("click", async () => {
   const headers = {}; const key = $("key").value.trim(); if (key) headers["Authorization"] = "Bearer " + key;
   $("send").disabled = true; $("status").textContent = "checking…"; showError(""); $("result").style.display = "none";
   try {
-    const r = await fetch("v1/detect", {method: "POST", body: form, headers});
+    const chosenDetector = $("detectorrow").hidden ? "" : $("detector").value;
+    const url = "v1/detect" + (chosenDetector ? "?detector=" + encodeURIComponent(chosenDetector) : "");
+    const r = await fetch(url, {method: "POST", body: form, headers});
     let body = null; try { body = await r.json(); } catch (e) { body = null; }
     if (!r.ok) {
       const why = body && body.error ? body.error : `the server answered ${r.status} ${r.statusText}`;
@@ -123,7 +140,8 @@ function render(b) {
   const v = $("verdict"); v.textContent = b.verdict === "adversarial" ? "Adversarial: do not trust this transcript" : "Benign";
   v.className = b.verdict;
   $("scoreline").textContent = `score ${b.score.toFixed(3)} vs threshold ${b.threshold.toFixed(3)} ` +
-    `(${b.classifier}, ${b.realizations} realisations at p = ${b.p}, target false-positive rate ${(100 * b.target_fpr).toFixed(0)} %)`;
+    `(${$("detectorrow").hidden ? "" : "detector " + b.detector_name + ", "}${b.classifier}, ${b.realizations} realisations at p = ${b.p}, ` +
+    `target false-positive rate ${(100 * b.target_fpr).toFixed(0)} %)`;
   $("transcript").textContent = b.transcript || "(nothing)";
   const tbody = $("distinct").querySelector("tbody"); tbody.replaceChildren();
   for (const d of b.distinct) {

@@ -120,16 +120,19 @@ def access_settings(host: str, api_key_file=None, rate_limit: str | None = None,
     return keys, per_minute, warnings
 
 
-def serve_forever(detector, host: str = "127.0.0.1", port: int = 8000, *, limits=None, api_key_file=None,
+def serve_forever(detectors, host: str = "127.0.0.1", port: int = 8000, *, limits=None, api_key_file=None,
                   rate_limit: str | None = None, no_auth: bool = False, log_content: bool = False,
                   mask_seed=None) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM (what ``asrguard serve`` calls).
+
+    ``detectors`` is one loaded detector, or a mapping name -> detector (the first the default).
 
     On a signal uvicorn stops accepting connections, lets requests in flight finish (up to
     ``GRACEFUL_SECONDS``), then the app drains its decode and scoring pools.
     """
     import logging
     import sys
+    from collections.abc import Mapping
 
     import uvicorn
 
@@ -147,7 +150,8 @@ def serve_forever(detector, host: str = "127.0.0.1", port: int = 8000, *, limits
     keys, per_minute, warnings = access_settings(host, api_key_file, rate_limit, no_auth=no_auth)
     for text in warnings:
         logger.warning("warning: %s", text)
-    app = create_app(detector=detector, mask_seed=mask_seed, limits=limits, api_keys=keys, rate_limit=per_minute,
+    offered = dict(detectors) if isinstance(detectors, Mapping) else {"default": detectors}
+    app = create_app(detectors=offered, mask_seed=mask_seed, limits=limits, api_keys=keys, rate_limit=per_minute,
                      log_content=log_content)
     uvicorn.Server(uvicorn_config(app, host, port)).run()
 

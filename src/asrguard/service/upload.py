@@ -3,7 +3,8 @@
 :func:`read_upload` takes the audio from a request body as it arrives: either
 ``multipart/form-data`` with exactly one part, named ``file`` (what ``curl -F file=@x.wav``
 and a browser's ``FormData`` send), or a raw ``audio/*`` / ``application/octet-stream`` body.
-The multipart parser is fed chunk by chunk (never the whole body first), and the file part is
+A form may carry one more part, a text field ``detector`` naming the detector to use (at most
+64 bytes). The multipart parser is fed chunk by chunk (never the whole body first), and the file part is
 cut at ``max_bytes``; the byte count and read deadline of the whole body are enforced below
 it by :class:`~asrguard.service.gate.Gate`.
 
@@ -41,6 +42,9 @@ from .limits import MAX_SECONDS, MULTIPART_OVERHEAD, Limits
 #: Media types accepted for the audio (the content is sniffed by soundfile anyway).
 ACCEPTED_TYPES = ("audio/", "application/octet-stream")
 FIELD = "file"
+#: The optional form field naming a detector (``asrguard.service.catalog``), and its longest value.
+DETECTOR_FIELD = "detector"
+MAX_DETECTOR_BYTES = 64
 HOW = "send multipart/form-data with the audio in one field named 'file' (curl -F file=@speech.wav URL)"
 
 
@@ -51,6 +55,7 @@ class Upload:
     filename: str
     content_type: str
     data: bytes
+    detector: str | None = None
 
 
 def safe_filename(raw: str | bytes | None, default: str = "upload") -> str:
@@ -76,7 +81,8 @@ def _accepted(content_type: str) -> bool:
 
 
 class _OneFilePart:
-    """Callbacks for python-multipart's streaming parser that keep one part named ``file``."""
+    """Callbacks for python-multipart's streaming parser that keep one part named ``file`` (and
+    at most one short text part named ``detector``)."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
@@ -86,9 +92,13 @@ class _OneFilePart:
         self._value = bytearray()
         self._header_bytes = 0
         self.data = bytearray()
+        self.detector = bytearray()
         self.filename = "upload"
         self.content_type = ""
         self.finished = False
+        self.files = 0
+        self.detector_given = False
+        self._in_file = False
 
     def _count_header(self, n: int) -> None:
         self._header_bytes += n
@@ -98,8 +108,9 @@ class _OneFilePart:
 
     def on_part_begin(self) -> None:
         self.parts += 1
-        if self.parts > 1:
-            raise UploadError(f"more than one part in the form; {HOW}")
+        if self.parts > 2:
+            raise UploadError(f"more than one part in the form besides '{DETECTOR_FIELD}'; {HOW}")
+        self.headers = {}
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._count_header(end - start)
@@ -117,9 +128,19 @@ class _OneFilePart:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
         name = options.get(b"name")
+        if name == DETECTOR_FIELD.encode() and b"filename" not in options:  # a text field, not a file
+            if self.detector_given:
+                raise UploadError(f"more than one part named '{DETECTOR_FIELD}' in the form; {HOW}")
+            self.detector_given, self._in_file = True, False
+            return
         if name != FIELD.encode():
             shown = "no name" if name is None else repr(name.decode("utf-8", "replace")[:40])
-            raise UploadError(f"unexpected form field ({shown}); {HOW}")
+            raise UploadError(f"unexpected form field ({shown}); {HOW}, and optionally the detector's name in "
+                              f"'{DETECTOR_FIELD}'")
+        self.files += 1
+        if self.files > 1:
+            raise UploadError(f"more than one part named '{FIELD}' in the form; {HOW}")
+        self._in_file = True
         self.filename = safe_filename(options.get(b"filename"))
         self.content_type = self.headers.get(b"content-type", b"").decode("latin-1").strip()
         if not _accepted(self.content_type):
@@ -127,6 +148,12 @@ class _OneFilePart:
                                             "upload WAV, FLAC or OGG")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            self.detector += data[start:end]
+            if len(self.detector) > MAX_DETECTOR_BYTES:
+                raise UploadError(f"the '{DETECTOR_FIELD}' field is over {MAX_DETECTOR_BYTES} bytes; send a "
+                                  "detector's name as /healthz lists it")
+            return
         self.data += data[start:end]
         if len(self.data) > self.limits.max_bytes:
             raise PayloadTooLargeError(f"{self.filename}: upload is over the limit of {self.limits.max_bytes} bytes")
@@ -169,11 +196,12 @@ async def read_upload(request, limits: Limits) -> Upload:
             raise UploadError(f"malformed multipart body ({short_reason(exc)}); {HOW}") from None
         except ClientDisconnect:
             raise UploadError("the client disconnected before sending its whole body") from None
-        if part.parts == 0:
+        if part.files == 0:
             raise UploadError(f"no file in the request; {HOW}")
         if not part.finished:
             raise UploadError(f"the multipart body ended before its closing boundary; {HOW}")
-        return Upload(part.filename, part.content_type, bytes(part.data))
+        detector = bytes(part.detector).decode("utf-8", "replace").strip() if part.detector_given else None
+        return Upload(part.filename, part.content_type, bytes(part.data), detector)
     if media.startswith(ACCEPTED_TYPES):
         name = safe_filename(request.query_params.get("filename"))
         data = bytearray()
@@ -231,4 +259,4 @@ def decode_upload(data: bytes, filename: str, sample_rate: int, *, max_seconds: 
     return waveform
 
 
-__all__ = ["ACCEPTED_TYPES", "Upload", "decode_upload", "read_upload", "safe_filename"]
+__all__ = ["ACCEPTED_TYPES", "DETECTOR_FIELD", "Upload", "decode_upload", "read_upload", "safe_filename"]

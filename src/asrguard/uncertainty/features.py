@@ -34,7 +34,7 @@ from ..asr.base import Realizations, Recognizer, require
 from ..errors import ConfigError
 from . import measures as _measures
 from .distributions import DEFAULT_MAX_DISTANCE, N_MOMENTS, char_distances, char_histogram, moments, prob_distances
-from .realizations import DEFAULT_N, DEFAULT_P, DEFAULT_SEED, check_settings, draw_realizations
+from .realizations import DEFAULT_N, DEFAULT_P, DEFAULT_SEED, check_settings, draw_realizations, draw_realizations_batch
 
 #: Posterior measures computed for every input (scalars: maximum over frames).
 POSTERIOR_MEASURES = ("entropy", "mutual_information", "variance", "akld", "akld_pairs")
@@ -195,7 +195,22 @@ class FeatureExtractor:
         return draw_realizations(recognizer, audio, c.n, p=c.p, seed=c.seed, name=name)
 
     def __call__(self, recognizer: Recognizer, audio, *, name: str = "audio") -> UncertaintyFeatures:
-        drawn = self.realizations(recognizer, audio, name=name)
+        return self._features(recognizer, self.realizations(recognizer, audio, name=name))
+
+    def batch(self, recognizer: Recognizer, audios: Sequence, *, names: Sequence[str] | None = None
+              ) -> list[UncertaintyFeatures]:
+        """Features of several inputs from one realisation pass where the recogniser can batch
+        (:func:`~asrguard.uncertainty.realizations.draw_realizations_batch`); each equals ``self(recognizer, audio)``.
+
+        Example:
+            >>> short, long = FeatureExtractor(n=50).batch(recognizer, [short_clip, long_clip])  # doctest: +SKIP
+        """
+        require(recognizer, "stochastic", user="uncertainty features (dropout realisations)")
+        c = self.config
+        drawn = draw_realizations_batch(recognizer, audios, c.n, p=c.p, seed=c.seed, names=names)
+        return [self._features(recognizer, r) for r in drawn]
+
+    def _features(self, recognizer: Recognizer, drawn: Realizations) -> UncertaintyFeatures:
         normalize = getattr(recognizer, "normalize_text", None)
         if normalize is not None:  # P^char compares what the recogniser counts as the same (Whisper: case, punctuation)
             drawn = dataclasses.replace(drawn, transcripts=[normalize(t) for t in drawn.transcripts])

@@ -144,30 +144,64 @@ class DeepSpeechCTC(nn.Module):
         ``shared`` when gradients are on (adaptive attacks need that); call it under
         ``torch.no_grad()`` otherwise.
         """
+        return self.rest_realizations_batch(shared, None, kept, keep_probability, dtype)[0]
+
+    def rest_realizations_batch(self, shared: torch.Tensor, lengths: torch.Tensor | None,
+                                kept: Sequence[torch.Tensor], keep_probability: float,
+                                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """:meth:`rest_realizations` of ``B`` utterances at once: ``(B, n, T', C)``.
+
+        ``shared`` is ``(B, T', D)``, zero-padded after each utterance's ``lengths`` frames
+        (``None``: all ``T'`` are real). Every utterance gets the same masks ``kept`` (``(T', n,
+        width)``), so its first ``length`` frames equal what it gives alone: masks of a shorter
+        utterance are a prefix of a longer one's, every layer but the LSTMs is per frame, the
+        forward LSTM reads padding only after the real frames, and the backward LSTM reads each
+        utterance reversed within its own length. Frames past a length are padding: discard them.
+
+        Example:
+            >>> m = DeepSpeechCTC(CTCConfig(dense_size=8, lstm_size=4))
+            >>> kept = [torch.ones(5, 3, 8)] * 4
+            >>> m.rest_realizations_batch(torch.rand(2, 5, 8), torch.tensor([5, 2]), kept, 1.0).shape
+            torch.Size([2, 3, 5, 29])
+        """
         c = self.config
         w = self._realization_weights(keep_probability, dtype)
-        # time-major (T', n, width) throughout: the LSTM needs no transposes and a flip is a block copy
-        kept = [k.to(device=shared.device, dtype=dtype) for k in kept]  # a no-op for masks already in dtype
+        n_time, batch = shared.shape[1], shared.shape[0]
+        # time-major (T', B, n, width) throughout: the LSTM needs no transposes and a flip is a block copy;
+        # a mask (T', 1, n, width) broadcasts over the utterances, so each one sees exactly its own masks
+        kept = [k.to(device=shared.device, dtype=dtype)[:, None] for k in kept]  # no copy for masks already in dtype
+        n = kept[0].shape[2]
 
         def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
             # matmul then add_: addmm's broadcast copy of the bias costs more than a second pass
             return torch.matmul(x, weight).add_(bias).clamp_(0.0, c.relu_clip)
 
-        hidden = shared.to(dtype).transpose(0, 1) * kept[0]  # (T', 1, D) broadcast to (T', n, D)
+        # (T', B, 1, D) * (T', 1, n, D) as a contiguous (T', B, n, D): left to itself the product takes a permuted
+        # layout, and every matmul after it a batched copy of the weights (out= is faster, but not differentiable)
+        utterances = shared.to(dtype).transpose(0, 1)[:, :, None]
+        if torch.is_grad_enabled() and shared.requires_grad:
+            hidden = (utterances * kept[0]).contiguous()
+        else:
+            hidden = torch.mul(utterances, kept[0], out=shared.new_empty((n_time, batch, n, shared.shape[-1]),
+                                                                         dtype=dtype))
         for (weight, bias), keep in zip(w["dense"], kept[1:-1]):
             hidden = dense(hidden, weight, bias).mul_(keep)
 
-        # one utterance, so every realisation spans all T' frames and reversing is a flip
-        forward = lstm_time_major(w["lstm_forward"], hidden)
-        backward = lstm_time_major(w["lstm_backward"], hidden.flip(0)).flip(0)
+        rows = hidden.view(n_time, batch * n, -1)
+        forward = lstm_time_major(w["lstm_forward"], rows)
+        if lengths is None or bool((lengths == n_time).all()):
+            backward = lstm_time_major(w["lstm_backward"], rows.flip(0)).flip(0)
+        else:
+            frames = [int(t) for t in lengths]
+            backward = _by_utterance(lstm_time_major(w["lstm_backward"], _by_utterance(hidden, frames)), frames, n)
         # post(cat(forward, backward)) as two products into one buffer: no concatenated copy
         weight, bias = w["post"]
         hidden = torch.matmul(forward, weight[: c.lstm_size])
         hidden.view(-1, hidden.shape[-1]).addmm_(backward.reshape(-1, c.lstm_size), weight[c.lstm_size:])
-        hidden = hidden.add_(bias).clamp_(0.0, c.relu_clip).mul_(kept[-1])
+        hidden = hidden.add_(bias).clamp_(0.0, c.relu_clip).view(n_time, batch, n, -1).mul_(kept[-1])
         logits = torch.matmul(hidden, w["output"][0]).add_(w["output"][1])
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bfloat16 -> float32, float64 stays
-        return F.log_softmax(logits, dim=-1).transpose(0, 1).contiguous()
+        return F.log_softmax(logits, dim=-1).permute(1, 2, 0, 3).contiguous()
 
     def _realization_weights(self, keep_probability: float, dtype: torch.dtype) -> dict:
         """Weights cast to ``dtype`` with 1/keep folded in where a dropout precedes; cached until any weight changes."""
@@ -199,6 +233,26 @@ def lstm_time_major(weights: Sequence[torch.Tensor], x: torch.Tensor) -> torch.T
     """One LSTM layer ``[w_ih, w_hh, b_ih, b_hh]`` over time-major ``x`` ``(T, B, F)`` from a zero state."""
     zeros = x.new_zeros(1, x.shape[1], weights[1].shape[1])
     return torch.lstm(x, (zeros, zeros), list(weights), True, 1, 0.0, False, False, False)[0]
+
+
+def _by_utterance(x: torch.Tensor, frames: Sequence[int], n: int | None = None) -> torch.Tensor:
+    """Each utterance's first ``frames[b]`` steps reversed, its padding zeroed: ``(T, B, n, F)`` -> ``(T, B * n, F)``.
+
+    ``x`` is ``(T, B, n, F)``, or ``(T, B * n, F)`` with ``n`` given. One block copy per utterance
+    (a gather over every element costs several times more).
+
+    Example:
+        >>> x = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 1, 1)
+        >>> _by_utterance(x, [3, 2])[:, :, 0].T.tolist()
+        [[2.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    """
+    if n is not None:
+        x = x.view(x.shape[0], -1, n, x.shape[-1])
+    out = torch.empty_like(x)
+    for b, length in enumerate(frames):
+        out[:length, b] = x[:length, b].flip(0)
+        out[length:, b] = 0.0
+    return out.view(x.shape[0], -1, x.shape[-1])
 
 
 def _reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

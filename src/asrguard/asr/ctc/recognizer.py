@@ -98,12 +98,28 @@ class CTCRecognizer(Recognizer):
         self.model.eval()
         self.sample_rate = self.config.sample_rate
         self.metadata = metadata or {}
-        self.checksum: str | None = None
+        self.checksum: str | None = None  # of the weights file, once saved or loaded
 
     # --- Recognizer interface ---------------------------------------------------
     @property
     def vocabulary(self) -> Sequence[str]:
         return CHARACTERS
+
+    def fingerprint(self) -> str | None:
+        """SHA-256 over the weights' checksum and the config's: all that decides the outputs; None until saved or loaded.
+
+        ``checksum`` alone covers the weights (the shipped detector is bound to it); a config
+        edit is refused on load, and changes this fingerprint should anyone re-hash the config.
+
+        Example:
+            >>> CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8)).fingerprint() is None
+            True
+        """
+        if self.checksum is None:
+            return None
+        described = json.dumps({"weights": self.checksum, "config": config_digest(asdict(self.config))},
+                               sort_keys=True)
+        return hashlib.sha256(described.encode()).hexdigest()
 
     def target_fits(self, batch: AudioBatch, targets: Sequence[str]) -> list[bool]:
         """A CTC target needs one output frame per character plus one per doubled letter."""
@@ -189,6 +205,49 @@ class CTCRecognizer(Recognizer):
         log_probs = log_probs.cpu()
         transcripts = greedy_decode(log_probs, torch.tensor([length]).expand(n))
         return Realizations(transcripts, log_probs, length, p, seed)
+
+    def realizations_batch(self, audios: Sequence, n: int = 50, seed: int = 0, *, p: float | None = 0.1,
+                           precision: str = "auto") -> list[Realizations]:
+        """:meth:`realizations` of several waveforms in one pass: one :class:`Realizations` per waveform.
+
+        Each utterance gets the masks it gets alone and the same transcripts; its posteriors
+        equal its own pass's up to float rounding. The front end and first layer run per
+        utterance (so normalisation and the STFT's edges never see another utterance's padding);
+        the mask-dependent layers run once for all ``len(audios) * n`` rows
+        (:meth:`~asrguard.asr.ctc.model.DeepSpeechCTC.rest_realizations_batch`), which cuts the
+        per-step work of the LSTMs' threads; padding frames are cut off each result.
+
+        Example:
+            >>> rec = CTCRecognizer(CTCConfig(dense_size=16, lstm_size=8))
+            >>> short, long = np.full(3200, 0.1, np.float32), np.full(8000, 0.1, np.float32)
+            >>> [tuple(r.log_probs.shape) for r in rec.realizations_batch([short, long], n=4, seed=1)]
+            [(4, 11, 29), (4, 26, 29)]
+        """
+        p = self.config.dropout if p is None else float(p)
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        if len(audios) == 0:
+            raise ConfigError("realizations_batch needs at least one waveform")
+        waveforms = [torch.from_numpy(validate_waveform(a, self.sample_rate, name=f"audio[{i}]"))
+                     for i, a in enumerate(audios)]
+        dtype = self._realization_dtype(precision)
+        device = self.device
+        with torch.no_grad():
+            shared, frames = [], []
+            for waveform in waveforms:  # one at a time: the front end then never sees padding
+                features, lengths = self.model.features(waveform.to(device)[None],
+                                                        torch.tensor([waveform.shape[-1]], device=device))
+                shared.append(self.model.first_layer(features)[0])
+                frames.append(int(lengths[0]))
+            padded = torch.nn.utils.rnn.pad_sequence(shared, batch_first=True)
+            kept, keep = realization_keep_masks(padded.shape[1], n, self.model.dropout_widths(), p, seed, dtype)
+            log_probs = self.model.rest_realizations_batch(padded, torch.tensor(frames, device=device), kept, keep,
+                                                           dtype).cpu()
+        drawn = []
+        for i, length in enumerate(frames):
+            own = log_probs[i, :, :length].contiguous()  # a copy: one result never pins the whole batch
+            drawn.append(Realizations(greedy_decode(own, torch.tensor([length]).expand(n)), own, length, p, seed))
+        return drawn
 
     def realization_log_probs(self, waveform: torch.Tensor, n: int = 50, seed: int = 0, *, p: float = 0.1,
                               precision: str = "auto", indices: Sequence[int] | None = None
@@ -291,8 +350,12 @@ class CTCRecognizer(Recognizer):
             raise ModelFileError(f"{config_path}: not a valid asrguard CTC config ({exc})") from None
         if document.get("format") != "asrguard-ctc" or document.get("version") != FORMAT_VERSION:
             raise ModelFileError(f"{config_path}: unsupported format/version")
-        if "config_sha256" in document and document["config_sha256"] != config_digest(document["config"]):
-            # the config changes the model's output (clipping, filterbank, ...): an edit is refused like a weight edit
+        # the config changes the model's output (clipping, filterbank, ...): an edit is refused like a weight edit,
+        # and a config without its checksum too (else deleting the line would let any edit through)
+        if "config_sha256" not in document:
+            raise ModelFileError(f"{config_path}: no config_sha256, so an edit of the model config could not be "
+                                 "detected; restore the original config.json or retrain")
+        if document["config_sha256"] != config_digest(document["config"]):
             raise ModelFileError(f"{config_path}: the model config was modified (config_sha256 mismatch); restore it "
                                  "or retrain")
         checksum = sha256_file(weights)

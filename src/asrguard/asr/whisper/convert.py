@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -135,7 +136,7 @@ def convert(source: str | os.PathLike, out: str | os.PathLike, config: dict | No
     weights = atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp), suffix=".safetensors")
     meta = {"format_version": FORMAT_VERSION, "source": str(source / "model.bin"),
             "source_sha256": sha256_file(source / "model.bin"), "weights_sha256": sha256_file(weights),
-            "converted_by": "asrguard.asr.whisper.convert"}
+            "config_sha256": config_sha256(config), "converted_by": "asrguard.asr.whisper.convert"}
     atomic_write_text(out / "config.json", json.dumps({**config, "asrguard": meta}, indent=1))
     return out
 
@@ -152,13 +153,30 @@ def ensure_converted(name: str = "tiny.en") -> Path:
     return convert(bundled_source(), out)
 
 
+def config_sha256(config: dict) -> str:
+    """SHA-256 of a model config in canonical JSON (sorted keys, the ``asrguard`` record left out).
+
+    Example:
+        >>> config_sha256({"b": 1, "a": 2}) == config_sha256({"a": 2, "b": 1, "asrguard": {}})
+        True
+    """
+    body = {k: v for k, v in config.items() if k != "asrguard"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def verify(folder: str | os.PathLike) -> str:
-    """Check the folder's weights against the checksum it recorded; returns the checksum."""
+    """Check the folder's weights (and config, where its checksum was recorded) against the
+    checksums it recorded; returns the weights' checksum."""
     folder = Path(folder)
     try:
-        meta = json.loads((folder / "config.json").read_text()).get("asrguard", {})
+        raw = json.loads((folder / "config.json").read_text())
+        meta = raw.get("asrguard", {})
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{folder}: unreadable Whisper config.json ({exc})") from exc
+    if meta.get("config_sha256") is not None and meta["config_sha256"] != config_sha256(raw):
+        # the config decides the outputs (token suppression, sizes): edited, it is refused like the weights
+        raise ModelFileError(f"{folder}/config.json was modified since conversion (config_sha256 mismatch); "
+                             "delete the folder to convert again")
     actual = sha256_file(folder / "model.safetensors")
     expected = meta.get("weights_sha256")
     if expected is not None and actual != expected:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ...audio import validate_waveform
 from ...errors import ConfigError, InvalidAudioError, ModelFileError
+from ...fileio import sha256_file
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
 from ...rng import derive
@@ -126,7 +127,7 @@ class WhisperRecognizer:
         from tokenizers import Tokenizer
         from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-        from .convert import verify
+        from .convert import config_sha256, verify
 
         folder = Path(folder)
         for needed in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -134,7 +135,8 @@ class WhisperRecognizer:
                 raise ModelFileError(f"{folder}: no {needed}; expected a converted Whisper folder")
         checksum = verify(folder)
         raw = json.loads((folder / "config.json").read_text())
-        config = WhisperConfig(**{k: v for k, v in raw.items() if k != "asrguard"})
+        raw_config = {k: v for k, v in raw.items() if k != "asrguard"}
+        config = WhisperConfig(**raw_config)
         model = WhisperForConditionalGeneration(config)
         state = load_file(folder / "model.safetensors")
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -144,7 +146,11 @@ class WhisperRecognizer:
                                  f"unexpected {unexpected[:3]})")
         model.tie_weights()
         kwargs.setdefault("name", f"whisper:{folder.name}")
-        return cls(model, Tokenizer.from_file(str(folder / "tokenizer.json")), weights_sha256=checksum, **kwargs)
+        recognizer = cls(model, Tokenizer.from_file(str(folder / "tokenizer.json")), weights_sha256=checksum, **kwargs)
+        # the files besides the weights that decide the outputs: the model config and the tokenizer
+        recognizer.files_sha256 = {"config": config_sha256(raw_config),
+                                   "tokenizer": sha256_file(folder / "tokenizer.json")}
+        return recognizer
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, local_files_only: bool = False, **kwargs) -> "WhisperRecognizer":
@@ -177,13 +183,18 @@ class WhisperRecognizer:
         return self._vocabulary
 
     def fingerprint(self) -> str | None:
-        """SHA-256 over the weights' checksum, the model config and the front-end choices."""
+        """SHA-256 over everything that decides the outputs: the weights' checksum, the whole model
+        config and the tokenizer as read from the folder (so an edit of either changes it), the
+        window, and where dropout goes and how many classes its posteriors keep. None when not
+        loaded from a folder (nothing on disk to vouch for)."""
         if self.weights_sha256 is None:
             return None
         config = self.model.config.to_dict()
         described = json.dumps({"weights": self.weights_sha256, "window": self.window,
                                 "d_model": config["d_model"], "vocab_size": config["vocab_size"],
-                                "layers": [config["encoder_layers"], config["decoder_layers"]]}, sort_keys=True)
+                                "layers": [config["encoder_layers"], config["decoder_layers"]],
+                                "files": getattr(self, "files_sha256", None), "dropout_sites": self.dropout_sites,
+                                "posterior_classes": self.posterior_classes}, sort_keys=True)
         return hashlib.sha256(described.encode()).hexdigest()
 
     @property

@@ -1,0 +1,110 @@
+"""Transformation consistency (WaveGuard-style; Hussain et al., USENIX Security 2021).
+
+The input is transcribed as it is and after each transformation in ``transforms``
+(:mod:`asrguard.detect.rivals.transforms`: ``mel`` extraction and inversion, ``lpc``
+resynthesis, ``resample`` down and up, ``quantize``). Benign speech keeps its transcript
+through a mild transformation; an adversarial perturbation, fitted to the exact samples, tends
+not to. Each feature is the distance between the two transcripts
+(:func:`~asrguard.detect.rivals.base.transcript_distance`, compared in the recogniser's
+``normalize_text`` form); the score is their maximum (``reduce="max"``, default) or mean. All
+copies are transcribed in one batch. Nothing is learned but the threshold.
+
+Example:
+    >>> det = TransformDetector(rec, transforms=("mel", "lpc")).fit(benign)   # doctest: +SKIP
+    >>> det.explain("x.wav")["evidence"]["compared"][0]                       # doctest: +SKIP
+    {'what': 'mel', 'transcript': 'open the door', 'distance': 0.0}
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...rng import derive
+from ..detector import DEFAULT_TARGET_FPR
+from .base import RivalDetector, transcript_distance
+from .transforms import TRANSFORMS, down_up, lpc_resynthesis, mel_inversion, quantize
+
+REDUCTIONS = ("max", "mean")
+
+
+def _names(value, what: str) -> tuple[str, ...]:
+    # a CLI setting arrives as "mel,lpc"; Python callers pass a sequence
+    names = tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else tuple(value)
+    if not names or any(not isinstance(n, str) or not n for n in names):
+        raise ConfigError(f"{what} must be a non-empty list of names, got {value!r}")
+    return names
+
+
+class TransformDetector(RivalDetector):
+    """Distance between the transcript of the input and of transformed copies of it."""
+
+    kind = "transform"
+
+    def __init__(self, recognizer, *, transforms: Sequence[str] | str = ("mel", "lpc", "resample", "quantize"),
+                 reduce: str = "max", n_mels: int = 80, griffin_lim_iterations: int = 32, lpc_order: int = 20,
+                 lpc_cutoff_hz: float = 1000.0, low_rate: int = 8000, bits: int = 8,
+                 target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
+        super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
+        self.transforms = _names(transforms, "transforms")
+        unknown = [t for t in self.transforms if t not in TRANSFORMS]
+        if unknown or len(set(self.transforms)) != len(self.transforms):
+            raise ConfigError(f"transforms must be distinct names from {', '.join(TRANSFORMS)}; got "
+                              f"{', '.join(self.transforms)}")
+        if reduce not in REDUCTIONS:
+            raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+        self.reduce = reduce
+        self.n_mels, self.griffin_lim_iterations = int(n_mels), int(griffin_lim_iterations)
+        self.lpc_order, self.lpc_cutoff_hz = int(lpc_order), float(lpc_cutoff_hz)
+        self.low_rate, self.bits = int(low_rate), int(bits)
+        self.feature_names = [f"distance_{t}" for t in self.transforms]
+        # settings errors surface now, not at the first input
+        probe = np.zeros(self.recognizer.sample_rate // 10, dtype=np.float32)
+        for name in self.transforms:
+            self.transform(name, probe)
+
+    def settings(self) -> dict:
+        return {"transforms": list(self.transforms), "reduce": self.reduce, "n_mels": self.n_mels,
+                "griffin_lim_iterations": self.griffin_lim_iterations, "lpc_order": self.lpc_order,
+                "lpc_cutoff_hz": self.lpc_cutoff_hz, "low_rate": self.low_rate, "bits": self.bits, "seed": self.seed}
+
+    @property
+    def rule(self) -> str:
+        return f"transform-{self.reduce}"
+
+    @property
+    def passes(self) -> int:
+        return 1 + len(self.transforms)
+
+    def transform(self, name: str, waveform: np.ndarray) -> np.ndarray:
+        """``waveform`` after the transformation ``name``, with this detector's settings and seed."""
+        rate = self.recognizer.sample_rate
+        if name == "mel":
+            return mel_inversion(waveform, rate, n_mels=self.n_mels, iterations=self.griffin_lim_iterations,
+                                 seed=derive(self.seed, "mel"))
+        if name == "lpc":
+            return lpc_resynthesis(waveform, rate, order=self.lpc_order, cutoff_hz=self.lpc_cutoff_hz,
+                                   seed=derive(self.seed, "lpc"))
+        if name == "resample":
+            return down_up(waveform, rate, low_rate=self.low_rate)
+        if name == "quantize":
+            return quantize(waveform, rate, bits=self.bits)
+        raise ConfigError(f"unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
+
+    def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
+        copies = [waveform] + [self.transform(name, waveform) for name in self.transforms]
+        transcripts = self.recognizer.transcribe(copies)
+        normalize = self.recognizer.normalize_text
+        reference = normalize(transcripts[0])
+        distances = [transcript_distance(reference, normalize(t)) for t in transcripts[1:]]
+        compared = [{"what": name, "transcript": t, "distance": d}
+                    for name, t, d in zip(self.transforms, transcripts[1:], distances)]
+        return np.asarray(distances, dtype=np.float64), {"transcript": transcripts[0], "compared": compared}
+
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        return rows.max(axis=1) if self.reduce == "max" else rows.mean(axis=1)
+
+
+__all__ = ["REDUCTIONS", "TransformDetector"]

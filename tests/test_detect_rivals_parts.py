@@ -1,0 +1,198 @@
+"""The rival detectors' parts (statistics, transformations, noise), the registry, the CLI and the service."""
+
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from asrguard.cli import app
+from asrguard.cli.detect import parse_settings
+from asrguard.detect.detector import Detector
+from asrguard.detect.registry import KINDS, load_detector, make_detector, saved_kind, settings_of
+from asrguard.detect.rivals.distribution import STATISTICS, step_statistics, utterance_features
+from asrguard.detect.rivals.noise import NoiseFloodDetector, band_noise
+from asrguard.detect.rivals.temporal import matching_prefix
+from asrguard.detect.rivals.transforms import down_up, lpc_resynthesis, mel_inversion, quantize
+from asrguard.errors import ConfigError
+from _detect_helpers import clips, fitted_detector, tiny_recognizer
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return tiny_recognizer(tmp_path_factory.mktemp("rivals-parts"))
+
+
+def tone(freq, seconds=0.5, amplitude=0.3):
+    return (amplitude * np.sin(2 * np.pi * freq * np.arange(int(seconds * RATE)) / RATE)).astype(np.float32)
+
+
+def band_energy(x, low, high):
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    return float(spectrum[(freqs >= low) & (freqs <= high)].sum() / spectrum.sum())
+
+
+# --- output-distribution statistics ---------------------------------------------------------
+def test_step_statistics_of_known_distributions():
+    p, q = np.array([0.5, 0.5]), np.array([0.9, 0.1])
+    s = step_statistics(np.log(np.stack([p, q])) + 3.0)  # unnormalised rows are renormalised
+    assert s["entropy"][0] == pytest.approx(math.log(2)) and s["max"][1] == pytest.approx(math.log(0.9))
+    assert s["min"][1] == pytest.approx(math.log(0.1)) and s["median"][0] == pytest.approx(math.log(0.5))
+    assert s["kl"][0] == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
+    m = (p + q) / 2
+    js = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))
+    assert s["js"][0] == pytest.approx(js) and 0 < s["js"][0] < math.log(2)
+
+
+def test_utterance_features_aggregate_each_statistic_over_steps():
+    rng = np.random.default_rng(0)
+    lp = np.log(rng.dirichlet(np.ones(5), size=7))
+    f, s = utterance_features(lp), step_statistics(lp)
+    assert f.shape == (len(STATISTICS) * 4,)
+    entropy = f[4 * STATISTICS.index("entropy"):][:4]
+    assert entropy.tolist() == pytest.approx([s["entropy"].mean(), np.median(s["entropy"]), s["entropy"].max(),
+                                              s["entropy"].min()])
+    single = utterance_features(lp[:1])  # one step: no next step, so no divergences
+    assert single[4 * STATISTICS.index("kl"):].tolist() == [0.0] * 8
+    with pytest.raises(ConfigError, match="NaN"):
+        step_statistics(np.full((2, 3), np.nan))
+
+
+# --- transformations ----------------------------------------------------------------------
+def test_quantize_and_down_up():
+    assert quantize(np.array([0.30, -0.70, 0.01]), RATE, bits=3).tolist() == [0.25, -0.75, 0.0]
+    mixed = tone(1000) + tone(6000)
+    low = down_up(mixed, RATE, low_rate=8000)
+    assert len(low) == len(mixed) and band_energy(low, 5000, 8000) < 1e-3 < band_energy(mixed, 5000, 8000)
+
+
+def test_mel_inversion_keeps_the_pitch_and_follows_its_seed():
+    x = tone(1000)
+    y = mel_inversion(x, RATE, seed=0)
+    assert y.shape == x.shape and np.all(np.abs(y) <= 1.0)
+    assert band_energy(y, 900, 1100) > 0.8  # the tone survives; its phase is Griffin-Lim's
+    assert np.array_equal(y, mel_inversion(x, RATE, seed=0)) and not np.array_equal(y, mel_inversion(x, RATE, seed=1))
+
+
+def test_lpc_resynthesis_is_exact_with_the_whole_residual_and_keeps_the_envelope_without_it():
+    x = tone(300) + 0.5 * tone(2500)
+    assert np.abs(lpc_resynthesis(x, RATE, cutoff_hz=RATE / 2) - x).max() < 1e-4
+    y = lpc_resynthesis(x, RATE, cutoff_hz=1000, seed=0)
+    assert y.shape == x.shape and not np.allclose(y, x)
+    assert band_energy(y, 250, 350) > 0.5  # the low band passes as it is
+    assert np.array_equal(y, lpc_resynthesis(x, RATE, cutoff_hz=1000, seed=0))
+    with pytest.raises(ConfigError, match="cutoff_hz"):
+        lpc_resynthesis(x, RATE, cutoff_hz=9000)
+
+
+# --- noise flooding and the temporal prefix ------------------------------------------------------
+def test_band_noise_and_the_flooding_level(rec):
+    noise = band_noise(RATE, RATE, (500, 4000), np.random.default_rng(0))
+    assert math.sqrt(np.mean(noise ** 2)) == pytest.approx(1.0) and band_energy(noise, 500, 4000) > 0.999
+    det = NoiseFloodDetector(rec, snr_db=(20.0,), draws=1, band_hz=(500, 4000))
+    x = tone(440, amplitude=0.1)
+    added = det.noisy_copies(x)[0] - x
+    snr = 10 * math.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(added.astype(np.float64) ** 2))
+    assert snr == pytest.approx(20.0, abs=0.05)
+
+
+def test_matching_prefix():
+    assert matching_prefix("open the door", "open", 0.5) == "open"
+    assert matching_prefix("open the door", "", 0.5) == "open t"  # nothing heard: half of the text (6 of 13)
+    assert matching_prefix("go", "go left", 0.5) == "go"
+
+
+# --- registry, CLI, service -----------------------------------------------------------------------
+def test_registry_builds_every_kind_and_loads_old_folders(rec, tmp_path):
+    for kind in KINDS:
+        det = make_detector(kind, rec)
+        assert det.kind == kind and set(settings_of(kind)) >= {"seed", "target_fpr"}
+    det = make_detector("uncertainty", rec, n=4, p=0.2, classifier="gaussian")
+    assert isinstance(det, Detector) and det.feature_extractor.config.n == 4
+    with pytest.raises(ConfigError, match="unknown detector kind 'fast'"):
+        make_detector("fast", rec)
+    folder = fitted_detector(rec).save(tmp_path / "unc")
+    document = json.loads((folder / "detector.json").read_text())
+    assert document["kind"] == "uncertainty"
+    assert saved_kind(folder) == "uncertainty" and isinstance(load_detector(folder, rec), Detector)
+
+
+def test_parse_settings():
+    assert parse_settings(["transforms=mel,lpc", "fractions=0.5", "band_hz=300,4000", "reduce=min"]) == {
+        "transforms": ["mel", "lpc"], "fractions": 0.5, "band_hz": [300, 4000], "reduce": "min"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_settings(["transforms"])
+
+
+def test_fit_detector_kind_then_detect(tiny_model, tmp_path):
+    benign, adversarial = tmp_path / "benign", tmp_path / "adversarial"
+    for folder, waves in ((benign, clips(4, 0)), (adversarial, clips(3, 1, noisy=True))):
+        folder.mkdir()
+        for i, w in enumerate(waves):
+            sf.write(folder / f"{i}.wav", w, RATE)
+    runner = CliRunner()
+    out = tmp_path / "det"
+    base = ["fit-detector", "--benign", str(benign), "--model", str(tiny_model), "--out", str(out)]
+    result = runner.invoke(app, base + ["--detector-kind", "temporal", "--setting", "fractions=0.4,0.6",
+                                        "--adversarial", str(adversarial), "--target-fpr", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "temporal-max detector" in result.output and "4 benign + 3 adversarial" in result.output
+    assert json.loads((out / "detector.json").read_text())["settings"]["fractions"] == [0.4, 0.6]
+    wav = benign / "0.wav"
+    detect = ["detect", str(wav), "--detector", str(out), "--model", str(tiny_model)]
+    body = json.loads(runner.invoke(app, detect + ["--json"]).output.strip().splitlines()[-1])
+    assert body["detector"] == "temporal" and body["file"] == str(wav) and len(body["features"]) == 2
+    text = runner.invoke(app, detect)
+    assert text.exit_code == 0 and "temporal detector" in text.output and "first 0.4" in text.output
+    # settings that belong to another family, or do not exist, are one clear line each
+    for extra, message in ((["--detector-kind", "transform", "--classifier", "all-svm"], "--classifier is a setting"),
+                           (["--detector-kind", "transform", "--setting", "blur=3"], "has no setting 'blur'"),
+                           (["--setting", "draws=2"], "--setting is for the rival detectors")):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_service_serves_a_rival_detector(rec):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    with warnings.catch_warnings():  # starlette's notice about httpx's successor is not ours to fix
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from asrguard.service.app import create_app
+    from asrguard.service.limits import Limits
+
+    det = make_detector("noise-flood", rec, seed=2).fit(clips(4, 0))
+    client = TestClient(create_app(detector=det, limits=Limits(max_bytes=200_000, max_seconds=3.0)))
+    health = client.get("/healthz").json()
+    assert health["classifier"] == "noise-flood-mean" and health["realizations"] == det.passes
+    assert health["mask_seed"] == 2 and health["threshold"] == det.threshold_
+    buf = io.BytesIO()
+    x = clips(1, 5)[0]
+    sf.write(buf, x, RATE, format="WAV", subtype="FLOAT")
+    r = client.post("/v1/detect", files={"file": ("x.wav", buf.getvalue(), "audio/wav")})
+    assert r.status_code == 200, r.text
+    assert r.json()["detector"] == "noise-flood" and r.json()["score"] == pytest.approx(det.score(x))
+
+
+def test_the_measurement_cross_fits_the_distribution_detector_out_of_fold(rec):
+    from asrguard.experiments.rivals import cross_fitted, summary_of, table
+
+    rng = np.random.default_rng(0)
+    rows = np.vstack([rng.normal(0, 1, (10, 24)), rng.normal(1.5, 1, (10, 24))])
+    labels = np.r_[np.zeros(10, dtype=int), np.ones(10, dtype=int)]
+    groups = [f"s{i % 10}" for i in range(20)]  # each adversarial row shares its source with a benign one
+    for model in ("logistic", "gaussian"):
+        scores = cross_fitted(rec, model, rows, labels, groups, seed=0)
+        assert np.all(np.isfinite(scores))
+        summary = summary_of(labels, scores)
+        assert summary["n_benign"] == summary["n_adversarial"] == 10 and summary["auroc"] > 0.8
+    results = {"detectors": {"distribution (logistic)": {"how": "cross-fitted", **summary}},
+               "per_feature": {"transform": {"distance_mel": 0.5}}}
+    assert "| distribution (logistic) | cross-fitted |" in table(results) and "10 / 10" in table(results)
