@@ -243,3 +243,25 @@ def test_workers_that_cannot_start_give_one_clear_error(ray_cluster):
 
     with pytest.raises(ConfigError, match="Ray workers could not start"):
         RayExecutor(1).run(_Unbuildable(), [Unit(0, None, ("a",))], lambda unit, result: None)
+
+
+NICENESS_SCRIPT = """
+import os
+from asrguard.execute import RayExecutor, Unit
+
+class Niceness:
+    def __call__(self, unit):
+        return [os.nice(0)]
+
+seen = []
+RayExecutor(1).run(lambda shard, device: Niceness(), [Unit(0, None, ("a",))], lambda unit, rows: seen.extend(rows))
+print("worker niceness", seen[0], "driver", os.nice(0))
+"""
+
+
+def test_a_local_clusters_workers_run_at_the_drivers_priority():
+    # Ray's default nice 15 lets any other job on the machine starve the workers that do all the work
+    done = subprocess.run([sys.executable, "-c", NICENESS_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("worker niceness"))
+    assert line.split()[2] == line.split()[4]

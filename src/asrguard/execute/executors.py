@@ -141,7 +141,10 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **options)
             else:  # a local cluster sized so that every worker gets its threads
-                ray.init(num_cpus=max(os.cpu_count() or 1, self.workers * self.threads), **options)
+                # Ray starts workers at nice 15; here they do all the work while the driver waits, so a
+                # niced worker would lose its cores to any other job on a shared machine
+                ray.init(num_cpus=max(os.cpu_count() or 1, self.workers * self.threads),
+                         _system_config={"worker_niceness": 0}, **options)
         return ray
 
     def run(self, make_worker: Callable, units: Sequence[Unit], on_done: Callable, *, shard_prefix: str = "") -> list:
