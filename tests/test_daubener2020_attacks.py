@@ -10,7 +10,7 @@ from asrguard.asr.hybrid.acoustic import build_acoustic_model
 from asrguard.asr.hybrid.recognizer import HybridRecognizer
 from asrguard.errors import ConfigError
 from asrguard.experiments.daubener2020 import (
-    MODEL_ORDER, PAPER_ATTACK, AttackSpec, Settings, _plan, craft_pgd, level_label, scaled,
+    MODEL_ORDER, PAPER_ATTACK, AttackSpec, Settings, attack_plan, craft_pgd, level_label, scaled,
 )
 
 
@@ -66,7 +66,7 @@ def test_ensemble_attacked_through_its_average_or_one_member_per_step():
 
 def test_plan_runs_the_headline_first_and_covers_every_table():
     settings = Settings.make(quick=False)
-    plan = _plan(settings)
+    plan = attack_plan(settings)
     head = [p for p in plan[: 2 * len(MODEL_ORDER)]]
     assert {(p[0], p[1]) for p in head} == {(k, e) for k in MODEL_ORDER for e in settings.table_eps}
     assert all(p[2] == PAPER_ATTACK and p[3] == settings.headline_level and p[5] == settings.n_eval for p in head)

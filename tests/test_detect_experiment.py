@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from asrguard.experiments.jayashankar2020 import (
-    COLUMNS, PAPER, FeatureCache, FeatureSet, _paired, tables_markdown,
+    COLUMNS, PAPER, FeatureCache, FeatureSet, paired, tables_markdown,
 )
 from asrguard.uncertainty.features import FeatureExtractor, FeatureTable
 from _detect_helpers import clips, tiny_recognizer
@@ -37,7 +37,7 @@ def test_pairing_keeps_only_successful_examples_and_their_sources():
     t = FeatureTable({"entropy": np.arange(4.0)})
     benign = FeatureSet(["a", "b", "c", "d"], ["a", "b", "c", "d"], t, [None] * 4)
     adv = FeatureSet(["b", "d"], ["b", "d"], FeatureTable({"entropy": np.array([9.0, 8.0])}), [None] * 2)
-    b, a = _paired(benign, adv, {"a", "b", "c"})
+    b, a = paired(benign, adv, {"a", "b", "c"})
     assert b.ids == ["b"] and a.ids == ["b"]
 
 
@@ -61,11 +61,11 @@ def test_tables_put_ours_beside_the_paper():
 def test_extra_calibration_items_are_held_out_and_never_run_sources(shared_data):
     from asrguard.attacks.sources import load_items
     from asrguard.asr import recipes
-    from asrguard.experiments.jayashankar2020 import Settings, _calibration_items
+    from asrguard.experiments.jayashankar2020 import Settings, calibration_items
 
     settings = Settings(n_sources=20)
     sources = {i.id for i in load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data)}
-    extra = _calibration_items(settings, shared_data, 16000, sources, 10)
+    extra = calibration_items(settings, shared_data, 16000, sources, 10)
     assert len(extra) == 10 and not {i.id for i in extra} & sources
     assert {i.id.split(":")[0] for i in extra} == set(settings.corpora)  # split over both corpora
     train_speakers = {r.speaker for r in recipes.speech_commands_records(shared_data, "train")}
@@ -98,20 +98,20 @@ def test_an_output_folder_holds_one_setup_and_attack_folders_never_mix_targets(t
     import pytest
 
     from asrguard.errors import ConfigError
-    from asrguard.experiments.jayashankar2020 import Settings, _attack_folder, _claim_for_setup
+    from asrguard.experiments.jayashankar2020 import Settings, attack_folder, claim_for_setup
 
     mixed, paper = Settings(), Settings.make(False, setup="paper")
-    _claim_for_setup(tmp_path, mixed)
-    _claim_for_setup(tmp_path, mixed)  # resuming the same setup is fine
+    claim_for_setup(tmp_path, mixed)
+    claim_for_setup(tmp_path, mixed)  # resuming the same setup is fine
     with pytest.raises(ConfigError, match="another --out"):
-        _claim_for_setup(tmp_path, paper)
+        claim_for_setup(tmp_path, paper)
 
     # an `asrguard attack --out root/cw` folder is reused only for the same config and targets
     (tmp_path / "cw").mkdir()
     (tmp_path / "cw" / "run.json").write_text(json.dumps({"config_hash": "abc", "targets": "mixed", "max_fill": 0.2}))
-    assert _attack_folder(tmp_path, "cw", "abc", mixed) == tmp_path / "cw"
-    assert _attack_folder(tmp_path, "cw", "abc", paper) == tmp_path / "cw-abc-paper0.3"
-    assert _attack_folder(tmp_path, "cw", "def", mixed) == tmp_path / "cw-def"
+    assert attack_folder(tmp_path, "cw", "abc", mixed) == tmp_path / "cw"
+    assert attack_folder(tmp_path, "cw", "abc", paper) == tmp_path / "cw-abc-paper0.3"
+    assert attack_folder(tmp_path, "cw", "def", mixed) == tmp_path / "cw-def"
 
 
 def test_min_seconds_keeps_only_sources_long_enough(shared_data):
@@ -133,14 +133,14 @@ def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, 
     from asrguard.attacks.sources import load_items
     from asrguard.audio import save_audio
     from asrguard.errors import ConfigError
-    from asrguard.experiments.jayashankar2020 import Settings, _attack_folder, run
+    from asrguard.experiments.jayashankar2020 import Settings, attack_folder, run
 
     recognizer = tiny_recognizer(tmp_path)
     settings = Settings(corpora=("fsdd-digits",), n_sources=12, n_realizations=8, test_fraction=0.5)
     items = load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data, 16000)
     rng = np.random.default_rng(0)
     for name in ("cw", "dr"):  # finished attack folders, so nothing is optimised here
-        folder = _attack_folder(tmp_path / "attacks", name, make_attack(name, recognizer, {"seed": "0"}).config_hash,
+        folder = attack_folder(tmp_path / "attacks", name, make_attack(name, recognizer, {"seed": "0"}).config_hash,
                                 settings)
         (folder / "audio").mkdir(parents=True)
         rows = []

@@ -159,13 +159,13 @@ def test_the_check_catches_a_cell_without_interval():
 
 def _daubener_results(n: int, quick: bool) -> dict:
     from asrguard.experiments.daubener2020 import (
-        CONVERGED_ATTACK, MODEL_ORDER, PAPER_ATTACK, _detection, _fig1_summary, _measure_names, attack_row,
+        CONVERGED_ATTACK, MODEL_ORDER, PAPER_ATTACK, attack_row, detection_by_measure, fig1_summary, measure_names,
     )
 
     rng = np.random.default_rng(0)
 
     def stage(kind, shift, size):
-        return {name: list(rng.normal(shift, 1.0, size)) for name in _measure_names(kind)}
+        return {name: list(rng.normal(shift, 1.0, size)) for name in measure_names(kind)}
 
     def attacked(kind, size, level):
         return {"n": size, "level": level, "scores": stage(kind, 2.0, size), "snr_db": list(rng.normal(20, 2, size)),
@@ -177,7 +177,8 @@ def _daubener_results(n: int, quick: bool) -> dict:
     sweep = {f"{lv:g}": {f"{eps:.2f}": {k: attack_row(benign[k], attacked(k, n if lv == 0.25 else 10, lv), k)
                                         for k in MODEL_ORDER} for eps in (0.05, 0.02)} for lv in levels}
     head = sweep["0.25"]
-    detection = {eps: {k: _detection(benign[k], attacked(k, n, 0.25), k) for k in MODEL_ORDER} for eps in head}
+    detection = {eps: {k: detection_by_measure(benign[k], attacked(k, n, 0.25), k) for k in MODEL_ORDER}
+                 for eps in head}
     converged = {eps: {k: attack_row(benign[k], attacked(k, n, 0.25), k) for k in MODEL_ORDER} for eps in head}
     variants = {eps: {mode: attack_row(benign["ensemble"], attacked("ensemble", n, 0.25), "ensemble")
                       for mode in ("average", "member")} for eps in head}
@@ -199,14 +200,14 @@ def _daubener_results(n: int, quick: bool) -> dict:
             "detection": detection, "sweep": {"levels": list(levels), "tables": sweep},
             "converged_attack": {"attack": dataclasses.asdict(CONVERGED_ATTACK), "level": 0.25, "tables": converged},
             "ensemble_variants": {"level": 0.25, "tables": variants},
-            "fig1": fig1, "fig1_summary": _fig1_summary(fig1), "bars": bars}
+            "fig1": fig1, "fig1_summary": fig1_summary(fig1), "bars": bars}
 
 
 def test_daubener_tables_show_n_and_interval_everywhere():
-    from asrguard.experiments.daubener2020 import _tables_md
+    from asrguard.experiments.daubener2020 import tables_markdown
 
     results = _daubener_results(40, quick=True)
-    md = _tables_md(results)
+    md = tables_markdown(results)
     cells = auroc_cells(md)
     # Tables 2-3 (fNN: entropy only; 4 models x 5 measures), the sweep (2 levels), the converged attack,
     # the ensemble's two variants (2 x 5 each) and 10 bars
@@ -221,7 +222,7 @@ def test_daubener_tables_show_n_and_interval_everywhere():
     entropy = results["detection"]["0.05"]["fnn"]["entropy"]
     low, high = entropy["auroc_ci"]
     assert low <= entropy["auroc"] <= high and (entropy["n_adversarial"], entropy["n_benign"]) == (40, 40)
-    full = _tables_md(_daubener_results(40, quick=False))
+    full = tables_markdown(_daubener_results(40, quick=False))
     assert full.splitlines()[2].startswith(f"> **Small samples:** {2 * per_table} of")
 
 

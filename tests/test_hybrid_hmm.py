@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from asrguard.asr.hybrid.hmm import AlignmentError, DigitHMM, Topology
+from asrguard.asr.hybrid.hmm import DigitHMM
+from asrguard.asr.hybrid.topology import AlignmentError, Topology
 from asrguard.errors import ConfigError
 
 

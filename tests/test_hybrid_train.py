@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from asrguard.asr.base import AudioBatch
+from asrguard.asr.hybrid.digits import Utterances, augment, digit_records
 from asrguard.asr.hybrid.recognizer import HybridRecognizer
-from asrguard.asr.hybrid.train import (
-    TrainConfig, Utterances, augment, digit_records, train_recognizer, word_accuracy, word_errors,
-)
+from asrguard.asr.hybrid.train import TrainConfig, train_recognizer, word_accuracy, word_errors
 from asrguard.experiments.daubener2020 import evaluate_audio
 
 TONES = {"one": 400.0, "two": 1000.0, "three": 2200.0}

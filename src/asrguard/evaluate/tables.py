@@ -4,7 +4,9 @@ Every AUROC a report prints carries its bootstrap interval and its n, the exampl
 side (adversarial / benign): ``0.970 (0.91–1.00, n=30/28)``. An AUROC from fewer than
 :data:`SMOKE_TEST_BELOW` examples on either side gets :data:`SMOKE_MARK` after its value,
 and :meth:`AurocCells.banner` gives the line for the top of the report that explains it,
-so a ``--quick`` table is never read as a reproduction.
+so a ``--quick`` table is never read as a reproduction. :func:`markdown_table` and
+:func:`number_cell` build the rest of a report's tables; :data:`AUROC_INTERVAL` says, in a
+``results.json``, how its intervals were made.
 
 Example:
     >>> cells = AurocCells()
@@ -21,12 +23,16 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from .detection import AUROC_CI_LEVEL
+from .detection import AUROC_CI_LEVEL, AUROC_CI_RESAMPLES, AUROC_CI_SEED
 
 #: Fewer examples than this on either side make an AUROC a smoke test.
 SMOKE_TEST_BELOW = 20
 #: Marks an AUROC from fewer than :data:`SMOKE_TEST_BELOW` examples a side.
 SMOKE_MARK = "†"
+#: How every ``auroc_ci`` of a ``results.json`` was made (each cell also has ``n_adversarial`` and ``n_benign``).
+AUROC_INTERVAL = {"method": "percentile bootstrap over examples, each side resampled separately",
+                  "level": AUROC_CI_LEVEL, "n_resamples": AUROC_CI_RESAMPLES, "seed": AUROC_CI_SEED,
+                  "smoke_test_below": SMOKE_TEST_BELOW}
 
 
 def _number(value) -> float | None:
@@ -55,6 +61,33 @@ def auroc_legend() -> str:
     """
     return (f"AUROC cells: value ({100 * AUROC_CI_LEVEL:g} % bootstrap interval, n = adversarial/benign examples); "
             f"{SMOKE_MARK} marks fewer than {SMOKE_TEST_BELOW} examples a side.")
+
+
+def number_cell(value, *, percent: bool = False) -> str:
+    """A number for a table: three decimals, or a percentage with one; ``–`` when missing or NaN.
+
+    Example:
+        >>> number_cell(0.97251), number_cell(0.5, percent=True), number_cell(None), number_cell(math.nan)
+        ('0.973', '50.0', '–', '–')
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table (an empty cell is written as one space).
+
+    Example:
+        >>> print("\\n".join(markdown_table(["", "AUROC"], [["ours", "0.970"]])))
+        | | AUROC |
+        |---|---|
+        | ours | 0.970 |
+    """
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
 class AurocCells:
@@ -110,4 +143,5 @@ class AurocCells:
         return lines + ["", auroc_legend(), ""]
 
 
-__all__ = ["SMOKE_MARK", "SMOKE_TEST_BELOW", "AurocCells", "auroc_legend", "is_small_sample"]
+__all__ = ["AUROC_INTERVAL", "SMOKE_MARK", "SMOKE_TEST_BELOW", "AurocCells", "auroc_legend", "is_small_sample",
+           "markdown_table", "number_cell"]

@@ -73,8 +73,8 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     """
     from ..audio import load_audio
     from ..uncertainty.features import FeatureExtractor
-    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, _evaluate, _feature_set, _paired, _train, finished_run,
-                                  successful_examples)
+    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, evaluate_classifiers, feature_set, finished_run, paired,
+                                  successful_examples, train_classifiers)
 
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate = recognizer.sample_rate
@@ -83,9 +83,9 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
 
     def features(kind: str, folder: Path, rows: list[dict]):
         entries = [(r["id"], r["id"], (lambda r=r: load_audio(folder / r["audio"], rate)[0])) for r in rows]
-        return _feature_set(cache, kind, entries, lambda: None)
+        return feature_set(cache, kind, entries, lambda: None)
 
-    benign = _feature_set(cache, "benign", [(i.id, i.id, (lambda i=i: i.waveform)) for i in speech], lambda: None)
+    benign = feature_set(cache, "benign", [(i.id, i.id, (lambda i=i: i.waveform)) for i in speech], lambda: None)
     train_sources = set(train_ids)
     dr = results["attacks"][settings.train_attack]
     dr_folder = Path(dr["folder"])
@@ -93,10 +93,10 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
                            successful_examples(dr_folder, train_sources))
     if also_train_on is not None:
         adversarial = adversarial.plus(features(*also_train_on).select(train_sources))
-    trained = _train(CLASSIFIERS, *_paired(benign, adversarial, train_sources), settings.seed)
+    trained = train_classifiers(CLASSIFIERS, *paired(benign, adversarial, train_sources), settings.seed)
     table = {}
     for label, (kind, folder, rows) in attack_sets.items():
-        cell = _evaluate(trained, *_paired(benign, features(kind, folder, rows), test_sources))
+        cell = evaluate_classifiers(trained, *paired(benign, features(kind, folder, rows), test_sources))
         table[label] = {name: {k: v for k, v in m.items() if not k.startswith("_")} for name, m in cell.items()}
     return table
 

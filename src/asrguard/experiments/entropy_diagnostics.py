@@ -72,7 +72,7 @@ def frame_entropies(rec: HybridRecognizer, waveforms, n_draws: int, seed: int) -
     """
     entropies: list = [None] * len(waveforms)
     transcripts: list = [None] * len(waveforms)
-    for index in reproduction._batches(len(waveforms), 8, [len(w) for w in waveforms]):
+    for index in reproduction.length_sorted_batches(len(waveforms), 8, [len(w) for w in waveforms]):
         batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
         draws, frames = rec.draws(batch, n_draws, seed=seed)
         entropy = frame_entropy(log_probs=draws.transpose(0, 1))
@@ -92,7 +92,7 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
         0.623
     """
     settings = reproduction.Settings.make(False, seed)
-    fit, evaluation = reproduction._test_sets(settings, Path(data_root))
+    fit, evaluation = reproduction.held_out_sets(settings, Path(data_root))
     targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
     rows = []
     for kind in kinds:
@@ -144,7 +144,7 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
     settings = reproduction.Settings.make(False, seed)
     data_root = Path(data_root)
     train, dev = reproduction.training_data(settings, data_root, run_dir)
-    fit, evaluation = reproduction._test_sets(settings, data_root)
+    fit, evaluation = reproduction.held_out_sets(settings, data_root)
     targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
     rows = []
     for lr, cmn in recipes:
@@ -160,7 +160,8 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
             adversarial_audio = reproduction.craft_pgd(rec, evaluation.waveforms, targets, eps, settings,
                                                        attack=settings.converged_attack)[0]
             attacked = reproduction.evaluate_audio(rec, adversarial_audio, 1, settings.seed)
-            detection = reproduction._detection(benign, {"n": len(evaluation), "scores": attacked["scores"]}, "fnn")
+            detection = reproduction.detection_by_measure(benign, {"n": len(evaluation), "scores": attacked["scores"]},
+                                                          "fnn")
             row[f"eps={eps:g}"] = {"entropy_auroc": round(detection["entropy"]["auroc"], 3),
                                    "accuracy_vs_target": round(word_accuracy(targets, attacked["transcripts"]), 3)}
         row["seconds"] = round(time.perf_counter() - t0, 1)

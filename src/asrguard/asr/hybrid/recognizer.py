@@ -39,7 +39,8 @@ from ...frontend import deltas, mfcc, n_frames, stack_context
 from ...text import normalize_transcript
 from ..base import AudioBatch, Realizations, Recognizer
 from .acoustic import AcousticModel, acoustic_from_config
-from .hmm import AlignmentError, DigitHMM
+from .hmm import DigitHMM
+from .topology import AlignmentError
 
 FORMAT = "asrguard-hybrid"
 VERSION = 1

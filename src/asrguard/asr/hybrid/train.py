@@ -1,4 +1,4 @@
-"""Training the hybrid recogniser: data, initial targets, cross-entropy, Viterbi re-alignment.
+"""Training the hybrid recogniser: initial targets, cross-entropy, Viterbi re-alignment.
 
 Recipe (the same budget for every model kind; each ensemble member gets the full budget):
 
@@ -12,8 +12,7 @@ Recipe (the same budget for every model kind; each ensemble member gets the full
 5. ``epochs_realign`` more epochs on the new targets.
 
 Everything is seeded: the model initialisation, the frame order of every epoch, dropout masks
-and BNN noise. Data: connected strings of 1-5 digits built from FSDD and Speech Commands
-digit words of training speakers only (optionally TTS digit voices for speaker variety).
+and BNN noise. The data (connected digits of training speakers) come from :mod:`.digits`.
 """
 
 from __future__ import annotations
@@ -21,25 +20,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ...audio import resample
 from ...errors import ConfigError, DataError
-from ...text import DIGIT_WORDS
 from ..base import AudioBatch
 from .acoustic import AcousticModel, EnsembleAcoustic, build_acoustic_model
+from .digits import Utterances
 from .hmm import DigitHMM
 from .recognizer import HybridRecognizer
 
 log = logging.getLogger(__name__)
-
-FSDD_TEST_SPEAKERS = ("theo",)
-SPEECH_COMMANDS_TEST_FRACTION = 0.2
-SPLIT_SEED = 0
 
 
 @dataclass
@@ -62,173 +55,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------- data
-def digit_records(data_root, *, with_speech_commands: bool = True) -> list:
-    """FSDD and Speech Commands digit-word records with ``split`` set the project's way.
-
-    FSDD: speaker ``theo`` is test, everyone else train. Speech Commands: all clips are split
-    by speaker with ``split_by_speaker(test_fraction=0.2, seed=0)`` (over the whole test set, so
-    the split matches the rest of the project), then only the digit words are kept.
-    """
-    from ...data import read_fsdd, read_speech_commands, split_by_speaker
-
-    root = Path(data_root)
-    fsdd_dir = root / "fsdd"
-    if not fsdd_dir.is_dir():
-        raise DataError(f"{fsdd_dir}: FSDD not found; pass --data-root (data_root= in Python) pointing at the folder holding fsdd/")
-    records = split_by_speaker(read_fsdd(fsdd_dir), test_speakers=list(FSDD_TEST_SPEAKERS))
-    sc_dir = root / "speech_commands_v0.02_test"
-    if with_speech_commands and sc_dir.is_dir():
-        sc = split_by_speaker(read_speech_commands(sc_dir), test_fraction=SPEECH_COMMANDS_TEST_FRACTION,
-                              seed=SPLIT_SEED)
-        records += [r for r in sc if r.transcript in DIGIT_WORDS]
-    return records
-
-
-#: TTS voices used for extra training speakers (those of engines that are not installed are skipped).
-TTS_VOICES = (
-    ("flite", "kal"), ("flite", "kal16"), ("flite", "awb"), ("flite", "rms"), ("flite", "slt"),
-    *(("espeak-ng", v) for v in ("en-us", "en-us+m1", "en-us+m2", "en-us+m3", "en-us+m4", "en-us+f1", "en-us+f2",
-                                 "en-us+f3", "en-us+f4", "en-gb", "en-gb+m2", "en-gb+f2", "en-gb-scotland",
-                                 "en-029", "en-gb-x-rp")),
-)
-
-
-def tts_digit_records(out_dir, seed: int = 0, takes: int = 3) -> list:
-    """Every TTS voice saying every digit word ``takes`` times at random rates (a voice = a speaker).
-
-    Written under ``out_dir/take{k}`` (resumable); every record gets ``split = "train"``.
-    """
-    from ...data import available_tts_engines, build_tts_corpus
-
-    installed = set(available_tts_engines())
-    voices = [v for v in TTS_VOICES if v[0] in installed]
-    if not voices:
-        log.warning("no TTS engine installed; training without TTS voices")
-        return []
-    records = []
-    for take in range(takes):
-        part = build_tts_corpus(list(DIGIT_WORDS), Path(out_dir) / f"take{take}", seed=seed * 100 + take,
-                                voices=voices, per_sentence=len(voices))
-        for r in part:
-            r.split = "train"
-            r.id = f"{r.id}:take{take}"
-        records += part
-    return records
-
-
-@dataclass
-class Utterances:
-    """Waveforms at 16 kHz with transcripts and (optional) word boundaries in seconds."""
-
-    waveforms: list[np.ndarray]
-    transcripts: list[str]
-    words: list[list[dict] | None]
-    ids: list[str]
-    speakers: list[str]
-
-    def __len__(self) -> int:
-        return len(self.waveforms)
-
-    def subset(self, index: Sequence[int]) -> "Utterances":
-        return Utterances(*([getattr(self, f)[i] for i in index] for f in
-                            ("waveforms", "transcripts", "words", "ids", "speakers")))
-
-
-def connected_digits(records, n: int, seed: int, split: str, *, min_digits: int = 1, max_digits: int = 5,
-                     sample_rate: int = 16000) -> Utterances:
-    """``n`` connected-digit utterances of one split (1-5 digits of one speaker each)."""
-    from ...data import generate_connected_digit_audio
-
-    pairs = generate_connected_digit_audio(records, n, seed=seed, min_digits=min_digits, max_digits=max_digits,
-                                           sample_rate=sample_rate, split=split)
-    records_out = [u for _, u in pairs]
-    return Utterances([w for w, _ in pairs], [u.transcript for u in records_out], [u.words for u in records_out],
-                      [u.id for u in records_out], [u.speaker for u in records_out])
-
-
-def augment(utts: Utterances, seed: int, *, speed: tuple[float, float] = (0.85, 1.15), p_speed: float = 0.6,
-            snr_db: tuple[float, float] = (10.0, 40.0), p_noise: float = 0.5, p_lowpass: float = 0.3,
-            sample_rate: int = 16000) -> Utterances:
-    """Light augmentation, one randomised copy per utterance (seeded by ``(seed, index)``).
-
-    Speed perturbation (resampling by a factor in ``speed``; word boundaries scaled to match),
-    additive white noise at ``snr_db`` relative to the utterance, and band-limiting to 4 kHz
-    (so that bandwidth does not identify the corpus: FSDD is recorded at 8 kHz).
-    """
-    out = []
-    words_out = []
-    for i, (x, words) in enumerate(zip(utts.waveforms, utts.words)):
-        rng = np.random.default_rng([seed, i, 7])
-        y = np.asarray(x, dtype=np.float32)
-        factor = 1.0
-        if rng.random() < p_speed:
-            factor = float(rng.uniform(*speed))
-            y = resample(y, int(round(sample_rate * factor / 50)) * 50, sample_rate)
-            factor = len(x) / max(len(y), 1)
-        if rng.random() < p_lowpass:
-            y = resample(resample(y, sample_rate, 8000), 8000, sample_rate)[: len(y)]
-        if rng.random() < p_noise:
-            power = float(np.mean(np.square(y))) or 1e-8
-            noise = rng.normal(0.0, math.sqrt(power / 10 ** (rng.uniform(*snr_db) / 10)), size=y.shape)
-            y = y + noise.astype(np.float32)
-        peak = float(np.max(np.abs(y))) or 1.0
-        if peak > 1.0:
-            y = y / peak
-        out.append(np.clip(y, -1.0, 1.0).astype(np.float32))
-        words_out.append(None if words is None else
-                         [{**w, "start": w["start"] / factor, "end": w["end"] / factor} for w in words])
-    return Utterances(out, list(utts.transcripts), words_out, [f"{u}:aug{seed}" for u in utts.ids],
-                      list(utts.speakers))
-
-
-def concat(*parts: Utterances) -> Utterances:
-    return Utterances(*(sum((getattr(p, f) for p in parts), []) for f in
-                        ("waveforms", "transcripts", "words", "ids", "speakers")))
-
-
-def build_training_set(data_root, *, n_mixed: int = 2000, n_speech_commands: int = 500, n_tts: int = 500,
-                       augment_copies: int = 1, seed: int = 0, tts_dir=None) -> Utterances:
-    """Connected digits of training speakers only, plus augmented copies.
-
-    * ``n_mixed`` utterances drawn from all FSDD and Speech Commands training speakers
-      (speakers weighted by their number of clips, so mostly FSDD);
-    * ``n_speech_commands`` more from Speech Commands training speakers only (many speakers,
-      few clips each: the variety the five FSDD training speakers lack);
-    * ``n_tts`` from offline TTS voices (``tts_dir`` is where the clips are cached; skipped
-      when ``None`` or when no engine is installed);
-    * ``augment_copies`` randomised copies of all of the above (:func:`augment`).
-    """
-    records = [r for r in digit_records(data_root) if r.split == "train"]
-    parts = [connected_digits(records, n_mixed, seed=seed * 10 + 1, split="train")]
-    sc = [r for r in records if r.source == "speech_commands"]
-    if n_speech_commands and sc:
-        parts.append(connected_digits(sc, n_speech_commands, seed=seed * 10 + 3, split="train"))
-    if n_tts and tts_dir is not None:
-        tts = tts_digit_records(tts_dir, seed=seed)
-        if tts:
-            parts.append(connected_digits(tts, n_tts, seed=seed * 10 + 4, split="train"))
-    base = concat(*parts)
-    copies = [augment(base, seed=seed * 10 + 11 + k) for k in range(augment_copies)]
-    return concat(base, *copies)
-
-
-def build_dev_set(data_root, n: int = 300, *, seed: int = 0, tts_dir=None) -> Utterances:
-    """Tuning set from *training* speakers (new digit strings, fully augmented): never test speakers.
-
-    A third each from FSDD, Speech Commands and TTS voices (when available), all with noise and
-    speed perturbation, so that it is harder than the training data.
-    """
-    records = [r for r in digit_records(data_root) if r.split == "train"]
-    pools = [[r for r in records if r.source == "fsdd"], [r for r in records if r.source == "speech_commands"]]
-    if tts_dir is not None:
-        pools.append(tts_digit_records(tts_dir, seed=seed))
-    pools = [p for p in pools if p]
-    parts = [connected_digits(p, n // len(pools) + (k < n % len(pools)), seed=seed * 10 + 7 + k, split="train")
-             for k, p in enumerate(pools)]
-    return augment(concat(*parts), seed=seed * 10 + 97, p_speed=1.0, p_noise=1.0)
 
 
 def tune_insertion_penalty(recognizer: HybridRecognizer, dev: Utterances,
@@ -451,15 +277,3 @@ def word_accuracy(references: Sequence[str], hypotheses: Sequence[str]) -> float
     if n == 0:
         raise ConfigError("references contain no words")
     return 1.0 - sum(word_errors(r, h) for r, h in zip(references, hypotheses)) / n
-
-
-def load_utterances(records, sample_rate: int = 16000) -> Utterances:
-    """Read single-file records (e.g. isolated digits) as :class:`Utterances` (no word boundaries)."""
-    from ...audio import load_audio
-
-    waves = []
-    for r in records:
-        w, rate = load_audio(r.path, sample_rate=None)
-        waves.append(resample(w, rate, sample_rate))
-    return Utterances(waves, [r.transcript for r in records], [r.words for r in records],
-                      [r.id for r in records], [r.speaker for r in records])
