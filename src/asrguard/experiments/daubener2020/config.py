@@ -15,14 +15,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ...asr.hybrid.acoustic import DEFAULT_DRAWS
+from ...asr.recipes import default_data_root
 from ...asr.hybrid.train import TrainConfig
 from ...evaluate.tables import AUROC_INTERVAL
 
 NAME = "daubener2020"
-DEFAULT_DATA_ROOT = Path("../shared/data")
+#: the same data root as the CLI (``$ASRGUARD_DATA``, else ``../shared/data`` beside the repository)
+DEFAULT_DATA_ROOT = default_data_root()
 #: The reproduction's models: name -> (acoustic kind, model keyword arguments). ``bnn`` is the
 #: paper's (matrix-Gaussian posterior); ``bnn_mf`` the mean-field variant, reported beside it.
 MODELS = {"fnn": ("fnn", {}), "ensemble": ("ensemble", {}), "dropout": ("dropout", {}),
