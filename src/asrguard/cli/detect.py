@@ -178,8 +178,6 @@ def register(app: typer.Typer) -> None:
         (distribution, transform, temporal, noise-flood) with its --setting values. `asrguard detect`
         and `asrguard serve` load whichever kind the folder holds.
         """
-        from rich.progress import track
-
         from ..detect.classifiers import make_classifier
         from ..detect.detector import Detector
         from ..errors import ConfigError
@@ -200,18 +198,7 @@ def register(app: typer.Typer) -> None:
                               "takes --classifier, --realizations, --p and --seed")
         det = Detector(recognizer, FeatureExtractor(n=realizations, p=p, seed=seed),
                        make_classifier(classifier, seed=seed), target_fpr=target_fpr)
-
-        def table(paths, what):
-            files = collect_audio(paths, what)
-            return FeatureTable.stack([det.features(f, name=str(f))
-                                       for f in track(files, description=f"{what} features", transient=True)])
-
-        det.fit_features(table(benign, "benign"), table(adversarial, "adversarial") if adversarial else None,
-                         table(calibration, "calibration") if calibration else None)
-        det.save(out)
-        typer.echo(f"saved {det.classifier.name} detector to {out} (threshold {det.threshold:+.3f} for "
-                   f"{100 * det.target_fpr:g} % FPR, fitted on {det.metadata['n_benign']} benign + "
-                   f"{det.metadata['n_adversarial']} adversarial)")
+        _fit_and_save(det, FeatureTable.stack, det.classifier.name, benign, adversarial, calibration, out)
 
 
 def parse_settings(pairs: List[str]) -> dict:
@@ -244,22 +231,27 @@ def parse_settings(pairs: List[str]) -> dict:
 def _fit_rival(recognizer, kind: str, pairs: List[str], seed: int, target_fpr: float, benign, adversarial,
                calibration, out: Path) -> None:
     import numpy as np
-    from rich.progress import track
 
     from ..detect.registry import make_detector
 
     settings = {"seed": seed, "target_fpr": target_fpr, **parse_settings(pairs)}
     det = make_detector(kind, recognizer, **settings)
+    _fit_and_save(det, np.stack, det.rule, benign, adversarial, calibration, out)
 
-    def rows(paths, what):
+
+def _fit_and_save(det, stack, name: str, benign, adversarial, calibration, out: Path) -> None:
+    """Features of each set of files (``stack`` joins one set's), fit, save, and say what was saved."""
+    from rich.progress import track
+
+    def features(paths, what):
         files = collect_audio(paths, what)
-        return np.stack([det.features(f, name=str(f))
-                         for f in track(files, description=f"{what} features", transient=True)])
+        return stack([det.features(f, name=str(f))
+                      for f in track(files, description=f"{what} features", transient=True)])
 
-    det.fit_features(rows(benign, "benign"), rows(adversarial, "adversarial") if adversarial else None,
-                     rows(calibration, "calibration") if calibration else None)
+    det.fit_features(features(benign, "benign"), features(adversarial, "adversarial") if adversarial else None,
+                     features(calibration, "calibration") if calibration else None)
     det.save(out)
-    typer.echo(f"saved {det.rule} detector to {out} (threshold {det.threshold_:+.3f} for "
+    typer.echo(f"saved {name} detector to {out} (threshold {det.threshold:+.3f} for "
                f"{100 * det.target_fpr:g} % FPR, fitted on {det.metadata['n_benign']} benign + "
                f"{det.metadata['n_adversarial']} adversarial)")
 

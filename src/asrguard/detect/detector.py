@@ -130,6 +130,42 @@ def read_document(directory: str | os.PathLike) -> tuple[Path, dict, dict[str, n
     return directory, document, arrays
 
 
+def write_document(directory: str | os.PathLike, document: Mapping, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``detector.safetensors`` and ``document`` with both checksums to
+    ``detector.json``, atomically; every detector family saves through this."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelFileError(f"{directory}: exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays_path = directory / ARRAYS_NAME
+    atomic_write(arrays_path, lambda tmp: save_file(dict(arrays), tmp))
+    document = {**document, "arrays_sha256": _sha256_bytes(arrays_path.read_bytes())}
+    document["checksum_sha256"] = _document_checksum(document)
+    atomic_write_text(directory / DOCUMENT_NAME, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def check_recognizer(doc_path: Path, expected: Mapping, recognizer, actual: str | None,
+                     allow_unverified: bool) -> None:
+    """Refuse ``recognizer`` unless ``actual`` (its checksum or fingerprint) is the one recorded in
+    ``expected`` when the detector was fitted, and it runs at the recorded sample rate."""
+    stored = expected.get("checksum_sha256")
+    if stored is None or actual is None:
+        if not allow_unverified:
+            raise ModelFileError(
+                f"{doc_path}: cannot verify that the recogniser matches the detector (checksum "
+                f"{'not recorded' if stored is None else 'of the given recogniser unknown'}); load the recogniser "
+                "from disk, or pass allow_unverified=True")
+    elif stored != actual:
+        raise ModelFileError(
+            f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
+            f"{actual[:12]}…; use the model it was fitted with (--model / --recognizer) or fit a detector for this "
+            "recogniser (asrguard fit-detector --recognizer ...)")
+    if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
+        raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
+                             f"{recognizer.sample_rate} Hz")
+
+
 class Detector:
     """Adversarial-audio detector from a recogniser's dropout uncertainty."""
 
@@ -339,13 +375,7 @@ class Detector:
     def save(self, directory: str | os.PathLike, metadata: Mapping | None = None) -> Path:
         """Write ``detector.json`` + ``detector.safetensors`` into ``directory`` (atomically)."""
         self._check_fitted()
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ModelFileError(f"{directory}: exists and is not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
         config, arrays = self.classifier.get_state()
-        arrays_path = directory / ARRAYS_NAME
-        atomic_write(arrays_path, lambda tmp: save_file({f"classifier.{k}": v for k, v in arrays.items()}, tmp))
         checksum = getattr(self.recognizer, "checksum", None)
         fingerprint = self.recognizer.fingerprint()
         scheme = self.recognizer.realization_scheme()
@@ -358,11 +388,8 @@ class Detector:
                            **({"fingerprint": fingerprint} if fingerprint not in (None, checksum) else {}),
                            **({"realization_scheme": scheme} if scheme is not None else {})},
             "metadata": {**self.metadata, **(metadata or {})},
-            "arrays_sha256": _sha256_bytes(arrays_path.read_bytes()),
         }
-        document["checksum_sha256"] = _document_checksum(document)
-        atomic_write_text(directory / DOCUMENT_NAME, json.dumps(document, indent=2, sort_keys=True) + "\n")
-        return directory
+        return write_document(directory, document, {f"classifier.{k}": v for k, v in arrays.items()})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, recognizer: Recognizer, *, allow_unverified: bool = False
@@ -380,19 +407,7 @@ class Detector:
             raise ModelFileError(f"{doc_path}: a {document.get('kind')!r} detector, not a dropout-uncertainty one; "
                                  "load it with asrguard.detect.registry.load_detector")
         expected = document.get("recognizer", {})
-        actual = getattr(recognizer, "checksum", None)
-        stored = expected.get("checksum_sha256")
-        if stored is None or actual is None:
-            if not allow_unverified:
-                raise ModelFileError(
-                    f"{doc_path}: cannot verify that the recogniser matches the detector (checksum "
-                    f"{'not recorded' if stored is None else 'of the given recogniser unknown'}); load the "
-                    "recogniser from disk, or pass allow_unverified=True")
-        elif stored != actual:
-            raise ModelFileError(
-                f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
-                f"{actual[:12]}…; use the model it was fitted with (--model / --recognizer) or fit a detector for this "
-                f"recogniser (asrguard fit-detector --recognizer ...)")
+        check_recognizer(doc_path, expected, recognizer, getattr(recognizer, "checksum", None), allow_unverified)
         if "fingerprint" in expected and expected["fingerprint"] != recognizer.fingerprint():
             # same weights, other settings (the model's config, the tokenizer, ...): other outputs, so refused too
             raise ModelFileError(
@@ -404,9 +419,6 @@ class Detector:
             # same model and seeds, other arithmetic: scores shift slightly, so say so, but load
             log.warning("%s: calibrated on realisations drawn as %s; this machine draws them as %s, so scores may "
                         "differ slightly from the calibration", doc_path, expected["realization_scheme"], scheme)
-        if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
-            raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
-                                 f"{recognizer.sample_rate} Hz")
         arrays = {k[len("classifier."):]: v for k, v in raw.items() if k.startswith("classifier.")}
         try:
             classifier = UncertaintyClassifier.from_state(document["classifier"], arrays)
@@ -419,5 +431,6 @@ class Detector:
         return detector
 
 
-__all__ = ["ARRAYS_NAME", "DEFAULT_TARGET_FPR", "DOCUMENT_NAME", "Detector", "input_waveform", "read_document",
+__all__ = ["ARRAYS_NAME", "DEFAULT_TARGET_FPR", "DOCUMENT_NAME", "Detector", "check_recognizer", "input_waveform",
+           "read_document", "write_document",
            "threshold_for_fpr"]

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections import Counter
@@ -35,14 +34,12 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
-from safetensors.numpy import save_file
 
 from ...asr.base import require
 from ...errors import AsrguardError, ConfigError, ModelFileError
-from ...fileio import atomic_write, atomic_write_text
 from ...uncertainty.distributions import DEFAULT_MAX_DISTANCE, char_histogram
-from ..detector import (ARRAYS_NAME, DEFAULT_TARGET_FPR, DOCUMENT_NAME, FORMAT, FORMAT_VERSION, _document_checksum,
-                        _sha256_bytes, input_waveform, read_document, threshold_for_fpr)
+from ..detector import (DEFAULT_TARGET_FPR, DOCUMENT_NAME, FORMAT, FORMAT_VERSION, check_recognizer, input_waveform,
+                        read_document, threshold_for_fpr, write_document)
 
 
 def transcript_distance(a: str, b: str) -> float:
@@ -56,25 +53,6 @@ def transcript_distance(a: str, b: str) -> float:
     """
     longest = max(len(a), len(b))
     return 0.0 if longest == 0 else Levenshtein.distance(a, b) / longest
-
-
-def check_recognizer(doc_path: Path, expected: Mapping, recognizer, allow_unverified: bool) -> None:
-    """Refuse ``recognizer`` unless it is the one the saved detector was fitted for (by checksum)."""
-    stored, actual = expected.get("checksum_sha256"), recognizer.fingerprint()
-    if stored is None or actual is None:
-        if not allow_unverified:
-            raise ModelFileError(
-                f"{doc_path}: cannot verify that the recogniser matches the detector (checksum "
-                f"{'not recorded' if stored is None else 'of the given recogniser unknown'}); load the recogniser "
-                "from disk, or pass allow_unverified=True")
-    elif stored != actual:
-        raise ModelFileError(
-            f"{doc_path}: this detector was fitted for recogniser {stored[:12]}… but the given recogniser is "
-            f"{actual[:12]}…; use the model it was fitted with (--model / --recognizer) or fit a detector for this "
-            "recogniser (asrguard fit-detector --recognizer ...)")
-    if int(expected.get("sample_rate", recognizer.sample_rate)) != recognizer.sample_rate:
-        raise ModelFileError(f"{doc_path}: fitted at {expected.get('sample_rate')} Hz but the recogniser runs at "
-                             f"{recognizer.sample_rate} Hz")
 
 
 def _check_seed(seed) -> int:
@@ -281,25 +259,16 @@ class RivalDetector:
         if self.seed_is_secret:
             raise ConfigError("this detector draws from a secret seed, which is never written; "
                               "save it before set_mask_seed('random')")
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ModelFileError(f"{directory}: exists and is not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
         config, arrays = self._state()
-        arrays_path = directory / ARRAYS_NAME
-        atomic_write(arrays_path, lambda tmp: save_file(
-            {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp))
         document = {
             "format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind, "settings": self.settings(),
             "model": config, "threshold": float(self.threshold_), "target_fpr": self.target_fpr,
             "recognizer": {"class": type(self.recognizer).__name__, "checksum_sha256": self.recognizer.fingerprint(),
                            "sample_rate": int(self.recognizer.sample_rate)},
             "metadata": {**self.metadata, **(metadata or {})},
-            "arrays_sha256": _sha256_bytes(arrays_path.read_bytes()),
         }
-        document["checksum_sha256"] = _document_checksum(document)
-        atomic_write_text(directory / DOCUMENT_NAME, json.dumps(document, indent=2, sort_keys=True) + "\n")
-        return directory
+        return write_document(directory, document,
+                              {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, recognizer, *, allow_unverified: bool = False) -> "RivalDetector":
@@ -313,7 +282,8 @@ class RivalDetector:
         if document.get("kind") != cls.kind:
             raise ModelFileError(f"{doc_path}: a {document.get('kind', 'uncertainty')!r} detector, not a "
                                  f"{cls.kind!r} one; load it with asrguard.detect.registry.load_detector")
-        check_recognizer(doc_path, document.get("recognizer", {}), recognizer, allow_unverified)
+        check_recognizer(doc_path, document.get("recognizer", {}), recognizer, recognizer.fingerprint(),
+                         allow_unverified)
         try:
             detector = cls(recognizer, **dict(document["settings"]), target_fpr=float(document["target_fpr"]))
             detector._restore(document.get("model", {}), arrays)
@@ -324,4 +294,4 @@ class RivalDetector:
         return detector
 
 
-__all__ = ["RivalDetector", "check_recognizer", "transcript_distance"]
+__all__ = ["RivalDetector", "transcript_distance"]
