@@ -36,3 +36,28 @@ def clips(n: int, seed: int, *, noisy: bool = False, seconds: float = 0.4) -> li
 def fitted_detector(recognizer, classifier: str = "char-svm4") -> Detector:
     det = Detector(recognizer, FeatureExtractor(n=8, p=0.3, seed=0), make_classifier(classifier), target_fpr=0.1)
     return det.fit(clips(6, 0), clips(6, 1, noisy=True))
+
+
+def finished_attack_folders(attacks_dir, recognizer, settings, items, names=("cw", "dr")) -> None:
+    """Attack folders a reproduction reuses without optimising: every item "succeeds" as a noisy copy.
+
+    Only the pipeline is under test where these stand in: the copies are separable by their noise.
+    """
+    import json
+
+    from asrguard.attacks.factory import make_attack
+    from asrguard.audio import save_audio
+    from asrguard.experiments.jayashankar2020 import attack_folder
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        folder = attack_folder(attacks_dir, name, make_attack(name, recognizer, {"seed": "0"}).config_hash, settings)
+        (folder / "audio").mkdir(parents=True)
+        rows = []
+        for item in items:
+            audio = f"audio/{item.id.replace(':', '_')}.wav"
+            noisy = np.clip(item.waveform + 0.3 * rng.uniform(-1, 1, item.waveform.size), -1, 1).astype(np.float32)
+            save_audio(folder / audio, noisy, 16000)
+            rows.append({"id": item.id, "success": True, "target": "go", "audio": audio, "db_x_delta": -20.0,
+                         "snr_db": 10.0})
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

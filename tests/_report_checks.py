@@ -15,7 +15,7 @@ from asrguard.evaluate.tables import SMOKE_MARK, SMOKE_TEST_BELOW
 AUROC_CELL = re.compile(r"^(\*\*)?(?P<value>\d\.\d{3})(\*\*)?(?P<mark>†?) "
                         r"\((?P<low>\d\.\d{2})–(?P<high>\d\.\d{2}), n=(?P<adv>\d+)/(?P<ben>\d+)\)")
 #: Columns of AUROC tables that label a row or hold something else than an AUROC.
-NOT_AUROC_COLUMNS = {"", "features", "classifier", "corpus", "targets", "model", "ε", "iterations", "step", "n adv",
+NOT_AUROC_COLUMNS = {"", "detector", "features", "classifier", "corpus", "targets", "model", "ε", "iterations", "step", "n adv",
                      "mean max-entropy benign / adversarial", "level", "median peak", "target exact", "SNR (dB)",
                      "ensemble attack"}
 

@@ -489,11 +489,11 @@ def test_the_universal_perturbation_fits_and_applies_to_whisper(make):
 
 
 def test_pgd_toward_alignment_targets_is_refused_for_whisper_with_a_clear_error(rec):
-    from asrguard.attacks.pgd import PGD
+    from asrguard.attacks.pgd import PGDAttack, PGDConfig
     from asrguard.errors import MissingCapabilityError
 
     with pytest.raises(MissingCapabilityError, match=r"PGD toward forced-alignment targets.*align \(Aligner\)"):
-        PGD(rec, eps=0.01, step_size=0.001, iterations=1)
+        PGDAttack(rec, PGDConfig(eps=0.01, step_size=0.001, iterations=1))
 
 
 @pytest.mark.slow

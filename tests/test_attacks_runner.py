@@ -1,5 +1,4 @@
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,19 +13,12 @@ from asrguard.attacks.targets import TargetSampler
 from asrguard.attacks.universal import UniversalAttack, UniversalConfig, tile
 from asrguard.audio import db
 from asrguard.cli import app
-from asrguard.data import read_jsonl
+from asrguard.data import Utterance, read_jsonl
 from asrguard.errors import ConfigError
 from attack_helpers import ToyRecognizer, speechlike
 
 
-@dataclass
-class Item:
-    id: str
-    waveform: np.ndarray
-    transcript: str
-
-
-ITEMS = [Item(f"toy:{i}", speechlike(0.3 + 0.1 * (i % 3), i), "x") for i in range(6)]
+ITEMS = [Utterance.from_waveform(f"toy:{i}", speechlike(0.3 + 0.1 * (i % 3), i), 16000, "x") for i in range(6)]
 SAMPLER = TargetSampler("commands", seed=0, phrases=["ab", "go", "hi"])
 
 
@@ -93,7 +85,7 @@ def test_runner_refuses_another_config_in_the_same_folder(tmp_path):
 
 
 def test_silent_items_are_recorded_as_skipped(tmp_path):
-    items = [Item("toy:silent", np.zeros(8000, np.float32), "")] + ITEMS[:1]
+    items = [Utterance.from_waveform("toy:silent", np.zeros(8000, np.float32), 16000, "")] + ITEMS[:1]
     run_attack(attack(), items, tmp_path, sampler=SAMPLER, progress=False)
     summary = report(tmp_path)
     assert summary["n"] == 2 and summary["n_skipped"] == 1 and summary["success_rate"] == 0.5
@@ -105,7 +97,7 @@ def test_universal_perturbation_degrades_held_out_inputs(tmp_path):
     universal = UniversalAttack(recognizer, UniversalConfig(tau_db=6, epochs=5, batch_size=4, length_seconds=0.25))
     delta = universal.fit(fit)
     assert delta.shape == (4000,) and np.abs(delta).max() <= universal.eps
-    held_out = [Item(f"held:{i}", speechlike(0.6, 200 + i), "zzz") for i in range(4)]
+    held_out = [Utterance.from_waveform(f"held:{i}", speechlike(0.6, 200 + i), 16000, "zzz") for i in range(4)]
     run_attack(universal, held_out, tmp_path, progress=False)
     summary = report(tmp_path)
     assert summary["transcript_change_rate"] > 0.5

@@ -1,20 +1,10 @@
-from dataclasses import dataclass
-
-import numpy as np
-
+from asrguard.data import Utterance
 from asrguard.experiments.dropout_sweep import conclusion, markdown_table, run_sweep
 from attack_helpers import ToyRecognizer, speechlike
 
 
-@dataclass
-class Item:
-    id: str
-    waveform: np.ndarray
-    transcript: str
-
-
 def test_dropout_sweep_writes_a_markdown_table(tmp_path):
-    items = [Item("toy:0", speechlike(0.5, 0), "x")]
+    items = [Utterance.from_waveform("toy:0", speechlike(0.5, 0), 16000, "x")]
     result = run_sweep(ToyRecognizer(gain=5.0), items, tmp_path, rates=(0.05, 0.1), draws=3,
                        overrides={"tau_db": 10, "max_iter": 40, "max_shrinks": 1}, progress=False)
     assert [r["p_dr"] for r in result["rows"]] == [0.05, 0.1]

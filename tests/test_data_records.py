@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from asrguard.data import Utterance, append_record, read_jsonl, read_manifest, split_by_speaker, write_manifest
@@ -25,6 +26,17 @@ def test_utterance_dict_round_trip_keeps_words():
                   words=[{"word": "one", "start": 0.1, "end": 0.5}, {"word": "two", "start": 0.7, "end": 1.2}])
     assert Utterance.from_dict(u.to_dict()) == u
     assert "words" not in _records(1, 1)[0].to_dict()
+
+
+def test_a_record_holding_its_waveform_writes_and_compares_without_it(tmp_path):
+    clip = Utterance.from_waveform("toy:0", np.full(800, 0.1, np.float32), 16000, "one", "s")
+    assert (clip.path, clip.duration, clip.source) == ("", 0.05, "memory")
+    path = write_manifest(tmp_path / "m.jsonl", [clip])
+    assert "waveform" not in read_jsonl(path)[0]
+    assert read_manifest(path) == [clip] and read_manifest(path)[0].waveform is None
+    copy = _records(1, 1)[0].with_waveform(np.zeros(8000, np.float32), 8000, split="test")
+    assert (copy.sample_rate, copy.split, copy.path) == (8000, "test", "/audio/0_0.wav")
+    assert repr(copy).count("waveform") == 0
 
 
 def test_manifest_round_trip(tmp_path):

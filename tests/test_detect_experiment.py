@@ -8,7 +8,7 @@ from asrguard.experiments.jayashankar2020 import (
     COLUMNS, PAPER, FeatureCache, FeatureSet, paired, tables_markdown,
 )
 from asrguard.uncertainty.features import FeatureExtractor, FeatureTable
-from _detect_helpers import clips, tiny_recognizer
+from _detect_helpers import clips, finished_attack_folders, tiny_recognizer
 from _report_checks import auroc_cells, auroc_cells_lacking_n_and_interval
 
 
@@ -129,27 +129,15 @@ def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, 
     """`--attacks cw,dr` over finished attack folders: CW and DR columns, the rest left empty."""
     import pytest
 
-    from asrguard.attacks.factory import make_attack
     from asrguard.attacks.sources import load_items
-    from asrguard.audio import save_audio
     from asrguard.errors import ConfigError
-    from asrguard.experiments.jayashankar2020 import Settings, attack_folder, run
+    from asrguard.experiments.jayashankar2020 import Settings, run
 
     recognizer = tiny_recognizer(tmp_path)
     settings = Settings(corpora=("fsdd-digits",), n_sources=12, n_realizations=8, test_fraction=0.5)
     items = load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data, 16000)
-    rng = np.random.default_rng(0)
-    for name in ("cw", "dr"):  # finished attack folders, so nothing is optimised here
-        folder = attack_folder(tmp_path / "attacks", name, make_attack(name, recognizer, {"seed": "0"}).config_hash,
-                                settings)
-        (folder / "audio").mkdir(parents=True)
-        rows = []
-        for item in items:
-            audio = f"audio/{item.id.replace(':', '_')}.wav"
-            noisy = np.clip(item.waveform + 0.3 * rng.uniform(-1, 1, item.waveform.size), -1, 1).astype(np.float32)
-            save_audio(folder / audio, noisy, 16000)
-            rows.append({"id": item.id, "success": True, "target": "go", "audio": audio})
-        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # finished attack folders, so nothing is optimised here
+    finished_attack_folders(tmp_path / "attacks", recognizer, settings, items)
 
     import asrguard.attacks.runner as runner
 

@@ -8,7 +8,8 @@ from asrguard.asr.base import AudioBatch
 from asrguard.asr.hybrid.acoustic import KINDS, build_acoustic_model
 from asrguard.asr.hybrid.hmm import DigitHMM
 from asrguard.asr.hybrid.recognizer import HybridRecognizer
-from asrguard.attacks.pgd import PGD, random_digit_targets
+from asrguard.attacks.factory import make_attack
+from asrguard.attacks.pgd import PGDAttack, PGDConfig, random_digit_targets
 from asrguard.errors import ConfigError, ModelFileError
 from asrguard.frontend import MFCC
 
@@ -93,29 +94,42 @@ def test_checkpoint_roundtrip_and_tamper_detection(tmp_path, batch):
 @pytest.mark.parametrize("kind,stochastic", [("fnn", False), ("dropout", True)])
 def test_pgd_never_exceeds_eps_and_never_touches_padding(kind, stochastic, batch):
     rec = _recognizer(kind)
+    loss = rec.loss
+
+    def guarded(audio, targets):
+        assert torch.all(audio.waveforms.detach()[audio.mask() == 0] == 0), "padding was perturbed"
+        return loss(audio, targets)
+
+    rec.loss = guarded
     loud = AudioBatch(batch.waveforms * 3.0 / batch.waveforms.abs().max(), batch.lengths, 16000)
     loud = AudioBatch(loud.waveforms.clamp(-1, 1), loud.lengths, 16000)  # samples at +-1: clipping matters
     targets = random_digit_targets(2, seed=0)
     eps = 0.01
-    attack = PGD(rec, eps=eps, step_size=0.004, iterations=5, random_init=True, stochastic=stochastic, seed=1)
-    result = attack.run(loud, targets)
-    delta = result.adversarial.waveforms.double() - loud.waveforms.double()
-    assert delta.abs().max().item() <= eps
-    assert result.adversarial.waveforms.abs().max().item() <= 1.0
-    assert torch.all(delta[0, 12000:] == 0)  # padding of the shorter utterance
-    assert max(result.max_abs_delta()) > 0.5 * eps
-    assert len(result.loss_history) == 5
+    config = PGDConfig(eps=eps, step_size=0.004, iterations=5, random_init=True, stochastic=stochastic, seed=1)
+    results = PGDAttack(rec, config).generate(loud, targets)
+    for x, r, target in zip(loud.unbatch(), results, targets):
+        delta = r.waveform.astype(np.float64) - x.astype(np.float64)
+        assert r.waveform.shape == x.shape and np.abs(delta).max() <= eps
+        assert np.abs(r.waveform).max() <= 1.0
+        assert r.extra["max_abs_delta"] == np.abs(r.waveform - x).max()
+        assert len(r.extra["loss_history"]) == r.iterations == 5
+        assert r.target == target and isinstance(r.transcript_dropout, str)
+    assert max(r.extra["max_abs_delta"] for r in results) > 0.5 * eps
 
 
-def test_pgd_lowers_the_target_loss(batch):
+def test_pgd_lowers_the_target_loss_toward_states_aligned_on_the_original_audio(batch):
     rec = _recognizer("fnn")
     targets = ["seven", "two nine"]
-    attack = PGD(rec, eps=0.05, step_size=0.005, iterations=15)
-    result = attack.run(batch, targets)
-    first, last = np.mean(result.loss_history[0]), np.mean(result.loss_history[-1])
-    assert last < first
-    # the state targets came from the original audio, once
-    assert [len(s) for s in result.state_targets] == [61, 101]
+    attack = PGDAttack(rec, PGDConfig(eps=0.05, step_size=0.005, iterations=15))
+    states = attack.state_targets(batch, targets)
+    assert [len(s) for s in states] == [61, 101]
+    results = attack.generate(batch, targets)
+    history = np.array([r.extra["loss_history"] for r in results])  # (utterance, step)
+    assert history[:, -1].mean() < history[:, 0].mean()
+    # the first step starts at the original audio, toward the states aligned on it
+    np.testing.assert_array_equal(history[:, 0], rec.loss(batch, states).detach().numpy())
+    given = attack.generate(batch, targets, state_targets=states)
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(results, given))
 
 
 def test_random_targets_are_seeded_and_avoid_originals():
@@ -126,9 +140,14 @@ def test_random_targets_are_seeded_and_avoid_originals():
     assert all(x != y for x, y in zip(a[:3], b))
 
 
-def test_pgd_requires_explicit_settings():
+def test_pgd_requires_explicit_settings_also_by_name():
     rec = _recognizer("fnn")
     with pytest.raises(TypeError):
-        PGD(rec, eps=0.05)  # step size and iterations have no defaults
+        PGDConfig(eps=0.05)  # step size and iterations have no defaults
     with pytest.raises(ConfigError):
-        PGD(rec, eps=2.0, step_size=0.1, iterations=1)
+        PGDConfig(eps=2.0, step_size=0.1, iterations=1)
+    with pytest.raises(ConfigError, match="needs the setting"):
+        make_attack("pgd", rec, {"eps": "0.05"})
+    attack = make_attack("pgd", rec, {"eps": "0.05", "step_size": "0.005", "iterations": "3", "stochastic": "yes"})
+    assert isinstance(attack, PGDAttack)
+    assert attack.config == PGDConfig(eps=0.05, step_size=0.005, iterations=3, stochastic=True)

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from asrguard.asr.base import AudioBatch
-from asrguard.asr.hybrid.digits import Utterances, augment, digit_records
+from asrguard.asr.hybrid.digits import augment, digit_records
 from asrguard.asr.hybrid.recognizer import HybridRecognizer
 from asrguard.asr.hybrid.train import TrainConfig, train_recognizer, word_accuracy, word_errors
+from asrguard.data import Utterance
 from asrguard.experiments.daubener2020 import evaluate_audio
 
 TONES = {"one": 400.0, "two": 1000.0, "three": 2200.0}
@@ -37,7 +38,12 @@ def _tone_utterances(n, seed):
         waves.append(np.clip(np.concatenate(pieces), -1, 1).astype(np.float32))
         texts.append(" ".join(chosen))
         words.append(spans)
-    return Utterances(waves, texts, words, [f"u{i}" for i in range(n)], ["synthetic"] * n)
+    return [Utterance.from_waveform(f"u{i}", w, RATE, t, "synthetic", words=s)
+            for i, (w, t, s) in enumerate(zip(waves, texts, words))]
+
+
+def _waves(utts):
+    return [u.waveform for u in utts]
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +56,12 @@ def trained():
 
 def test_trained_recogniser_decodes_and_aligns_tones(trained, tmp_path):
     test = _tone_utterances(10, seed=1)
-    hyps = trained.transcribe(AudioBatch.from_waveforms(test.waveforms, RATE))
-    assert word_accuracy(test.transcripts, hyps) >= 0.9
+    hyps = trained.transcribe(AudioBatch.from_waveforms(_waves(test), RATE))
+    assert word_accuracy([u.transcript for u in test], hyps) >= 0.9
     # forced alignment with the trained model finds the true word boundaries within 2 frames
     hop = trained.frontend["hop_length"] / RATE
-    paths = trained.align(AudioBatch.from_waveforms(test.waveforms, RATE), test.transcripts)
-    for path, spans in zip(paths, test.words):
+    paths = trained.align(AudioBatch.from_waveforms(_waves(test), RATE), [u.transcript for u in test])
+    for path, spans in zip(paths, [u.words for u in test]):
         found = [(w, s, e) for w, s, e in trained.hmm.segments(path) if w != "sil"]
         assert [w for w, _, _ in found] == [s["word"] for s in spans]
         for (_, s, e), span in zip(found, spans):
@@ -65,12 +71,12 @@ def test_trained_recogniser_decodes_and_aligns_tones(trained, tmp_path):
     assert set(trained.hmm.vocabulary) == set(TONES)
     trained.save(tmp_path / "tones")
     again = HybridRecognizer.load(tmp_path / "tones")
-    assert again.transcribe(AudioBatch.from_waveforms(test.waveforms[:3], RATE)) == hyps[:3]
+    assert again.transcribe(AudioBatch.from_waveforms(_waves(test[:3]), RATE)) == hyps[:3]
 
 
 def test_evaluate_audio_scores_every_measure(trained):
     test = _tone_utterances(3, seed=2)
-    out = evaluate_audio(trained, test.waveforms, 1, seed=0)
+    out = evaluate_audio(trained, _waves(test), 1, seed=0)
     assert len(out["transcripts"]) == 3 and set(out["scores"]) == {"entropy"}
     assert all(0 <= v <= np.log(95) for v in out["scores"]["entropy"])
 
@@ -78,7 +84,8 @@ def test_evaluate_audio_scores_every_measure(trained):
 def test_augment_keeps_boundaries_consistent():
     utts = _tone_utterances(4, seed=3)
     aug = augment(utts, seed=0, p_speed=1.0, p_noise=1.0)
-    for x, y, a, b in zip(utts.waveforms, aug.waveforms, utts.words, aug.words):
+    for u, v in zip(utts, aug):
+        x, y, a, b = u.waveform, v.waveform, u.words, v.words
         factor = len(x) / len(y)
         assert b[-1]["end"] == pytest.approx(a[-1]["end"] / factor)
         assert np.abs(y).max() <= 1.0
@@ -107,8 +114,8 @@ def test_matrix_gaussian_bnn_trains_on_tones():
     rec = train_recognizer("bnn", train, config, model_kwargs={"posterior": "matrix_gaussian"})
     assert rec.acoustic.posterior == "matrix_gaussian" and rec.acoustic.n_train > 1000
     test = _tone_utterances(10, seed=1)
-    hyps = rec.transcribe(AudioBatch.from_waveforms(test.waveforms, RATE))
-    assert word_accuracy(test.transcripts, hyps) >= 0.9
+    hyps = rec.transcribe(AudioBatch.from_waveforms(_waves(test), RATE))
+    assert word_accuracy([u.transcript for u in test], hyps) >= 0.9
     # its draws differ from one another (the posterior kept some spread), its mean prediction decodes
-    draws, _ = rec.draws(AudioBatch.from_waveforms(test.waveforms[:2], RATE), 3, seed=0)
+    draws, _ = rec.draws(AudioBatch.from_waveforms(_waves(test[:2]), RATE), 3, seed=0)
     assert not torch.equal(draws[0], draws[1])

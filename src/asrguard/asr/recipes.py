@@ -11,12 +11,12 @@ the attacks and the detectors all agree on which speakers were never trained on:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..audio import DEFAULT_SAMPLE_RATE, load_audio
+from ..data.records import Utterance
 from ..errors import DataError
 from ..text import DIGIT_WORDS
 
@@ -28,15 +28,6 @@ SPLIT_SEED = 0
 #: Freesound recording share a fold.
 URBANSOUND_TRAIN_FOLDS = ("fold2", "fold3")
 CORPORA = ("fsdd-digits", "fsdd-isolated", "speech-commands", "sc-digits", "english-speech")
-
-
-@dataclass
-class LabelledAudio:
-    id: str
-    waveform: np.ndarray
-    transcript: str
-    speaker: str
-    subset: str = ""
 
 
 def default_data_root() -> Path:
@@ -86,13 +77,9 @@ def urbansound_records(root: Path, split: str):
     return [r for r in records if (Path(r.path).parent.name in URBANSOUND_TRAIN_FOLDS) == (split == "train")]
 
 
-def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE, *, subsets: bool = False) -> list[LabelledAudio]:
-    """Decode ``records``; ``subsets`` keeps each record's ``source`` as the reporting subset."""
-    out = []
-    for r in records:
-        waveform, _ = load_audio(r.path, sample_rate)
-        out.append(LabelledAudio(r.id, waveform, r.transcript, r.speaker, r.source if subsets else ""))
-    return out
+def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[Utterance]:
+    """Copies of ``records`` holding their audio, decoded at ``sample_rate``."""
+    return [r.with_waveform(load_audio(r.path, sample_rate)[0], sample_rate) for r in records]
 
 
 def english_speech_records(root: Path, *, min_seconds: float = 0.0, max_seconds: float = float("inf")):
@@ -104,25 +91,26 @@ def english_speech_records(root: Path, *, min_seconds: float = 0.0, max_seconds:
 
 
 def connected_digits(records, n: int, seed: int, *, min_digits: int = 1, max_digits: int = 7,
-                     sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[LabelledAudio]:
+                     sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[Utterance]:
     from ..data import generate_connected_digit_audio
 
     digits = [r for r in records if r.transcript in DIGIT_WORDS]
     pairs = generate_connected_digit_audio(digits, n, seed, min_digits=min_digits, max_digits=max_digits,
                                            sample_rate=sample_rate)
-    return [LabelledAudio(u.id, w, u.transcript, u.speaker) for w, u in pairs]
+    return [u.with_waveform(w) for w, u in pairs]
 
 
 def evaluation_set(corpus: str, split: str = "test", root: Path | None = None,
-                   *, limit: int | None = None, seed: int = 1234) -> list[LabelledAudio]:
-    """The named evaluation set (deterministic): what ``asrguard asr-eval`` scores.
+                   *, limit: int | None = None, seed: int = 1234) -> list[Utterance]:
+    """The named evaluation set (deterministic, each :class:`Utterance` holding its waveform): what
+    ``asrguard asr-eval`` scores.
 
     * ``fsdd-digits``: 300 connected-digit utterances (1–7 digits) of the split's FSDD speakers;
     * ``fsdd-isolated``: the split's FSDD recordings as they are;
     * ``speech-commands``: every word clip of the split's Speech Commands speakers;
     * ``sc-digits``: 200 connected-digit utterances from Speech Commands digit words;
     * ``english-speech``: the 895 real English utterances of ``english_speech`` (no train split:
-      nothing here is trained on them), each with its reporting subset.
+      nothing here is trained on them), each with its reporting subset as ``source``.
     """
     root = Path(root) if root is not None else default_data_root()
     if split not in ("train", "test"):
@@ -143,7 +131,7 @@ def evaluation_set(corpus: str, split: str = "test", root: Path | None = None,
         if limit is not None and len(records) > limit:  # pick before decoding: the set is large
             rng = np.random.default_rng(seed)
             records = [records[i] for i in sorted(rng.choice(len(records), limit, replace=False))]
-        items = load_records(records, subsets=True)
+        items = load_records(records)
     else:
         raise DataError(f"unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}")
     if limit is not None and len(items) > limit:

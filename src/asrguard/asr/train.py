@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..audio import DEFAULT_SAMPLE_RATE, load_audio
+from ..data.records import Utterance
 from ..errors import ConfigError
 from ..evaluate.metrics import recognition_metrics, word_errors
 from ..text import encode
@@ -81,7 +82,7 @@ class TrainConfig:
 # ──────────────────────────────────────────────────────────────────────────────
 
 
-def tts_items(config: TrainConfig, root: Path) -> list[recipes.LabelledAudio]:
+def tts_items(config: TrainConfig, root: Path) -> list[Utterance]:
     """Synthetic command sentences from the offline TTS engines (cached; empty if none installed)."""
     if not config.tts_dir:
         return []
@@ -108,7 +109,7 @@ def assemble_static_training_set(config: TrainConfig, root: Path):
 
 
 def noise_only_items(noises: list[np.ndarray], n: int, rng: np.random.Generator,
-                     sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[recipes.LabelledAudio]:
+                     sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[Utterance]:
     """``n`` crops (0.5-3 s, gain -40 to -6 dB peak) of the noise bank, each transcribed as nothing."""
     items = []
     for k in range(n if noises else 0):
@@ -118,7 +119,7 @@ def noise_only_items(noises: list[np.ndarray], n: int, rng: np.random.Generator,
         crop = noise[start:start + length]
         peak = float(np.max(np.abs(crop))) or 1.0
         crop = (crop * (10 ** (rng.uniform(-40.0, -6.0) / 20) / peak)).astype(np.float32)
-        items.append(recipes.LabelledAudio(f"noise-only:{k}", crop, "", "noise"))
+        items.append(Utterance.from_waveform(f"noise-only:{k}", crop, sample_rate, speaker="noise", source="noise"))
     return items
 
 

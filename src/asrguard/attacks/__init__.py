@@ -4,6 +4,8 @@
   urban-sound (US) attacks;
 * :mod:`.imperceptible` — Qin et al.'s psychoacoustic two-stage attack (IA);
 * :mod:`.universal` — one untargeted perturbation for many inputs;
+* :mod:`.pgd` — targeted PGD toward forced-alignment (HMM state) targets, for hybrid recognisers;
+* :mod:`.losses` — the loss terms the attacks combine;
 * :mod:`.targets` — target transcripts sized to each utterance;
 * :mod:`.runner` — WAV + JSONL output that resumes, and ``report``.
 
@@ -20,6 +22,7 @@ _EXPORTS = {
     "CWAttack": ".cw", "CWConfig": ".cw", "DRAttack": ".cw", "DRConfig": ".cw", "NRRAttack": ".cw",
     "NRRConfig": ".cw", "USAttack": ".cw",
     "IAConfig": ".imperceptible", "ImperceptibleAttack": ".imperceptible", "masking_threshold": ".imperceptible",
+    "PGDAttack": ".pgd", "PGDConfig": ".pgd",
     "report": ".runner", "run_attack": ".runner",
     "PAPER_TARGET": ".targets", "TargetSampler": ".targets",
     "UniversalAttack": ".universal", "UniversalConfig": ".universal",

@@ -155,7 +155,8 @@ def peak_bound(x: torch.Tensor, lengths: torch.Tensor, tau_db: float) -> torch.T
 
 @dataclasses.dataclass
 class StepReport:
-    """Where an attack's optimisation stands, passed to ``Attack.on_step`` after each success check.
+    """Where an attack's optimisation stands, passed to ``Attack.on_step`` after each success check
+    (PGD, which checks nothing while it runs, reports after every step with ``reached`` 0).
 
     ``transcripts`` maps batch rows checked at this step to their current transcript.
     """
@@ -235,6 +236,10 @@ class Attack(abc.ABC):
         return [self._transcribe(AudioBatch.from_waveforms([w], rate, validate=False), p, seed)[0]
                 for w in waveforms]
 
+    def _defence_transcripts(self, waveforms: Sequence[np.ndarray]) -> list[str]:
+        """Each waveform's transcript under the defence: one seeded dropout draw at ``defence_p``."""
+        return self._transcribe_each(waveforms, p=self.config.defence_p, seed=self.config.defence_seed)
+
     def _matches(self, transcripts: Sequence[str], targets: Sequence[str | None]) -> np.ndarray:
         """Boolean per pair: does the transcript say the target, compared as the recogniser
         normalises text (Whisper ignores case and punctuation; the CTC model compares as is)?"""
@@ -250,7 +255,7 @@ class Attack(abc.ABC):
         if original_transcripts is None:
             original_transcripts = self._transcribe_each(originals)
         transcripts = self._transcribe_each(adversarial)
-        dropout = self._transcribe_each(adversarial, p=self.config.defence_p, seed=self.config.defence_seed)
+        dropout = self._defence_transcripts(adversarial)
         config = self.config_dict()
         share = wall_seconds / max(len(adversarial), 1)
         results = []

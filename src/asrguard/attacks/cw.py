@@ -35,14 +35,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..asr.base import AudioBatch, Posteriors
+from ..asr.base import AudioBatch
 from ..denoise import logmmse, spectral_subtraction
 from ..errors import ConfigError
-from ..text import CHARACTERS, encode
+from . import losses
 from .base import Attack, AttackConfig, AttackResult, StepReport, Stopwatch, as_batch, peak_bound
-from .losses import alignment_margin, ctc_best_paths
+from .losses import alignment_margin, ctc_best_paths  # re-exported: they used to live here
 
 #: Keep the internal bound this fraction below the nominal one, so float32 rounding of x + δ
 #: can never push the saved perturbation over ``dB(x) − τ``.
@@ -134,15 +133,6 @@ class NRRConfig(CWConfig):
     require_denoised: bool = True
 
 
-def _has_project_characters(recognizer) -> bool:
-    """Whether ``recognizer`` scores exactly :data:`asrguard.text.CHARACTERS` (blank first), in that order."""
-    return isinstance(recognizer, Posteriors) and tuple(recognizer.vocabulary) == CHARACTERS
-
-
-def _ratio_db(value: float, reference: float) -> float | None:
-    return 20 * math.log10(value / reference) if value > 0 and reference > 0 else None
-
-
 class RowAdam:
     """Adam with a step count per row, so utterances can join, pause and leave independently.
 
@@ -173,6 +163,96 @@ class RowAdam:
         self.t[rows] = 0.0
 
 
+@dataclass(frozen=True)
+class Optimisation:
+    """What :meth:`CWAttack.optimise` found, one entry per utterance of the batch.
+
+    Attributes:
+        best: the kept (smallest-bound) successful perturbation, unpadded; ``None`` if never reached.
+        last: the last iterate's perturbation, unpadded.
+        iterations: optimisation steps spent.
+        n_success: successes (each one shrank the bound).
+        first_success: step of the first success, ``None`` if never reached.
+        history: ``(seconds, dB_x(δ))`` of each success.
+        bound: the internal L∞ bound at the end.
+        best_bound: nominal bound under which ``best`` was found (the starting bound if never).
+        peak_x: ``max|x|`` of each input.
+    """
+
+    best: list
+    last: list
+    iterations: list
+    n_success: np.ndarray
+    first_success: list
+    history: list
+    bound: torch.Tensor
+    best_bound: torch.Tensor
+    peak_x: list
+
+    @property
+    def kept(self) -> list[np.ndarray]:
+        """Per utterance, the best successful perturbation, else the last iterate."""
+        return [best if best is not None else last for best, last in zip(self.best, self.last)]
+
+    def bound_db(self, i: int) -> float | None:
+        """The kept bound of utterance ``i`` relative to its peak, ``20·log10(best_bound / max|x|)``."""
+        value, reference = float(self.best_bound[i]), self.peak_x[i]
+        return 20 * math.log10(value / reference) if value > 0 and reference > 0 else None
+
+
+class _BestSoFar:
+    """Per utterance: the smallest-bound success so far, and how often and when the target was reached.
+
+    ``x``, ``delta`` and ``bound`` are the optimisation loop's own tensors: a success shrinks the
+    utterance's bound and re-projects its ``delta`` in place, as CW does.
+    """
+
+    def __init__(self, attack: "CWAttack", batch: AudioBatch, targets: Sequence[str], x: torch.Tensor,
+                 delta: torch.Tensor, bound: torch.Tensor, bounds: torch.Tensor, clock: Stopwatch):
+        self.attack, self.batch, self.targets, self.clock = attack, batch, targets, clock
+        self.x, self.delta, self.bound = x, delta, bound
+        n_batch = len(x)
+        self.n_success = np.zeros(n_batch, dtype=int)
+        self.last_success = np.full(n_batch, -1)
+        self.first_success: list[int | None] = [None] * n_batch
+        self.best: list[np.ndarray | None] = [None] * n_batch
+        self.best_bound = [float(b) for b in bounds]  # nominal bound under which the kept example was found
+        self.history: list[list] = [[] for _ in range(n_batch)]
+        self.peak_x = [float(x[i, : int(batch.lengths[i])].abs().max()) for i in range(n_batch)]
+
+    def update(self, rows: list[int], step: int) -> list[int]:
+        """Success check on ``rows`` at ``step``; keeps each success and returns the rows that are finished."""
+        c, x, lengths = self.attack.config, self.x, self.batch.lengths
+        n_max = int(lengths[rows].max())
+        adv = torch.clamp(x[rows, :n_max] + self.delta[rows, :n_max], -1.0, 1.0)
+        ok = self.attack.is_success(AudioBatch(adv, lengths[rows], self.batch.sample_rate),
+                                    [self.targets[i] for i in rows], step)
+        done = []
+        for j, i in enumerate(rows):
+            if ok[j]:
+                n = int(lengths[i])
+                self._keep(i, (adv[j, :n] - x[i, :n]).numpy().copy(), step)
+            n_success, since = self.n_success[i], step - self.last_success[i]
+            if n_success >= c.max_shrinks or (n_success > 0 and since >= c.patience):
+                done.append(i)
+        return done
+
+    def _keep(self, i: int, effective: np.ndarray, step: int) -> None:
+        c, bound = self.attack.config, self.bound
+        self.best[i] = effective
+        self.best_bound[i] = float(bound[i]) / (1.0 - BOUND_MARGIN)
+        self.n_success[i] += 1
+        self.last_success[i] = step
+        if self.first_success[i] is None:
+            self.first_success[i] = step
+        peak_d = float(np.abs(effective).max())
+        db_x = 20 * math.log10(peak_d / self.peak_x[i]) if peak_d > 0 else float("-inf")
+        self.history[i].append((round(self.clock(), 4), db_x))
+        # as CW: shrink from the smaller of the bound and the perturbation's actual peak
+        bound[i] = c.shrink * min(float(bound[i]), peak_d)
+        self.delta[i] = torch.clamp(self.delta[i], -bound[i], bound[i])
+
+
 class CWAttack(Attack):
     """Carlini & Wagner (eq. 1), batched with per-utterance bounds and early stopping.
 
@@ -191,23 +271,9 @@ class CWAttack(Attack):
         return self.target_loss(batch, targets)
 
     def target_loss(self, batch: AudioBatch, targets: Sequence[str]) -> torch.Tensor:
-        """``ℓ(x + δ, t)``: CTC toward ``targets``, plus the alignment margin when enabled.
-
-        The margin needs per-frame posteriors over the project's CTC characters (blank at
-        index 0, :data:`asrguard.text.CHARACTERS`); for any other recogniser only
-        ``recognizer.loss`` is used. With CTC posteriors, the CTC loss is computed from the same
-        forward pass as the margin (it equals ``recognizer.loss`` for a CTC recogniser).
-        """
-        # the vocabulary, not just its size: a 29-token model in another order must not get the margin
-        if self.config.margin_weight > 0 and _has_project_characters(self.recognizer):
-            log_probs, lengths = self.recognizer.log_probs(batch)
-            labels = [encode(t) for t in targets]
-            flat = torch.tensor([i for row in labels for i in row], dtype=torch.long)
-            ctc = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, torch.tensor([len(r) for r in labels]),
-                             blank=0, reduction="none", zero_infinity=True)
-            paths = torch.from_numpy(ctc_best_paths(log_probs.detach().cpu().numpy(), lengths.tolist(), labels))
-            return ctc + self.config.margin_weight * alignment_margin(log_probs, lengths, paths, self.config.margin)
-        return self.recognizer.loss(batch, targets)
+        """``ℓ(x + δ, t)``: :func:`asrguard.attacks.losses.target_loss` with this config's alignment margin."""
+        return losses.target_loss(self.recognizer, batch, targets, margin_weight=self.config.margin_weight,
+                                  margin=self.config.margin)
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         """Boolean ``(B,)``: does this iterate count as reaching the target?"""
@@ -242,24 +308,20 @@ class CWAttack(Attack):
     def generate(self, audio_batch, targets: Sequence[str] | None = None) -> list[AttackResult]:
         clock = Stopwatch()
         batch, targets, originals, original_transcripts = self._prepare(audio_batch, targets)
-        state = self.optimise(batch, targets, clock=clock)
-        adversarial = [originals[i] + state["best"][i] if state["best"][i] is not None
-                       else originals[i] + state["last"][i] for i in range(len(batch))]
+        found = self.optimise(batch, targets, clock=clock)
+        adversarial = [x + delta for x, delta in zip(originals, found.kept)]
         extras = []
         for i in range(len(batch)):
-            extra = {"first_success_iteration": state["first_success"][i],
-                     "n_successes": int(state["n_success"][i]),
-                     "bound_db": _ratio_db(float(state["best_bound"][i]), state["peak_x"][i]),
-                     "success_history": state["history"][i]}
+            extra = {"first_success_iteration": found.first_success[i], "n_successes": int(found.n_success[i]),
+                     "bound_db": found.bound_db(i), "success_history": found.history[i]}
             adv = np.clip(adversarial[i], -1, 1).astype(np.float32)
             extra.update(self.extra_measures(originals[i], adv, targets[i]))
             extras.append(extra)
-        return self._finish(originals, adversarial, targets, state["iterations"], clock(),
-                            original_transcripts, extras)
+        return self._finish(originals, adversarial, targets, found.iterations, clock(), original_transcripts, extras)
 
     def optimise(self, batch: AudioBatch, targets: Sequence[str], *, clock: Stopwatch | None = None,
-                 init_delta: torch.Tensor | None = None, bounds: torch.Tensor | None = None) -> dict:
-        """The batched CW loop. Returns best / last perturbations (numpy, unpadded) and bookkeeping.
+                 init_delta: torch.Tensor | None = None, bounds: torch.Tensor | None = None) -> Optimisation:
+        """The batched CW loop: best and last perturbations (numpy, unpadded) and bookkeeping.
 
         ``bounds`` overrides the starting L∞ bound per utterance; ``init_delta`` warm-starts δ.
         """
@@ -276,49 +338,17 @@ class CWAttack(Attack):
                                                                             bound[:, None]) * mask
         adam = RowAdam(x.shape)
         iterations = np.zeros(n_batch, dtype=int)
-        n_success = np.zeros(n_batch, dtype=int)
-        last_success = np.full(n_batch, -1)
-        first_success: list[int | None] = [None] * n_batch
-        best: list[np.ndarray | None] = [None] * n_batch
-        best_bound = [float(b) for b in bounds]  # nominal bound under which the kept example was found
-        history: list[list] = [[] for _ in range(n_batch)]
+        tracker = _BestSoFar(self, batch, targets, x, delta, bound, bounds, clock)
         active = [i for i in range(n_batch) if float(bound[i]) > 0.0]  # silent inputs cannot be attacked
-        peak_x = [float(x[i, : int(lengths[i])].abs().max()) for i in range(n_batch)]
-
-        def check(rows: list[int], step: int) -> list[int]:
-            """Success check on ``rows``; returns the rows that are finished."""
-            n_max = int(lengths[rows].max())
-            adv = torch.clamp(x[rows, :n_max] + delta[rows, :n_max], -1.0, 1.0)
-            ok = self.is_success(AudioBatch(adv, lengths[rows], batch.sample_rate), [targets[i] for i in rows], step)
-            done = []
-            for j, i in enumerate(rows):
-                n = int(lengths[i])
-                if ok[j]:
-                    effective = (adv[j, :n] - x[i, :n]).numpy().copy()
-                    best[i] = effective
-                    best_bound[i] = float(bound[i]) / (1.0 - BOUND_MARGIN)
-                    n_success[i] += 1
-                    last_success[i] = step
-                    if first_success[i] is None:
-                        first_success[i] = step
-                    peak_d = float(np.abs(effective).max())
-                    db_x = 20 * math.log10(peak_d / peak_x[i]) if peak_d > 0 else float("-inf")
-                    history[i].append((round(clock(), 4), db_x))
-                    # as CW: shrink from the smaller of the bound and the perturbation's actual peak
-                    bound[i] = c.shrink * min(float(bound[i]), peak_d)
-                    delta[i] = torch.clamp(delta[i], -bound[i], bound[i])
-                if n_success[i] >= c.max_shrinks or (n_success[i] > 0 and step - last_success[i] >= c.patience):
-                    done.append(i)
-            return done
 
         step = 0
         while active and step < c.max_iter:
             if step % c.check_every == 0:
                 checked = list(active)
-                finished = set(check(active, step))
+                finished = set(tracker.update(active, step))
                 if self.on_step is not None:
                     self.on_step(StepReport(step, c.max_iter, len(active) - len(finished), n_batch,
-                                            int((n_success > 0).sum()),
+                                            int((tracker.n_success > 0).sum()),
                                             dict(zip(checked, getattr(self, "last_transcripts", [])))))
                 active = [i for i in active if i not in finished]
                 if not active:
@@ -332,19 +362,20 @@ class CWAttack(Attack):
             (grad,) = torch.autograd.grad(loss.sum(), d)
             grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * row_mask
             b = bound[rows][:, None]
-            since = torch.tensor([step - max(last_success[i], 0) for i in rows], dtype=torch.float32)
+            since = torch.tensor([step - max(tracker.last_success[i], 0) for i in rows], dtype=torch.float32)
             rate = c.learning_rate * torch.clamp(c.lr_decay ** since, min=c.lr_floor)[:, None]
             updated = d.detach() - rate * b * adam.direction(rows, n_max, grad)
             delta[rows, :n_max] = torch.maximum(torch.minimum(updated, b), -b) * row_mask
             iterations[rows] += 1
             step += 1
         if active:  # the last steps since the previous check still get their chance
-            check(active, step)
+            tracker.update(active, step)
         last = [(torch.clamp(x[i] + delta[i], -1, 1) - x[i])[: int(lengths[i])].numpy().copy()
                 for i in range(n_batch)]
-        return {"best": best, "last": last, "iterations": iterations.tolist(), "n_success": n_success,
-                "first_success": first_success, "history": history, "bound": bound,
-                "best_bound": torch.tensor(best_bound), "peak_x": peak_x}
+        return Optimisation(best=tracker.best, last=last, iterations=iterations.tolist(),
+                            n_success=tracker.n_success, first_success=tracker.first_success,
+                            history=tracker.history, bound=bound, best_bound=torch.tensor(tracker.best_bound),
+                            peak_x=tracker.peak_x)
 
 
 class DRAttack(CWAttack):
@@ -359,12 +390,9 @@ class DRAttack(CWAttack):
 
     def objective(self, batch, targets, step):
         c = self.config
-        loss = self.target_loss(batch, targets)
-        robust = 0.0
-        for k in range(c.draws):
-            with self.recognizer.stochastic(c.p_dr, seed=self._dropout_seed(step, k, 1)):
-                robust = robust + self.target_loss(batch, targets)
-        return loss + c.beta * robust / c.draws
+        seeds = [self._dropout_seed(step, k, 1) for k in range(c.draws)]
+        return self.target_loss(batch, targets) + losses.dropout_robust_loss(
+            self.recognizer, self.target_loss, batch, targets, p=c.p_dr, seeds=seeds, weight=c.beta)
 
     def is_success(self, batch, targets, step):
         ok = super().is_success(batch, targets, step)
@@ -390,7 +418,8 @@ class NRRAttack(CWAttack):
         return batch.with_waveforms(torch.clamp(cleaned, -1.0, 1.0))
 
     def objective(self, batch, targets, step):
-        return self.target_loss(batch, targets) + self.config.beta * self.target_loss(self.denoise(batch), targets)
+        loss = self.target_loss(batch, targets)
+        return loss + self.config.beta * losses.denoised_loss(self.target_loss, batch, targets, self.denoise)
 
     def is_success(self, batch, targets, step):
         ok = super().is_success(batch, targets, step)
@@ -416,5 +445,5 @@ class USAttack(CWAttack):
     name = "us"
 
 
-__all__ = ["CWAttack", "CWConfig", "DRAttack", "DRConfig", "NRRAttack", "NRRConfig", "USAttack", "alignment_margin",
-           "ctc_best_paths"]
+__all__ = ["CWAttack", "CWConfig", "DRAttack", "DRConfig", "NRRAttack", "NRRConfig", "Optimisation", "USAttack",
+           "alignment_margin", "ctc_best_paths"]

@@ -12,18 +12,34 @@ import dataclasses
 
 from ..errors import ConfigError
 
-ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask")
+ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask", "pgd", "eot-dropout", "bpda-transform",
+           "stats-penalty")
+
+
+def _setting_type(field: dataclasses.Field) -> type | None:
+    """What a setting's string is read as: its default's type, or its annotation's when it has no default."""
+    if field.default is not dataclasses.MISSING:
+        return type(field.default)
+    return {"bool": bool, "int": int, "float": float}.get(str(field.type))
 
 
 def make_attack(name: str, recognizer, overrides: dict | None = None):
-    """An attack by CLI name with config fields overridden from ``overrides``."""
+    """An attack by CLI name with config fields overridden from ``overrides``.
+
+    Settings without a default (PGD's ``eps``, ``step_size``, ``iterations``) must be overridden.
+    """
     from .adaptive import KnownMaskAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
+    from .evasion import BPDATransformAttack, EOTDropoutAttack
     from .imperceptible import ImperceptibleAttack
+    from .pgd import PGDAttack
+    from .stats_penalty import StatsPenaltyAttack
     from .universal import UniversalAttack
 
     classes = {"cw": CWAttack, "dr": DRAttack, "nrr": NRRAttack, "ia": ImperceptibleAttack, "us": USAttack,
-               "universal": UniversalAttack, "known-mask": KnownMaskAttack}
+               "universal": UniversalAttack, "known-mask": KnownMaskAttack, "pgd": PGDAttack,
+               "eot-dropout": EOTDropoutAttack, "bpda-transform": BPDATransformAttack,
+               "stats-penalty": StatsPenaltyAttack}
     if name not in classes:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     cls = classes[name]
@@ -32,18 +48,20 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     for key, raw in (overrides or {}).items():
         if key not in fields:
             raise ConfigError(f"{name} has no setting {key!r}; settings: {', '.join(sorted(fields))}")
-        default = fields[key].default
+        kind = _setting_type(fields[key])
         try:
-            if isinstance(default, bool):
+            if kind is bool:
                 values[key] = str(raw).lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                values[key] = int(raw)
-            elif isinstance(default, float):
-                values[key] = float(raw)
+            elif kind in (int, float):
+                values[key] = kind(raw)
             else:
                 values[key] = raw
         except ValueError:
-            raise ConfigError(f"{name}: cannot read {key}={raw!r} as {type(default).__name__}") from None
+            raise ConfigError(f"{name}: cannot read {key}={raw!r} as {kind.__name__}") from None
+    missing = [f.name for f in fields.values() if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{name} needs the setting(s) {', '.join(missing)} (e.g. --set {missing[0]}=...)")
     return cls(recognizer, cls.config_class(**values))
 
 

@@ -47,6 +47,7 @@ from ..asr.base import AudioBatch
 from ..errors import ConfigError
 from .base import AttackResult, Stopwatch
 from .cw import BOUND_MARGIN, CWAttack, CWConfig, RowAdam
+from .losses import masking_hinge
 
 PSD_FLOOR = 1e-20
 
@@ -284,15 +285,14 @@ class ImperceptibleAttack(CWAttack):
                       for x in originals]
         stage1 = self.optimise(batch, targets, clock=clock)
         n_batch = len(batch)
-        deltas = [stage1["best"][i] if stage1["best"][i] is not None else stage1["last"][i] for i in range(n_batch)]
+        deltas = stage1.kept
         stage1_share = [masked_share(deltas[i], *thresholds[i], n_fft=c.n_fft, hop_length=c.hop_length)[0]
                         for i in range(n_batch)]
-        rows = [i for i in range(n_batch) if stage1["best"][i] is not None]
+        rows = [i for i in range(n_batch) if stage1.best[i] is not None]
         stage2_steps = np.zeros(n_batch, dtype=int)
         if rows and c.stage2_iter > 0:
             # stage 2 stays inside the bound under which the best stage-1 perturbation was found
-            bounds = stage1["best_bound"]
-            improved, stage2_steps = self._stage2(batch, targets, rows, deltas, bounds, thresholds)
+            improved, stage2_steps = self._stage2(batch, targets, rows, deltas, stage1.best_bound, thresholds)
             for i, d in improved.items():
                 deltas[i] = d
         adversarial = [originals[i] + deltas[i] for i in range(n_batch)]
@@ -303,11 +303,11 @@ class ImperceptibleAttack(CWAttack):
                                          hop_length=c.hop_length)
             extras.append({"masked_energy_share": energy, "masked_cell_share": cells,
                            "masked_energy_share_stage1": stage1_share[i],
-                           "stage1_success": stage1["best"][i] is not None,
+                           "stage1_success": stage1.best[i] is not None,
                            "stage2_iterations": int(stage2_steps[i]),
-                           "first_success_iteration": stage1["first_success"][i],
-                           "success_history": stage1["history"][i]})
-        iterations = [stage1["iterations"][i] + int(stage2_steps[i]) for i in range(n_batch)]
+                           "first_success_iteration": stage1.first_success[i],
+                           "success_history": stage1.history[i]})
+        iterations = [stage1.iterations[i] + int(stage2_steps[i]) for i in range(n_batch)]
         return self._finish(originals, adversarial, targets, iterations, clock(), original_transcripts, extras)
 
     def _stage2(self, batch: AudioBatch, targets, rows, deltas, bounds, thresholds):
@@ -344,10 +344,6 @@ class ImperceptibleAttack(CWAttack):
         best: dict[int, np.ndarray] = {}
         steps = np.zeros(len(lengths_all), dtype=int)
 
-        cells = (frame_mask.sum(dim=1) * theta.shape[-1]).clamp(min=1.0)
-        theta_power = 10.0 ** (theta / 10.0) * frame_mask[..., None]
-        power_scale = theta_power.sum(dim=(1, 2)) / cells  # mean threshold power: makes the power hinge O(1)
-
         def share_of(d: torch.Tensor) -> np.ndarray:
             """Energy share under θ_x, as :func:`masked_share` reports it."""
             psd = perturbation_psd_db(d, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)[:, : n_frames_total]
@@ -355,19 +351,12 @@ class ImperceptibleAttack(CWAttack):
             under = (power * (psd <= theta)).sum(dim=(1, 2))
             return (under / power.sum(dim=(1, 2)).clamp(min=PSD_FLOOR)).numpy()
 
-        def hinge_of(d: torch.Tensor) -> torch.Tensor:
-            psd = perturbation_psd_db(d, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)[:, : n_frames_total]
-            if c.hinge == "db":
-                excess = torch.relu(psd - theta) * frame_mask[..., None]
-                return excess.sum(dim=(1, 2)) / cells
-            excess = torch.relu(10.0 ** (psd / 10.0) - theta_power) * frame_mask[..., None]
-            return excess.sum(dim=(1, 2)) / cells / power_scale
-
         for step in range(1, c.stage2_iter + 1):
             d = delta.clone().requires_grad_(True)
             adv = torch.clamp(x + d, -1.0, 1.0)
             loss = self.target_loss(AudioBatch(adv, lengths, batch.sample_rate), sub_targets)
-            hinge = hinge_of(d)
+            psd = perturbation_psd_db(d, psd_max, n_fft=c.n_fft, hop_length=c.hop_length)[:, : n_frames_total]
+            hinge = masking_hinge(psd, theta, frame_mask, c.hinge)
             (grad,) = torch.autograd.grad((loss + alpha * hinge).sum(), d)
             grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * mask
             updated = delta - c.stage2_learning_rate * bound * adam.direction(slice(None), n_samples, grad)

@@ -1,18 +1,31 @@
-"""Loss terms the attacks combine: the CTC alignment margin of Carlini & Wagner's improved loss.
+"""Loss terms the attacks combine in their ``objective``.
 
-:func:`ctc_best_paths` finds, by Viterbi over the CTC topology, the frame labelling that decodes
-to each target; :func:`alignment_margin` pushes every frame's path label a margin above its
-strongest competitor. Used by :class:`asrguard.attacks.cw.CWAttack` on recognisers whose
-outputs are the project's CTC characters.
+* :func:`target_loss`: ``ℓ(x + δ, t)``, the recogniser's loss toward the target, plus Carlini &
+  Wagner's CTC alignment margin (:func:`ctc_best_paths`, :func:`alignment_margin`) on
+  recognisers whose outputs are the project's CTC characters;
+* :func:`dropout_robust_loss`: ``β·ℓ_pDR``, a loss averaged over seeded dropout draws (DR);
+* :func:`denoised_loss`: ``ℓ_ss``, a loss after a differentiable denoiser (NRR);
+* :func:`masking_hinge`: how far a perturbation's PSD exceeds the masking threshold (IA).
+
+Example:
+    >>> psd, theta = torch.full((1, 2, 3), 5.0), torch.zeros(1, 2, 3)
+    >>> masking_hinge(psd, theta, torch.tensor([[1.0, 0.0]]))   # only the first frame counts
+    tensor([5.])
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..asr.base import AudioBatch, Posteriors
+from ..text import CHARACTERS, encode
+
+#: ``loss(batch, targets) -> (B,)``, e.g. a bound :meth:`CWAttack.target_loss`.
+LossFn = Callable[[AudioBatch, Sequence[str]], torch.Tensor]
 
 
 def ctc_best_paths(log_probs: np.ndarray, lengths: Sequence[int], labels: Sequence[Sequence[int]]) -> np.ndarray:
@@ -70,4 +83,72 @@ def alignment_margin(log_probs: torch.Tensor, lengths: torch.Tensor, paths: torc
     return (torch.relu(others - own + margin) * frames).sum(dim=1)
 
 
-__all__ = ["alignment_margin", "ctc_best_paths"]
+def has_project_characters(recognizer) -> bool:
+    """Whether ``recognizer`` scores exactly :data:`asrguard.text.CHARACTERS` (blank first), in that order."""
+    return isinstance(recognizer, Posteriors) and tuple(recognizer.vocabulary) == CHARACTERS
+
+
+def target_loss(recognizer, batch: AudioBatch, targets: Sequence[str], *, margin_weight: float = 0.0,
+                margin: float = 0.5) -> torch.Tensor:
+    """``ℓ(x + δ, t)``, ``(B,)``: CTC toward ``targets`` plus ``margin_weight`` times the alignment margin.
+
+    The margin needs per-frame posteriors over the project's CTC characters (blank at index 0,
+    :data:`asrguard.text.CHARACTERS`); for any other recogniser only ``recognizer.loss`` is used.
+    With CTC posteriors, the CTC loss is computed from the same forward pass as the margin (it
+    equals ``recognizer.loss`` for a CTC recogniser).
+    """
+    # the vocabulary, not just its size: a 29-token model in another order must not get the margin
+    if margin_weight > 0 and has_project_characters(recognizer):
+        log_probs, lengths = recognizer.log_probs(batch)
+        labels = [encode(t) for t in targets]
+        flat = torch.tensor([i for row in labels for i in row], dtype=torch.long)
+        ctc = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, torch.tensor([len(r) for r in labels]),
+                         blank=0, reduction="none", zero_infinity=True)
+        paths = torch.from_numpy(ctc_best_paths(log_probs.detach().cpu().numpy(), lengths.tolist(), labels))
+        return ctc + margin_weight * alignment_margin(log_probs, lengths, paths, margin)
+    return recognizer.loss(batch, targets)
+
+
+def dropout_robust_loss(recognizer, loss: LossFn, batch: AudioBatch, targets: Sequence[str], *, p: float,
+                        seeds: Iterable[int], weight: float = 1.0) -> torch.Tensor:
+    """``β·ℓ_pDR``: ``weight`` times the mean of ``loss`` toward ``targets`` over seeded draws of the
+    recogniser's dropout at rate ``p``, one draw per seed, in order; ``(B,)``.
+
+    The weight multiplies the sum before it is divided by the number of draws, the order the
+    DR attack's numbers were produced in.
+    """
+    seeds = list(seeds)
+    total = 0.0
+    for seed in seeds:
+        with recognizer.stochastic(p, seed=seed):
+            total = total + loss(batch, targets)
+    return weight * total / len(seeds)
+
+
+def denoised_loss(loss: LossFn, batch: AudioBatch, targets: Sequence[str],
+                  denoise: Callable[[AudioBatch], AudioBatch]) -> torch.Tensor:
+    """``ℓ_ss``: ``loss`` toward ``targets`` after a differentiable denoiser (spectral subtraction), ``(B,)``."""
+    return loss(denoise(batch), targets)
+
+
+def masking_hinge(psd_db: torch.Tensor, theta_db: torch.Tensor, frame_mask: torch.Tensor,
+                  hinge: str = "db") -> torch.Tensor:
+    """Mean excess of perturbation PSDs over the masking threshold θ_x per utterance, ``(B,)``.
+
+    ``psd_db`` and ``theta_db`` are ``(B, T, F)`` in dB on the same 96-dB scale; frames where
+    ``frame_mask`` ``(B, T)`` is 0 (padding) do not count. ``hinge="db"`` averages
+    ``max(PSD_δ − θ_x, 0)`` in dB over each utterance's cells; ``"power"`` is Qin et al.'s
+    linear-power hinge, divided by the mean threshold power so that it is O(1).
+    """
+    frames = frame_mask[..., None]
+    cells = (frame_mask.sum(dim=1) * theta_db.shape[-1]).clamp(min=1.0)
+    if hinge == "db":
+        return (torch.relu(psd_db - theta_db) * frames).sum(dim=(1, 2)) / cells
+    theta_power = 10.0 ** (theta_db / 10.0) * frames
+    power_scale = theta_power.sum(dim=(1, 2)) / cells
+    excess = torch.relu(10.0 ** (psd_db / 10.0) - theta_power) * frames
+    return excess.sum(dim=(1, 2)) / cells / power_scale
+
+
+__all__ = ["LossFn", "alignment_margin", "ctc_best_paths", "denoised_loss", "dropout_robust_loss",
+           "has_project_characters", "masking_hinge", "target_loss"]

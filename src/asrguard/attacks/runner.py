@@ -48,8 +48,8 @@ def plan_units(items: Sequence[Any], batch_size: int) -> list[Unit]:
     """The whole run cut into units: items sorted by length (ties keep their order), ``batch_size`` each.
 
     Example:
-        >>> from types import SimpleNamespace as Item
-        >>> items = [Item(id=k, waveform=[0.0] * n) for k, n in (("a", 3), ("b", 1), ("c", 2))]
+        >>> from asrguard.data.records import Utterance
+        >>> items = [Utterance.from_waveform(k, [0.0] * n, 16000) for k, n in (("a", 3), ("b", 1), ("c", 2))]
         >>> [u.ids for u in plan_units(items, 2)]
         [('b', 'c'), ('a',)]
     """

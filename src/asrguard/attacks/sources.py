@@ -1,5 +1,7 @@
 """Where attacks get their inputs: held-out corpus utterances, UrbanSound8K carriers or the user's own files.
 
+Every input is an :class:`~asrguard.data.records.Utterance` holding its waveform.
+
 Example:
     >>> items = load_items(["fsdd-digits"], n=4, seed=0)          # doctest: +SKIP
     >>> items[0].id                                              # doctest: +SKIP
@@ -8,11 +10,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from ..data.records import Utterance
 from ..errors import ConfigError, DataError
 
 SPEECH_CORPORA = ("fsdd-digits", "speech-commands", "sc-digits", "fsdd-isolated", "english-speech")
@@ -21,15 +24,8 @@ DEFAULT_CORPUS = {"us": URBAN}
 DEFAULT_SPEECH = "fsdd-digits,speech-commands"
 
 
-@dataclass
-class Item:
-    id: str
-    waveform: np.ndarray
-    transcript: str
-
-
 def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, sample_rate: int = 16_000,
-               max_seconds: float | None = None, min_seconds: float | None = None) -> list[Item]:
+               max_seconds: float | None = None, min_seconds: float | None = None) -> list[Utterance]:
     """``n`` held-out items split evenly over ``corpora`` (ids prefixed with the corpus name).
 
     ``max_seconds`` keeps only utterances up to that length (drawn, seeded, from the whole
@@ -43,7 +39,7 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     shares = [n // len(corpora) + (1 if i < n % len(corpora) else 0) for i in range(len(corpora))]
-    items: list[Item] = []
+    items: list[Utterance] = []
     for corpus, share in zip(corpora, shares):
         if share == 0:
             continue
@@ -60,7 +56,7 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
             rng = np.random.default_rng(seed)
             pool = [pool[i] for i in sorted(rng.choice(len(pool), min(share, len(pool)), replace=False))]
         for u in pool:
-            items.append(Item(f"{corpus}:{u.id}", u.waveform, u.transcript))
+            items.append(dataclasses.replace(u, id=f"{corpus}:{u.id}"))
     return items
 
 
@@ -69,22 +65,17 @@ def _within(seconds: float, min_seconds: float | None, max_seconds: float | None
 
 
 def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None,
-                 min_seconds: float | None = None) -> list[Item]:
+                 min_seconds: float | None = None) -> list[Utterance]:
     """``n`` carriers from the held-out UrbanSound8K folds (training may use the others as non-speech)."""
-    from ..asr.recipes import urbansound_records
-    from ..audio import load_audio
+    from ..asr.recipes import load_records, urbansound_records
 
     records = [r for r in urbansound_records(root, "test") if _within(r.duration, min_seconds, max_seconds)]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(records), min(n, len(records)), replace=False))
-    items = []
-    for i in chosen:
-        waveform, _ = load_audio(records[i].path, sample_rate)
-        items.append(Item(records[i].id, waveform, ""))
-    return items
+    return load_records([records[i] for i in chosen], sample_rate)  # transcripts are empty: no speech
 
 
-def input_items(paths: list[Path], sample_rate: int) -> list[Item]:
+def input_items(paths: list[Path], sample_rate: int) -> list[Utterance]:
     """The user's own audio (files or folders) as attack items, ids ``input:<path>``."""
     from ..audio import load_audio
     from ..data.files import collect_audio
@@ -92,7 +83,7 @@ def input_items(paths: list[Path], sample_rate: int) -> list[Item]:
     items = []
     for path in collect_audio(paths, "input"):
         waveform, _ = load_audio(path, sample_rate)
-        items.append(Item(f"input:{path}", waveform, ""))
+        items.append(Utterance.from_waveform(f"input:{path}", waveform, sample_rate, source="input", path=str(path)))
     return items
 
 
@@ -116,5 +107,5 @@ def read_target_table(path: Path) -> dict[str, str]:
     return table
 
 
-__all__ = ["DEFAULT_CORPUS", "DEFAULT_SPEECH", "Item", "SPEECH_CORPORA", "URBAN", "input_items", "load_items",
+__all__ = ["DEFAULT_CORPUS", "DEFAULT_SPEECH", "SPEECH_CORPORA", "URBAN", "input_items", "load_items",
            "read_target_table"]

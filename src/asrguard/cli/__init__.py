@@ -234,7 +234,8 @@ def _asr_eval_any(recognizer, spec: str, corpus: str, split: str, data_root, lim
         raise ConfigError("--decoder lm decodes the CTC model's characters; it needs --recognizer ctc")
     items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
     normalize = normalize_english if corpus == "english-speech" else None
-    metrics = evaluate_transcriber(recognizer, items, normalize=normalize, progress=not as_json)
+    metrics = evaluate_transcriber(recognizer, items, normalize=normalize, progress=not as_json,
+                                   per_subset=corpus == "english-speech")
     metrics.update(corpus=corpus, split=split, recognizer=spec, normalization="whisper-english" if normalize else None)
     if as_json:
         out.print_json(json.dumps({k: v for k, v in metrics.items() if k != "examples"}))
@@ -366,12 +367,14 @@ def demo(
 def _register_stage_commands() -> None:
     # the attack, detect, data and serve commands live in their own modules of this package
     from .attack import register as register_attack_commands
+    from .compare import register as register_compare_command
     from .data import register as register_data_commands
     from .detect import register as register_detect_commands
     from .serve import register as register_serve_command
 
     register_attack_commands(app)
     register_detect_commands(app)
+    register_compare_command(app)
     register_data_commands(app, data_app)
     register_serve_command(app)
 

@@ -10,7 +10,8 @@ import numpy as np
 import typer
 
 from ..attacks.factory import ATTACKS, make_attack
-from ..attacks.sources import DEFAULT_CORPUS, DEFAULT_SPEECH, Item, input_items, load_items, read_target_table
+from ..attacks.sources import DEFAULT_CORPUS, DEFAULT_SPEECH, input_items, load_items, read_target_table
+from ..data.records import Utterance
 from ..errors import ConfigError, DataError
 from . import options
 
@@ -33,7 +34,10 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def attack_command(
         attack: str = typer.Option(..., "--attack", help="cw | dr | nrr | ia | us | universal | known-mask "
-                                                          "(adaptive: knows the detector's dropout seed)"),
+                                                          "(adaptive: knows the detector's dropout seed) | "
+                                                          "eot-dropout | bpda-transform | stats-penalty "
+                                                          "(adaptive to the other detector families) | pgd "
+                                                          "(hybrid recognisers; --set eps, step_size, iterations)"),
         out: Path = typer.Option(..., "--out", help="Output folder (re-running resumes it)."),
         corpus: Optional[str] = typer.Option(
             None, help="Comma-separated held-out sets: fsdd-digits, speech-commands, sc-digits, fsdd-isolated, "
@@ -135,7 +139,7 @@ def register(app: typer.Typer) -> None:
             _print_report(summary)
 
 
-def _fit_universal(attacker, fit_items: list[Item], out: Path) -> None:
+def _fit_universal(attacker, fit_items: list[Utterance], out: Path) -> None:
     """Fit δ once; a resumed run loads it from ``out/universal_delta.npy``."""
     from ..fileio import atomic_write
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write
 
@@ -27,16 +29,23 @@ _REQUIRED = ("id", "path", "transcript", "speaker", "sample_rate", "duration", "
 
 @dataclass
 class Utterance:
-    """One audio file (or in-memory clip) with its transcript and who spoke it.
+    """One utterance: an audio file (or in-memory clip) with its transcript and who spoke it.
 
-    ``words`` optionally holds word boundaries in seconds,
+    The project's one record type: manifests, data sets, evaluation sets and attack inputs all
+    carry it. ``source`` is the corpus it came from (for ``english_speech``, the reporting
+    subset). ``words`` optionally holds word boundaries in seconds,
     ``[{"word": "seven", "start": 0.12, "end": 0.55}, ...]``. ``path`` is ``""`` for audio
-    that only exists in memory.
+    that only exists in memory. ``waveform`` optionally holds the decoded audio (mono float32);
+    ``sample_rate`` is then its rate. It is never written to a manifest and takes no part in
+    ``==``.
 
     Example:
         >>> u = Utterance("fsdd:7_theo_0", "7_theo_0.wav", "seven", "theo", 8000, 0.41, "fsdd")
         >>> Utterance.from_dict(u.to_dict()) == u
         True
+        >>> clip = Utterance.from_waveform("toy:0", np.zeros(800, np.float32), 16000, "one")
+        >>> clip.duration, clip.with_waveform(np.ones(800, np.float32)) == clip, "waveform" in clip.to_dict()
+        (0.05, True, False)
     """
 
     id: str
@@ -48,10 +57,23 @@ class Utterance:
     source: str
     split: str = ""
     words: list[dict] | None = field(default=None)
+    waveform: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_waveform(cls, id: str, waveform: np.ndarray, sample_rate: int, transcript: str = "",
+                      speaker: str = "", source: str = "memory", *, path: str = "", **extra) -> "Utterance":
+        """An utterance built around its audio (``duration`` from the waveform; ``path`` where a file holds it)."""
+        return cls(id, path, transcript, speaker, sample_rate, len(waveform) / sample_rate, source,
+                   waveform=waveform, **extra)
+
+    def with_waveform(self, waveform: np.ndarray, sample_rate: int | None = None, **changes) -> "Utterance":
+        """A copy holding ``waveform`` (at ``sample_rate``, default this record's), other fields as ``changes`` say."""
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        return dataclasses.replace(self, waveform=waveform, sample_rate=rate, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; ``words`` is left out when there are none."""
-        out = dataclasses.asdict(self)
+        """Plain JSON-ready dict; ``words`` is left out when there are none, ``waveform`` always."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "waveform"}
         if out["words"] is None:
             del out["words"]
         return out
@@ -105,7 +127,7 @@ def _as_dict(record) -> dict[str, Any]:
 
 
 def write_manifest(path: str | os.PathLike, records: Iterable, *, relative_paths: bool = False) -> Path:
-    """Write records (Utterances or dicts) as JSONL, atomically.
+    """Write records (:class:`Utterance` objects or dicts) as JSONL, atomically.
 
     With ``relative_paths=True`` audio paths inside the manifest's folder are stored
     relative to it, which keeps a generated corpus relocatable.

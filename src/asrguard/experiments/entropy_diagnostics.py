@@ -93,14 +93,15 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
     """
     settings = reproduction.Settings.make(False, seed)
     fit, evaluation = reproduction.held_out_sets(settings, Path(data_root))
-    targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
+    references = [u.transcript for u in evaluation]
+    targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=references)
     rows = []
     for kind in kinds:
         rec = HybridRecognizer.load(Path(run_dir) / "models" / kind)
         n_draws = settings.draws[kind]
         for scale in scales:
-            fit_w = [w * scale for w in fit.waveforms]
-            eval_w = [w * scale for w in evaluation.waveforms]
+            fit_w = [u.waveform * scale for u in fit]
+            eval_w = [u.waveform * scale for u in evaluation]
             fit_scores = reduce_all(frame_entropies(rec, fit_w, n_draws, settings.seed)[0])
             benign = reduce_all(frame_entropies(rec, eval_w, n_draws, settings.seed)[0])
             peaks = np.array([np.abs(w).max() for w in eval_w])
@@ -113,7 +114,7 @@ def run(run_dir: Path, out_dir: Path, kinds, scales, eps_values,
                 row = {"model": kind, "scale": scale, "eps": eps,
                        "median_eps_relative_to_peak_db": round(float(np.median(20 * np.log10(eps / peaks))), 1),
                        "accuracy_vs_target": round(word_accuracy(targets, transcripts), 3),
-                       "accuracy_vs_original": round(word_accuracy(evaluation.transcripts, transcripts), 3),
+                       "accuracy_vs_original": round(word_accuracy(references, transcripts), 3),
                        "entropy_auroc": {name: round(OneClassGaussian().fit(fit_scores[name])
                                                      .auroc(benign[name], adversarial[name]), 3)
                                          for name in REDUCTIONS},
@@ -145,19 +146,20 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
     data_root = Path(data_root)
     train, dev = reproduction.training_data(settings, data_root, run_dir)
     fit, evaluation = reproduction.held_out_sets(settings, data_root)
-    targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
+    eval_w, references = [u.waveform for u in evaluation], [u.transcript for u in evaluation]
+    targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=references)
     rows = []
     for lr, cmn in recipes:
         t0 = time.perf_counter()
         config = dataclasses.replace(settings.train, lr=lr, frontend={"cmn": True} if cmn else {})
         rec = train_recognizer("fnn", train, config)
         tune_insertion_penalty(rec, dev, settings.penalty_grid)
-        benign = {"fit": reproduction.evaluate_audio(rec, fit.waveforms, 1, settings.seed),
-                  "eval": reproduction.evaluate_audio(rec, evaluation.waveforms, 1, settings.seed)}
+        benign = {"fit": reproduction.evaluate_audio(rec, [u.waveform for u in fit], 1, settings.seed),
+                  "eval": reproduction.evaluate_audio(rec, eval_w, 1, settings.seed)}
         row = {"model": "fnn", "lr": lr, "cmn": cmn,
-               "benign_accuracy": round(word_accuracy(evaluation.transcripts, benign["eval"]["transcripts"]), 3)}
+               "benign_accuracy": round(word_accuracy(references, benign["eval"]["transcripts"]), 3)}
         for eps in settings.table_eps:
-            adversarial_audio = reproduction.craft_pgd(rec, evaluation.waveforms, targets, eps, settings,
+            adversarial_audio = reproduction.craft_pgd(rec, eval_w, targets, eps, settings,
                                                        attack=settings.converged_attack)[0]
             attacked = reproduction.evaluate_audio(rec, adversarial_audio, 1, settings.seed)
             detection = reproduction.detection_by_measure(benign, {"n": len(evaluation), "scores": attacked["scores"]},

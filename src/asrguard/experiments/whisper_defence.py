@@ -113,8 +113,8 @@ def benign_stage(sources, args) -> list:
         pool = [r for r in records if subset_of(r.source) == name]
         rng = np.random.default_rng([args.seed, 7, k])
         chosen += [pool[i] for i in sorted(rng.choice(len(pool), min(args.per_subset, len(pool)), replace=False))]
-    extra = [(f"benign:english-speech:{u.id}", u.waveform, u.speaker, subset_of(u.subset), None)
-             for u in recipes.load_records(chosen, subsets=True)]
+    extra = [(f"benign:english-speech:{u.id}", u.waveform, u.speaker, subset_of(u.source), None)
+             for u in recipes.load_records(chosen)]
     for corpus, label in WORD_CORPORA:
         for u in recipes.evaluation_set(corpus, "test", root, limit=args.per_subset, seed=args.seed):
             extra.append((f"benign:{corpus}:{u.id}", u.waveform, None, label, "test"))

@@ -43,7 +43,7 @@ def utterances(n: int, seed: int, data_root=None) -> list:
     records = [r for r in recipes.english_speech_records(root, min_seconds=2.0, max_seconds=8.0) if r.source in NATIVE]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(records), min(n, len(records)), replace=False))
-    return recipes.load_records([records[i] for i in chosen], subsets=True)
+    return recipes.load_records([records[i] for i in chosen])
 
 
 def measure(recognizer, items, p: float, n: int, seed: int) -> dict:

@@ -40,7 +40,7 @@ def evaluate_window(window: str, out: Path, data_root=None, limit: int | None = 
         return json.loads(path.read_text())
     recognizer = load_recognizer(WINDOWS[window])
     items = recipes.evaluation_set("english-speech", "test", data_root, limit=limit)
-    metrics = evaluate_transcriber(recognizer, items, normalize=normalize_english)
+    metrics = evaluate_transcriber(recognizer, items, normalize=normalize_english, per_subset=True)
     metrics.update(recognizer=WINDOWS[window], corpus="english-speech", normalization="whisper-english")
     metrics.pop("speakers", None)
     atomic_write_text(path, json.dumps(metrics, indent=1))

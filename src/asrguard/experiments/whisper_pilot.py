@@ -67,7 +67,7 @@ def native_items(n: int, seed: int, exclude, min_seconds: float = 2.0, max_secon
                                                          max_seconds=max_seconds)
                if r.source in native and r.id not in taken]
     chosen = sorted(np.random.default_rng([seed, 1]).choice(len(records), min(n, len(records)), replace=False))
-    return recipes.load_records([records[i] for i in chosen], subsets=True)
+    return recipes.load_records([records[i] for i in chosen])
 
 
 def auroc(benign: list[float], adversarial: list[float]) -> float | None:

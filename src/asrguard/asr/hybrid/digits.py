@@ -3,25 +3,25 @@
 Connected strings of 1-5 digits are built from FSDD and Speech Commands digit words; the
 speaker split is the project's (FSDD ``theo`` and a fifth of the Speech Commands speakers are
 held out). The training and development sets use training speakers only, optionally with
-offline TTS voices for speaker variety.
+offline TTS voices for speaker variety. A data set is a ``list[Utterance]``, each record holding
+its 16 kHz waveform and (for connected digits) its word boundaries in seconds.
 
 Example:
-    >>> utts = Utterances([np.zeros(160, np.float32)], ["one two"], [None], ["a"], ["s"])
-    >>> len(concat(utts, utts))
-    2
+    >>> utts = [Utterance.from_waveform("a", np.full(16000, 0.1, np.float32), 16000, "one")]
+    >>> [u.id for u in augment(utts, seed=0)]
+    ['a:aug0']
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ...audio import resample
+from ...data.records import Utterance
 from ...errors import DataError
 from ...text import DIGIT_WORDS
 
@@ -92,33 +92,9 @@ def tts_digit_records(out_dir, seed: int = 0, takes: int = 3) -> list:
     return records
 
 
-@dataclass
-class Utterances:
-    """Waveforms at 16 kHz with transcripts and (optional) word boundaries in seconds.
-
-    Example:
-        >>> utts = Utterances([np.zeros(160, np.float32)] * 2, ["one", "two"], [None, None], ["a", "b"], ["s", "s"])
-        >>> utts.subset([1]).transcripts, len(concat(utts, utts))
-        (['two'], 4)
-    """
-
-    waveforms: list[np.ndarray]
-    transcripts: list[str]
-    words: list[list[dict] | None]
-    ids: list[str]
-    speakers: list[str]
-
-    def __len__(self) -> int:
-        return len(self.waveforms)
-
-    def subset(self, index: Sequence[int]) -> "Utterances":
-        return Utterances(*([getattr(self, f)[i] for i in index] for f in
-                            ("waveforms", "transcripts", "words", "ids", "speakers")))
-
-
 def connected_digits(records, n: int, seed: int, split: str, *, min_digits: int = 1, max_digits: int = 5,
-                     sample_rate: int = 16000) -> Utterances:
-    """``n`` connected-digit utterances of one split (1-5 digits of one speaker each).
+                     sample_rate: int = 16000) -> list[Utterance]:
+    """``n`` connected-digit utterances of one split (1-5 digits of one speaker each), with their audio.
 
     Example:
         >>> utts = connected_digits(digit_records("../shared/data"), 10, seed=0, split="test")  # doctest: +SKIP
@@ -127,28 +103,22 @@ def connected_digits(records, n: int, seed: int, split: str, *, min_digits: int 
 
     pairs = generate_connected_digit_audio(records, n, seed=seed, min_digits=min_digits, max_digits=max_digits,
                                            sample_rate=sample_rate, split=split)
-    records_out = [u for _, u in pairs]
-    return Utterances([w for w, _ in pairs], [u.transcript for u in records_out], [u.words for u in records_out],
-                      [u.id for u in records_out], [u.speaker for u in records_out])
+    return [u.with_waveform(w) for w, u in pairs]
 
 
-def augment(utts: Utterances, seed: int, *, speed: tuple[float, float] = (0.85, 1.15), p_speed: float = 0.6,
+def augment(utts: list[Utterance], seed: int, *, speed: tuple[float, float] = (0.85, 1.15), p_speed: float = 0.6,
             snr_db: tuple[float, float] = (10.0, 40.0), p_noise: float = 0.5, p_lowpass: float = 0.3,
-            sample_rate: int = 16000) -> Utterances:
+            sample_rate: int = 16000) -> list[Utterance]:
     """Light augmentation, one randomised copy per utterance (seeded by ``(seed, index)``).
 
     Speed perturbation (resampling by a factor in ``speed``; word boundaries scaled to match),
     additive white noise at ``snr_db`` relative to the utterance, and band-limiting to 4 kHz
-    (so that bandwidth does not identify the corpus: FSDD is recorded at 8 kHz).
-
-    Example:
-        >>> utts = Utterances([np.full(16000, 0.1, np.float32)], ["one"], [None], ["a"], ["s"])
-        >>> augment(utts, seed=0).ids
-        ['a:aug0']
+    (so that bandwidth does not identify the corpus: FSDD is recorded at 8 kHz). The copies'
+    ids end in ``:aug{seed}`` (see the module's example).
     """
     out = []
-    words_out = []
-    for i, (x, words) in enumerate(zip(utts.waveforms, utts.words)):
+    for i, u in enumerate(utts):
+        x, words = u.waveform, u.words
         rng = np.random.default_rng([seed, i, 7])
         y = np.asarray(x, dtype=np.float32)
         factor = 1.0
@@ -165,21 +135,15 @@ def augment(utts: Utterances, seed: int, *, speed: tuple[float, float] = (0.85, 
         peak = float(np.max(np.abs(y))) or 1.0
         if peak > 1.0:
             y = y / peak
-        out.append(np.clip(y, -1.0, 1.0).astype(np.float32))
-        words_out.append(None if words is None else
-                         [{**w, "start": w["start"] / factor, "end": w["end"] / factor} for w in words])
-    return Utterances(out, list(utts.transcripts), words_out, [f"{u}:aug{seed}" for u in utts.ids],
-                      list(utts.speakers))
-
-
-def concat(*parts: Utterances) -> Utterances:
-    """All utterances of ``parts``, in order (see :class:`Utterances` for an example)."""
-    return Utterances(*(sum((getattr(p, f) for p in parts), []) for f in
-                        ("waveforms", "transcripts", "words", "ids", "speakers")))
+        y = np.clip(y, -1.0, 1.0).astype(np.float32)
+        if words is not None:
+            words = [{**w, "start": w["start"] / factor, "end": w["end"] / factor} for w in words]
+        out.append(u.with_waveform(y, sample_rate, id=f"{u.id}:aug{seed}", duration=len(y) / sample_rate, words=words))
+    return out
 
 
 def build_training_set(data_root, *, n_mixed: int = 2000, n_speech_commands: int = 500, n_tts: int = 500,
-                       augment_copies: int = 1, seed: int = 0, tts_dir=None) -> Utterances:
+                       augment_copies: int = 1, seed: int = 0, tts_dir=None) -> list[Utterance]:
     """Connected digits of training speakers only, plus augmented copies.
 
     * ``n_mixed`` utterances drawn from all FSDD and Speech Commands training speakers
@@ -202,12 +166,11 @@ def build_training_set(data_root, *, n_mixed: int = 2000, n_speech_commands: int
         tts = tts_digit_records(tts_dir, seed=seed)
         if tts:
             parts.append(connected_digits(tts, n_tts, seed=seed * 10 + 4, split="train"))
-    base = concat(*parts)
-    copies = [augment(base, seed=seed * 10 + 11 + k) for k in range(augment_copies)]
-    return concat(base, *copies)
+    base = [u for part in parts for u in part]
+    return base + [u for k in range(augment_copies) for u in augment(base, seed=seed * 10 + 11 + k)]
 
 
-def build_dev_set(data_root, n: int = 300, *, seed: int = 0, tts_dir=None) -> Utterances:
+def build_dev_set(data_root, n: int = 300, *, seed: int = 0, tts_dir=None) -> list[Utterance]:
     """Tuning set from *training* speakers (new digit strings, fully augmented): never test speakers.
 
     A third each from FSDD, Speech Commands and TTS voices (when available), all with noise and
@@ -223,25 +186,24 @@ def build_dev_set(data_root, n: int = 300, *, seed: int = 0, tts_dir=None) -> Ut
     pools = [p for p in pools if p]
     parts = [connected_digits(p, n // len(pools) + (k < n % len(pools)), seed=seed * 10 + 7 + k, split="train")
              for k, p in enumerate(pools)]
-    return augment(concat(*parts), seed=seed * 10 + 97, p_speed=1.0, p_noise=1.0)
+    return augment([u for part in parts for u in part], seed=seed * 10 + 97, p_speed=1.0, p_noise=1.0)
 
 
-def load_utterances(records, sample_rate: int = 16000) -> Utterances:
-    """Read single-file records (e.g. isolated digits) as :class:`Utterances` (no word boundaries).
+def load_utterances(records, sample_rate: int = 16000) -> list[Utterance]:
+    """Copies of single-file records (e.g. isolated digits) holding their audio at ``sample_rate``.
 
     Example:
         >>> isolated = load_utterances(digit_records("../shared/data")[:5])  # doctest: +SKIP
     """
     from ...audio import load_audio
 
-    waves = []
+    out = []
     for r in records:
         w, rate = load_audio(r.path, sample_rate=None)
-        waves.append(resample(w, rate, sample_rate))
-    return Utterances(waves, [r.transcript for r in records], [r.words for r in records],
-                      [r.id for r in records], [r.speaker for r in records])
+        out.append(r.with_waveform(resample(w, rate, sample_rate), sample_rate))
+    return out
 
 
-__all__ = ["FSDD_TEST_SPEAKERS", "SPEECH_COMMANDS_TEST_FRACTION", "SPLIT_SEED", "TTS_VOICES", "Utterances", "augment",
-           "build_dev_set", "build_training_set", "concat", "connected_digits", "digit_records", "load_utterances",
+__all__ = ["FSDD_TEST_SPEAKERS", "SPEECH_COMMANDS_TEST_FRACTION", "SPLIT_SEED", "TTS_VOICES", "augment",
+           "build_dev_set", "build_training_set", "connected_digits", "digit_records", "load_utterances",
            "tts_digit_records"]

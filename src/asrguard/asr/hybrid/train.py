@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ...data.records import Utterance
 from ...errors import ConfigError, DataError
 from ..base import AudioBatch
 from .acoustic import AcousticModel, EnsembleAcoustic, build_acoustic_model
-from .digits import Utterances
 from .hmm import DigitHMM
 from .recognizer import HybridRecognizer
 
@@ -57,7 +57,7 @@ class TrainConfig:
         return asdict(self)
 
 
-def tune_insertion_penalty(recognizer: HybridRecognizer, dev: Utterances,
+def tune_insertion_penalty(recognizer: HybridRecognizer, dev: list[Utterance],
                            grid: Sequence[float] = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0),
                            batch_size: int = 25) -> dict[float, float]:
     """Set ``recognizer.hmm.insertion_penalty`` to the grid value with the best dev word accuracy.
@@ -67,13 +67,14 @@ def tune_insertion_penalty(recognizer: HybridRecognizer, dev: Utterances,
     cached = []
     with torch.no_grad():
         for start in range(0, len(dev), batch_size):
-            batch = AudioBatch.from_waveforms(dev.waveforms[start:start + batch_size], recognizer.sample_rate)
+            chunk = dev[start:start + batch_size]
+            batch = AudioBatch.from_waveforms([u.waveform for u in chunk], recognizer.sample_rate)
             cached.append(recognizer.log_probs(batch))
     scores = {}
     for penalty in grid:
         recognizer.hmm.insertion_penalty = float(penalty)
         hyps = sum((recognizer.decode(lp, n) for lp, n in cached), [])
-        scores[float(penalty)] = word_accuracy(dev.transcripts, hyps)
+        scores[float(penalty)] = word_accuracy([u.transcript for u in dev], hyps)
     best = max(scores, key=lambda k: (scores[k], -k))
     recognizer.hmm.insertion_penalty = best
     return scores
@@ -100,15 +101,15 @@ class FrameSet:
         return slice(int(self.offsets[u]), int(self.offsets[u + 1]))
 
 
-def compute_frames(recognizer: HybridRecognizer, utts: Utterances, *, batch_size: int = 32,
+def compute_frames(recognizer: HybridRecognizer, utts: list[Utterance], *, batch_size: int = 32,
                    progress: Callable | None = None) -> FrameSet:
     """Front-end features of every utterance, computed batch-wise (sorted by length)."""
-    order = np.argsort([len(w) for w in utts.waveforms])
+    order = np.argsort([len(u.waveform) for u in utts])
     parts: list[torch.Tensor | None] = [None] * len(utts)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = AudioBatch.from_waveforms([utts.waveforms[i] for i in idx], recognizer.sample_rate)
+            batch = AudioBatch.from_waveforms([utts[i].waveform for i in idx], recognizer.sample_rate)
             feats, lengths = recognizer.base_features(batch)
             for k, i in enumerate(idx):
                 parts[i] = feats[k, : int(lengths[k])].clone()
@@ -126,15 +127,15 @@ def compute_frames(recognizer: HybridRecognizer, utts: Utterances, *, batch_size
                     torch.zeros(int(offsets[-1]), dtype=torch.long))
 
 
-def initial_targets(hmm: DigitHMM, utts: Utterances, frames: FrameSet, hop_s: float) -> list[np.ndarray]:
+def initial_targets(hmm: DigitHMM, utts: list[Utterance], frames: FrameSet, hop_s: float) -> list[np.ndarray]:
     """Linear state targets inside each word's boundaries, silence elsewhere."""
     out = []
-    for u in range(len(utts)):
+    for u, utt in enumerate(utts):
         sl = frames.utterance(u)
         n = sl.stop - sl.start
-        words = utts.words[u]
+        words = utt.words
         if not words:
-            raise DataError(f"utterance {utts.ids[u]} has no word boundaries; initial targets need them")
+            raise DataError(f"utterance {utt.id} has no word boundaries; initial targets need them")
         spans = [(w["word"], w["start"] / hop_s, w["end"] / hop_s) for w in words]
         out.append(hmm.linear_alignment(n, spans))
     return out
@@ -172,20 +173,20 @@ def _frame_posteriors(model: AcousticModel, frames: FrameSet, chunk: int = 8192)
     return torch.cat(out)
 
 
-def realign(model: AcousticModel, hmm: DigitHMM, utts: Utterances, frames: FrameSet) -> list[np.ndarray]:
+def realign(model: AcousticModel, hmm: DigitHMM, utts: list[Utterance], frames: FrameSet) -> list[np.ndarray]:
     """Forced alignment of every training transcript with the model's deterministic posteriors."""
     emissions = hmm.scaled_likelihoods(_frame_posteriors(model, frames).double())
     out = []
-    for u in range(len(utts)):
+    for u, utt in enumerate(utts):
         sl = frames.utterance(u)
         try:
-            out.append(hmm.align(emissions[sl], utts.transcripts[u].split()))
+            out.append(hmm.align(emissions[sl], utt.transcript.split()))
         except Exception:  # noqa: BLE001 - keep the old targets for an utterance that cannot be aligned
             out.append(frames.targets[sl].numpy().copy())
     return out
 
 
-def train_recognizer(kind: str, utts: Utterances, config: TrainConfig | None = None, *,
+def train_recognizer(kind: str, utts: list[Utterance], config: TrainConfig | None = None, *,
                      progress: Callable[[str, int, int], Callable] | None = None,
                      frames: FrameSet | None = None, model_kwargs: dict | None = None) -> HybridRecognizer:
     """Train a hybrid recogniser of ``kind`` on ``utts`` (which need word boundaries).

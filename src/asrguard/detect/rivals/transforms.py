@@ -5,6 +5,8 @@ Each takes a mono float waveform at ``rate`` and returns a waveform of the same 
 
 * :func:`quantize`: round every sample to ``bits`` bits (quantise, then dequantise);
 * :func:`down_up`: resample to ``low_rate`` and back (polyphase, :func:`asrguard.audio.resample`);
+  :func:`down_up_torch` computes the same linear map in torch, so gradients pass through it (the
+  adaptive attack :class:`asrguard.attacks.evasion.BPDATransformAttack` backpropagates through it);
 * :func:`mel_inversion`: magnitude mel spectrogram (``torch.stft``), back to a linear
   spectrogram with the filterbank's pseudo-inverse, then phase from fast Griffin-Lim
   (Perraudin et al. 2013) started from seeded random phase;
@@ -29,8 +31,9 @@ import math
 
 import numpy as np
 import torch
+from scipy.fft import next_fast_len
 from scipy.linalg import solve_toeplitz
-from scipy.signal import lfilter
+from scipy.signal import firwin, lfilter
 
 from ...audio import resample
 from ...errors import ConfigError
@@ -69,6 +72,44 @@ def down_up(x, rate: int, *, low_rate: int = 8000) -> np.ndarray:
         raise ConfigError(f"down-sampling rate must be below the input's {rate} Hz, got {low_rate}")
     low = resample(np.asarray(x, dtype=np.float32), rate, int(low_rate))
     return _finish(resample(low, int(low_rate), rate), len(x))
+
+
+def _resample_poly_torch(x: torch.Tensor, up: int, down: int) -> torch.Tensor:
+    """scipy's ``resample_poly(x, up, down)`` (its default Kaiser-windowed FIR, zero padding) on a 1-D tensor."""
+    max_rate, half_len = max(up, down), 10 * max(up, down)
+    n_pre_pad = down - half_len % down  # as scipy: output samples at the filter's centre
+    taps = np.r_[np.zeros(n_pre_pad), firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up]
+    n_out = -(-len(x) * up // down)
+    start = (half_len + n_pre_pad) // down
+    stuffed = torch.nn.functional.pad(x[:, None], (0, up - 1)).reshape(-1)  # up - 1 zeros after each sample
+    size = len(stuffed) + len(taps) - 1
+    # full convolution by FFT (a direct one would unfold length x taps for rates like 11025 / 16000),
+    # at a length the FFT factorises well
+    fast = next_fast_len(size, real=True)
+    spectrum = torch.fft.rfft(stuffed, fast) * torch.fft.rfft(torch.from_numpy(taps).to(x.dtype), fast)
+    full = torch.fft.irfft(spectrum, fast)[:size:down]
+    full = torch.nn.functional.pad(full, (0, max(0, start + n_out - len(full))))
+    return full[start:start + n_out]
+
+
+def down_up_torch(x: torch.Tensor, rate: int, *, low_rate: int = 8000) -> torch.Tensor:
+    """:func:`down_up` on a 1-D tensor, differentiable: the same filters, clipping and length.
+
+    Computed in float64 and returned in ``x``'s dtype; it equals :func:`down_up` up to float rounding.
+
+    Example:
+        >>> x = torch.linspace(-0.5, 0.5, 800, dtype=torch.float64)
+        >>> bool(torch.allclose(down_up_torch(x, 16000), torch.from_numpy(down_up(x.numpy(), 16000)).double(),
+        ...                     atol=1e-6))
+        True
+    """
+    if not 0 < int(low_rate) < rate:
+        raise ConfigError(f"down-sampling rate must be below the input's {rate} Hz, got {low_rate}")
+    ratio = math.gcd(int(low_rate), int(rate))
+    low = torch.clamp(_resample_poly_torch(x.to(torch.float64), int(low_rate) // ratio, rate // ratio), -1.0, 1.0)
+    y = torch.clamp(_resample_poly_torch(low, rate // ratio, int(low_rate) // ratio), -1.0, 1.0)
+    y = torch.nn.functional.pad(y[: len(x)], (0, max(0, len(x) - len(y))))
+    return y.to(x.dtype)
 
 
 def mel_inversion(x, rate: int, *, n_mels: int = 80, n_fft: int = 512, hop: int = 128, iterations: int = 32,
@@ -160,4 +201,4 @@ def lpc_resynthesis(x, rate: int, *, order: int = 20, cutoff_hz: float = 1000.0,
 #: Transformation name -> function(x, rate, **settings); the detector passes the settings it holds.
 TRANSFORMS = {"mel": mel_inversion, "lpc": lpc_resynthesis, "resample": down_up, "quantize": quantize}
 
-__all__ = ["TRANSFORMS", "down_up", "lpc_coefficients", "lpc_resynthesis", "mel_inversion", "quantize"]
+__all__ = ["TRANSFORMS", "down_up", "down_up_torch", "lpc_coefficients", "lpc_resynthesis", "mel_inversion", "quantize"]

@@ -69,7 +69,7 @@ def run(out_dir, quick: bool = False, data_root=DEFAULT_DATA_ROOT, seed: int = 0
         recognizers, model_info = model_stage(out_dir, settings, data_root, bars)
         timing["models_seconds"] = time.perf_counter() - t0
         fit, evaluation = held_out_sets(settings, data_root)
-        targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=evaluation.transcripts)
+        targets = random_digit_targets(len(evaluation), seed=settings.seed, avoid=[u.transcript for u in evaluation])
         t0 = time.perf_counter()
         for name in MODEL_ORDER:
             benign[name] = benign_stage(out_dir, settings, name, recognizers[name], fit, evaluation, bars)
@@ -155,7 +155,7 @@ def collect_results(settings: Settings, data_root: Path, model_info: dict, recog
     results: dict = {"experiment": NAME, "settings": settings.to_dict(), "data_root": str(data_root),
                      "models": model_info, "paper": PAPER, "auroc_interval": AUROC_INTERVAL}
     results["table1"] = {k: {"accuracy": benign[k]["accuracy"], "n_utterances": settings.n_eval,
-                             "n_words": sum(len(t.split()) for t in evaluation.transcripts),
+                             "n_words": sum(len(u.transcript.split()) for u in evaluation),
                              "accuracy_fit_set": benign[k]["accuracy_fit_set"],
                              "insertion_penalty": recognizers[k].hmm.insertion_penalty}
                          for k in MODEL_ORDER}

@@ -21,11 +21,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...asr.base import AudioBatch
-from ...asr.hybrid.digits import Utterances, build_dev_set, build_training_set, connected_digits, digit_records
+from ...asr.hybrid.digits import build_dev_set, build_training_set, connected_digits, digit_records
 from ...asr.hybrid.recognizer import HybridRecognizer
 from ...asr.hybrid.train import compute_frames, train_recognizer, tune_insertion_penalty, word_accuracy
-from ...attacks.pgd import PGD
+from ...attacks.pgd import PGDAttack, PGDConfig
 from ...audio import snr_db
+from ...data.records import Utterance
 from ...errors import ConfigError, DataError, ModelFileError
 from ..common import ProgressBars, write_json
 from .config import LABELS, MODEL_ORDER, MODELS, AttackSpec, Settings
@@ -132,7 +133,7 @@ def model_stage(out_dir: Path, settings: Settings, data_root: Path, progress: Pr
     return recognizers, info
 
 
-def held_out_sets(settings: Settings, data_root: Path) -> tuple[Utterances, Utterances]:
+def held_out_sets(settings: Settings, data_root: Path) -> tuple[list[Utterance], list[Utterance]]:
     """The benign *fit* set (for the one-class detectors) and *eval* set: connected digits of held-out speakers.
 
     Example:
@@ -145,8 +146,8 @@ def held_out_sets(settings: Settings, data_root: Path) -> tuple[Utterances, Utte
         raise DataError(f"{data_root}: no held-out (test-speaker) digit recordings found")
     everything = connected_digits(records, settings.n_fit + settings.n_eval, seed=settings.seed * 10 + 1000,
                                   split="test")
-    fit = everything.subset(range(settings.n_fit))
-    evaluation = everything.subset(range(settings.n_fit, settings.n_fit + settings.n_eval))
+    fit = everything[:settings.n_fit]
+    evaluation = everything[settings.n_fit:settings.n_fit + settings.n_eval]
     return fit, evaluation
 
 
@@ -166,11 +167,11 @@ def benign_stage(out_dir, settings, name, rec, fit, evaluation, progress) -> dic
     n = settings.draws[name]
     t0 = time.perf_counter()
     tick = progress.task(f"benign {LABELS[name]}", len(fit) + len(evaluation))
-    out_fit = evaluate_audio(rec, fit.waveforms, n, settings.seed, tick=tick)
-    out_eval = evaluate_audio(rec, evaluation.waveforms, n, settings.seed, tick=tick)
+    out_fit = evaluate_audio(rec, [u.waveform for u in fit], n, settings.seed, tick=tick)
+    out_eval = evaluate_audio(rec, [u.waveform for u in evaluation], n, settings.seed, tick=tick)
     data = {"key": key, "kind": rec.kind, "n_draws": n, "fit": out_fit, "eval": out_eval,
-            "accuracy": word_accuracy(evaluation.transcripts, out_eval["transcripts"]),
-            "accuracy_fit_set": word_accuracy(fit.transcripts, out_fit["transcripts"]),
+            "accuracy": word_accuracy([u.transcript for u in evaluation], out_eval["transcripts"]),
+            "accuracy_fit_set": word_accuracy([u.transcript for u in fit], out_fit["transcripts"]),
             "seconds": time.perf_counter() - t0}
     write_stage(path, data)
     return data
@@ -213,13 +214,16 @@ def craft_pgd(rec: HybridRecognizer, waveforms: Sequence, targets: Sequence[str]
     for b, index in enumerate(length_sorted_batches(len(waveforms), settings.attack_batch,
                                                     [len(w) for w in waveforms])):
         batch = AudioBatch.from_waveforms([waveforms[i] for i in index], rec.sample_rate)
-        pgd = PGD(rec, eps=eps, step_size=attack.step_size(eps), iterations=attack.iterations, stochastic=stochastic,
-                  random_init=attack.random_start, seed=settings.seed * 100_000 + b)
-        progress = (lambda k, size=len(index): tick(k * size)) if tick else None
-        result = pgd.run(batch, [targets[i] for i in index], progress=progress)
+        config = PGDConfig(eps=eps, step_size=attack.step_size(eps), iterations=attack.iterations,
+                           stochastic=stochastic, random_init=attack.random_start, seed=settings.seed * 100_000 + b)
+        pgd = PGDAttack(rec, config)
+        if tick:
+            pgd.on_step = lambda report, size=len(index): tick(size)
+        # the audio is all the reproduction needs: perturb skips generate's three decodes per utterance
+        waves, extras = pgd.perturb(batch, [targets[i] for i in index])
         for k, i in enumerate(index):
-            adversarial[i] = result.adversarial.unbatch()[k]
-            max_delta[i] = result.max_abs_delta()[k]
+            adversarial[i] = waves[k]
+            max_delta[i] = extras[k]["max_abs_delta"]
     return adversarial, max_delta
 
 
@@ -244,11 +248,11 @@ def attack_stage(out_dir, settings, name, rec, evaluation, targets, eps, n, prog
     step = attack.step_size(eps)
     tick = progress.task(f"PGD {LABELS[name]} eps={eps:.2f} level={level:g} {attack.name}"
                          + (f" ({ensemble})" if ensemble else ""), n * attack.iterations)
-    originals = scaled(evaluation.waveforms[:n], level)
+    originals = scaled([u.waveform for u in evaluation[:n]], level)
     adversarial, max_delta = craft_pgd(rec, originals, targets, eps, settings, attack=attack,
                                        ensemble=ensemble or "average", tick=tick)
     evaluated = evaluate_audio(rec, adversarial, settings.draws[name], settings.seed)
-    references = evaluation.transcripts[:n]
+    references = [u.transcript for u in evaluation[:n]]
     data = {"key": key, "name": name, "kind": rec.kind, "eps": eps, "n": n, "level": level,
             "attack": dataclasses.asdict(attack), "step_size": step, "iterations": attack.iterations,
             "random_start": attack.random_start, "ensemble_attack": ensemble, "targets": list(targets[:n]),

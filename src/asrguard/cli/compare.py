@@ -1,0 +1,64 @@
+"""``asrguard compare-detectors``: a thin shell over :func:`asrguard.experiments.comparison.compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _adaptive_option(values: list[str]) -> dict[str, list[str]]:
+    from ..errors import ConfigError
+
+    chosen: dict[str, list[str]] = {}
+    for value in values:
+        kind, sep, folder = value.partition("=")
+        if not sep or not kind or not folder:
+            raise ConfigError(f"--adaptive {value!r}: write KIND=FOLDER, e.g. transform=runs/bpda/bpda-transform-1a2b")
+        chosen.setdefault(kind.strip(), []).append(folder.strip())
+    return chosen
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``compare-detectors`` to the ``asrguard`` app."""
+    from . import _setup_logging, friendly_errors
+
+    @app.command("compare-detectors")
+    @friendly_errors
+    def compare_detectors(
+        out_dir: Path = typer.Option(..., "--out", help="Output folder: results.json, tables.md, cached features "
+                                                        "(resumable)."),
+        run_dir: Optional[Path] = typer.Option(
+            None, "--run", help="A finished `asrguard reproduce jayashankar2020` folder whose attacks and split "
+                                "are compared on (default: make one in OUT/run)."),
+        kinds: str = typer.Option("all", "--detectors", help="Comma-separated detector kinds to compare, or all "
+                                                             "(uncertainty, distribution, transform, temporal, "
+                                                             "noise-flood)."),
+        adaptive: List[str] = typer.Option([], "--adaptive", metavar="KIND=FOLDER", help="KIND=FOLDER: an attack folder of adaptive "
+                                                                  "examples made against that detector (repeatable)."),
+        craft_adaptive: int = typer.Option(30, "--adaptive-n", help="Run each detector's own adaptive attacker "
+                                                                   "(eot-dropout, bpda-transform, stats-penalty) on "
+                                                                   "this many test sources (0: none)."),
+        adaptive_max_iter: int = typer.Option(600, "--adaptive-max-iter", help="Steps at most per adaptive example."),
+        quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),
+        n_english: int = typer.Option(60, help="Held-out English sentences scored for false alarms (0: none)."),
+        seed: int = typer.Option(0, help="Random seed (detectors, and the run made without --run)."),
+    ):
+        """Compare every detector on the same attacks: AUROC, TPR at 1 % FPR, false alarms, cost, adaptive."""
+        from rich.console import Console
+
+        from ..experiments.comparison import DEFAULT_KINDS, compare
+
+        _setup_logging(False)
+        chosen = DEFAULT_KINDS if kinds.strip() == "all" else [k.strip() for k in kinds.split(",") if k.strip()]
+        compare(out_dir, run_dir=run_dir, kinds=chosen,
+                adaptive=_adaptive_option(adaptive), craft_adaptive=craft_adaptive,
+                adaptive_max_iter=adaptive_max_iter, quick=quick, seed=seed, n_english=n_english)
+        console = Console()
+        console.print((out_dir / "tables.md").read_text(encoding="utf-8"), markup=False, highlight=False,
+                      soft_wrap=True, emoji=False)
+        console.print(f"results in {out_dir}")
+
+
+__all__ = ["register"]

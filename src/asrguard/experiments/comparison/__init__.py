@@ -1,0 +1,223 @@
+"""Every detector against every attack on one recogniser: ``asrguard compare-detectors``.
+
+Stages (each resumable in ``--out``):
+
+1. a finished Jayashankar reproduction: the one in ``--run``, or one made in ``OUT/run``;
+2. the sets (:mod:`.inputs`): fit, calibration, test and held-out benign sets, split by source
+   exactly as the shipped detector's fit split them;
+3. features of every input for every detector, cached;
+4. each detector fitted on the fit sets (benign and DR; the rules that learn nothing ignore
+   the adversarial rows), its threshold set at 5 % false positives on the calibration set;
+5. per detector × attack: AUROC with its bootstrap interval and n, TPR at 1 % FPR, the
+   detection rate at the calibrated threshold; per detector: the false-alarm rate on every
+   held-out benign set and the recogniser passes per input; per adaptive attack folder given
+   (``--adaptive KIND=FOLDER``): how many of its examples reach the target, how many of those
+   the detector misses, and the distortion they needed against CW's on the same sources;
+6. ``results.json`` and ``tables.md``.
+
+Example:
+    >>> results = compare("runs/compare", run_dir="runs/jayashankar2020")   # doctest: +SKIP
+    >>> results["cells"]["transform"]["cw"]["auroc"]                         # doctest: +SKIP
+    0.99
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...evaluate.detection import auroc_interval, detection_metrics
+from ...evaluate.tables import AUROC_INTERVAL
+from ...fileio import atomic_write_text
+from ..common import ProgressBars, without_nan, write_json
+from .adaptive import ADAPTIVE_ATTACKS, craft_adaptive as craft_adaptive_examples
+from .inputs import ComparisonSets, Entry, FeatureSource, attack_entries, comparison_sets
+from .report import tables_markdown
+
+log = logging.getLogger(__name__)
+
+#: The detectors compared by default: the paper's (dropout uncertainty) and the four rivals.
+DEFAULT_KINDS = ("uncertainty", "distribution", "transform", "temporal", "noise-flood")
+TARGET_FPR = 0.05
+
+
+def cell_metrics(benign: np.ndarray, adversarial: np.ndarray, threshold: float) -> dict:
+    """AUROC (interval, n), TPR at 1 % and 5 % FPR and the detection rate at ``threshold``.
+
+    Example:
+        >>> m = cell_metrics(np.array([0.1, 0.2, 0.3]), np.array([0.9, 0.25]), threshold=0.5)
+        >>> round(m["auroc"], 3), m["detection_rate"], m["n_adversarial"]
+        (0.833, 0.5, 2)
+    """
+    labels = np.r_[np.zeros(len(benign), dtype=int), np.ones(len(adversarial), dtype=int)]
+    scores = np.r_[benign, adversarial]
+    metrics = detection_metrics(labels, scores, threshold=threshold)
+    low, high = auroc_interval(labels, scores)
+    return {"auroc": metrics["auroc"], "auroc_ci": [low, high], "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
+            "tpr_at_5pct_fpr": metrics["tpr_at_5pct_fpr"],
+            "detection_rate": float(np.mean(adversarial > threshold)) if len(adversarial) else float("nan"),
+            "n_adversarial": int(len(adversarial)), "n_benign": int(len(benign))}
+
+
+def distortion(rows: Sequence[Mapping]) -> dict:
+    """Mean dB_x(δ) and median SNR of manifest rows (``None`` when there are none)."""
+    db = [r["db_x_delta"] for r in rows if r.get("db_x_delta") is not None]
+    snr = [r["snr_db"] for r in rows if r.get("snr_db") is not None]
+    return {"mean_db_x_delta": float(np.mean(db)) if db else None,
+            "median_snr_db": float(np.median(snr)) if snr else None, "n": len(rows)}
+
+
+def adaptive_summary(scores: np.ndarray, entries: list[Entry], attempted: int, threshold: float,
+                     benign: np.ndarray, cw_rows: Mapping[str, Mapping]) -> dict:
+    """How an adaptive attack folder fared against one detector at its calibrated threshold."""
+    evading = [e for e, s in zip(entries, scores) if s <= threshold]
+    same_sources = [cw_rows[e.source] for e in entries if e.source in cw_rows]
+    return {"attempted": attempted, "reached_target": len(entries), "evaded": len(evading),
+            "evasion_rate": len(evading) / attempted if attempted else float("nan"),
+            **{f"vs_benign_{k}": v for k, v in cell_metrics(benign, scores, threshold).items()},
+            "distortion_evading": distortion([e.record for e in evading]),
+            "distortion_all": distortion([e.record for e in entries]),
+            "distortion_cw_same_sources": distortion(same_sources)}
+
+
+def _ensure_run(run_dir: Path | None, out_dir: Path, quick: bool, seed: int, progress: bool) -> Path:
+    if run_dir is not None:
+        if not (Path(run_dir) / "results.json").is_file():
+            raise ConfigError(f"{run_dir}: no results.json; finish `asrguard reproduce jayashankar2020 --out "
+                              f"{run_dir}` first, or leave out --run to make one in OUT/run")
+        return Path(run_dir)
+    from ..jayashankar2020 import run
+
+    run_dir = out_dir / "run"
+    if not (run_dir / "results.json").is_file():
+        log.info("no --run given: reproducing jayashankar2020 in %s first", run_dir)
+        run(run_dir, quick=quick, seed=seed, progress=progress)
+    return run_dir
+
+
+def _adaptive_folders(adaptive: Mapping[str, Sequence[str | Path]] | None, kinds: Sequence[str]) -> dict:
+    chosen = {kind: [Path(f) for f in folders] for kind, folders in (adaptive or {}).items()}
+    unknown = sorted(set(chosen) - set(kinds))
+    if unknown:
+        raise ConfigError(f"--adaptive names a detector that is not compared: {', '.join(unknown)}")
+    for folders in chosen.values():
+        for folder in folders:
+            if not (folder / "manifest.jsonl").is_file():
+                raise ConfigError(f"{folder}: no manifest.jsonl; give an attack folder made by `asrguard attack`")
+    return chosen
+
+
+def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adaptive=None, craft_adaptive: int = 0,
+            adaptive_max_iter: int = 600, quick: bool = False, seed: int = 0, n_english: int = 60,
+            n_calibration: int = 300, uncertainty_classifier: str = "all-svm", progress: bool = True) -> dict:
+    """Run (or resume) the comparison; returns the results also written to ``OUT/results.json``.
+
+    Args:
+        out_dir: output folder (``features/``, ``results.json``, ``tables.md``; ``run/`` without ``run_dir``).
+        run_dir: a finished ``asrguard reproduce jayashankar2020`` folder (default: make one in ``OUT/run``).
+        kinds: the detector kinds to compare (:data:`asrguard.detect.registry.KINDS`).
+        adaptive: ``{kind: [attack folders]}``: adaptive examples made against that detector.
+        craft_adaptive: run each detector's own adaptive attacker (:mod:`.adaptive`) on this many
+            test sources CW succeeded on (0: none), at most ``adaptive_max_iter`` steps each.
+        quick: when a run has to be made here, make the ``--quick`` one.
+        n_english, n_calibration: sizes of the held-out English set and the extra calibration set.
+        uncertainty_classifier: the dropout-uncertainty detector's classifier (the shipped one's).
+    """
+    from ...asr.registry import load_recognizer
+    from ...detect.registry import KINDS, make_detector
+
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ConfigError(f"unknown detector kind(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
+    chosen_adaptive = _adaptive_folders(adaptive, kinds)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _ensure_run(None if run_dir is None else Path(run_dir), out_dir, quick, seed, progress)
+    t_start = time.perf_counter()
+    model = json.loads((run_dir / "results.json").read_text()).get("model")
+    recognizer = load_recognizer(None if model in (None, "shipped") else model)
+    sets = comparison_sets(run_dir, recognizer, n_english=n_english, n_calibration=n_calibration)
+    rate = recognizer.sample_rate
+    results: dict = {"run": str(run_dir), "recognizer": recognizer.fingerprint(), "seed": seed,
+                     "target_fpr": TARGET_FPR, "sizes": _sizes(sets), "detectors": {}, "cells": {},
+                     "false_alarms": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
+                     "attacks": list(sets.attacks)}
+    cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
+    total = len(kinds) * (sum(len(x) for x in (sets.fit_benign, sets.fit_adversarial, sets.calibration,
+                                                 sets.test_benign, sets.urban_test))
+                          + sum(len(x) for x in sets.attacks.values()) + sum(len(x) for x in sets.held_out.values()))
+    with ProgressBars(progress, stderr=True) as bars:
+        tick = bars.task("features (detectors × inputs)", total)
+        for kind in kinds:
+            # the uncertainty detector draws the run's realisations, so the run's cached features are its own
+            run = sets.settings
+            detector = (make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
+                                      classifier=uncertainty_classifier, target_fpr=TARGET_FPR)
+                        if kind == "uncertainty" else make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
+            source = FeatureSource(detector, run_dir, out_dir, sets.settings, tick)
+            t0 = time.perf_counter()
+            fit_benign = source.table(sets.fit_benign)
+            detector.fit_features(fit_benign, source.table(sets.fit_adversarial), source.table(sets.calibration))
+            threshold = float(detector.threshold)
+
+            def scores_of(entries: list[Entry]) -> np.ndarray:
+                return detector.score_features(source.table(entries)) if entries else np.zeros(0)
+
+            results["cells"][kind] = {attack: cell_metrics(scores_of(sets.benign_for(attack)), scores_of(entries),
+                                                          threshold)
+                                      for attack, entries in sets.attacks.items()}
+            results["false_alarms"][kind] = {name: {"rate": float(np.mean(scores_of(entries) > threshold)),
+                                                    "n": len(entries)}
+                                             for name, entries in sets.held_out.items()}
+            folders = list(chosen_adaptive.get(kind, []))
+            if craft_adaptive > 0:
+                log.info("%s: crafting its adaptive attack on %d test sources", kind, craft_adaptive)
+                crafted = craft_adaptive_examples(kind, detector, recognizer, sets, out_dir, n=craft_adaptive,
+                                                  benign_rows=fit_benign, seed=seed, max_iter=adaptive_max_iter, progress=False)
+                folders += [crafted] if crafted is not None else []
+            for folder in folders:
+                entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rate,
+                                         kind=f"adaptive-{folder.name}")
+                attempted = _attempted(folder, sets.test_sources())
+                benign = scores_of([e for e in sets.test_benign + sets.urban_test
+                                    if e.source in {x.source for x in entries}])
+                results["adaptive"].setdefault(kind, {})[folder.name] = adaptive_summary(
+                    scores_of(entries), entries, attempted, threshold, benign, cw_rows)
+            results["detectors"][kind] = {"name": detector.classifier.name, "passes": int(detector.feature_extractor.config.n),
+                                          "threshold": threshold, "settings": _settings(detector),
+                                          "seconds": time.perf_counter() - t0}
+    results["seconds"] = time.perf_counter() - t_start
+    results = without_nan(results)
+    write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "tables.md", tables_markdown(results))
+    return results
+
+
+def _attempted(folder: Path, sources: set) -> int:
+    from ...data import read_jsonl
+
+    return len({r["id"] for r in read_jsonl(folder / "manifest.jsonl", allow_partial_tail=True)
+                if r.get("id") in sources})
+
+
+def _settings(detector) -> dict:
+    if detector.kind == "uncertainty":
+        c = detector.feature_extractor.config
+        return {"n": c.n, "p": c.p, "seed": c.seed, "classifier": detector.classifier.name}
+    return detector.settings()
+
+
+def _sizes(sets: ComparisonSets) -> dict:
+    return {"fit_benign": len(sets.fit_benign), "fit_adversarial": len(sets.fit_adversarial),
+            "calibration": len(sets.calibration), "test_benign": len(sets.test_benign),
+            "urban_test": len(sets.urban_test), "attacks": {k: len(v) for k, v in sets.attacks.items()},
+            "held_out": {k: len(v) for k, v in sets.held_out.items()}}
+
+
+__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_KINDS", "adaptive_summary", "cell_metrics", "compare", "distortion"]

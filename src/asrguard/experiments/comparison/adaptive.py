@@ -1,0 +1,81 @@
+"""Each detector's own adaptive attacker, crafted on the comparison's test sources.
+
+The attacker knows the fitted detector (its kind, settings and, for the statistics penalty,
+its benign reference) but not its secret randomness: the dropout attacker draws its own masks
+(EOT), the transform attacker uses the detector's transforms with BPDA. Each is CW with another
+objective, so it works under CW's distortion bound; it attacks the test sources CW succeeded on,
+toward CW's own targets, so the two can be compared source by source.
+
+=================  ==================  ==========================================================
+detector           attack              what it adds to CW
+=================  ==================  ==========================================================
+``uncertainty``    ``eot-dropout``     target loss over its own dropout draws, and their disagreement
+``transform``      ``bpda-transform``  target loss on each transformed copy (BPDA where needed)
+``distribution``   ``stats-penalty``   a pull of the output statistics toward benign values
+=================  ==================  ==========================================================
+
+``temporal`` and ``noise-flood`` have no adaptive attacker yet.
+
+Example:
+    >>> folder = craft_adaptive("transform", det, rec, sets, "runs/compare", n=30)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...attacks.targets import FixedTargets
+from ...data.records import Utterance
+from .inputs import ComparisonSets
+
+#: The adaptive attack made against each detector kind.
+ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty"}
+#: Weight of the dropout attacker's disagreement penalty (the mutual information the detector reads).
+EOT_GAMMA = 1.0
+
+
+def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max_iter: int):
+    """The attack object made against a fitted ``detector`` of ``kind`` (``None`` when there is none).
+
+    ``benign_rows``: the detector's features of its benign training audio (the statistics
+    penalty pulls toward their mean).
+    """
+    from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig
+    from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
+
+    if kind == "uncertainty":
+        config = EOTDropoutConfig(p=detector.feature_extractor.config.p, masks_per_step=4, gamma=EOT_GAMMA,
+                                  seed=seed, max_iter=max_iter)
+        return EOTDropoutAttack(recognizer, config)
+    if kind == "transform":
+        return BPDATransformAttack(recognizer, BPDATransformConfig.from_detector(detector, seed=seed,
+                                                                                 max_iter=max_iter))
+    if kind == "distribution":
+        # a logistic detector keeps no benign mean: the attacker takes it from the benign training rows
+        config = StatsPenaltyConfig(reference=tuple(map(float, np.mean(benign_rows, axis=0))),
+                                    scale=tuple(map(float, detector.scale_)), seed=seed, max_iter=max_iter)
+        return StatsPenaltyAttack(recognizer, config, detector=detector)
+    return None
+
+
+def craft_adaptive(kind: str, detector, recognizer, sets: ComparisonSets, out_dir, *, n: int, benign_rows=None,
+                   seed: int = 0, max_iter: int = 600, progress: bool = True) -> Path | None:
+    """Run ``kind``'s adaptive attack on ``n`` test sources CW succeeded on; returns its folder (resumable)."""
+    from ...attacks.runner import run_attack
+
+    attack = adaptive_attack(kind, detector, recognizer, benign_rows, seed, max_iter)
+    if attack is None or n <= 0:
+        return None
+    cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
+    sources = [e for e in sets.test_benign if e.source in cw_rows][:n]
+    items = [Utterance.from_waveform(e.id, e.load(), recognizer.sample_rate, cw_rows[e.id].get("reference", ""))
+             for e in sources]
+    folder = Path(out_dir) / "adaptive" / f"{attack.name}-{attack.config_hash}"
+    sampler = FixedTargets(by_id={e.id: cw_rows[e.id]["target"] for e in sources})
+    run_attack(attack, items, folder, sampler=sampler, batch_size=8, progress=progress)
+    return folder
+
+
+__all__ = ["ADAPTIVE_ATTACKS", "EOT_GAMMA", "adaptive_attack", "craft_adaptive"]

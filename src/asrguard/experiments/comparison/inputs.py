@@ -1,0 +1,205 @@
+"""What the detector comparison scores: the sets of inputs of a finished reproduction, and their features.
+
+The sets come from a finished ``asrguard reproduce jayashankar2020`` run, split exactly as its
+shipped detector was (:func:`asrguard.experiments.jayashankar2020.fit_default_detector`):
+
+* ``fit``: the run's training sources (benign) and their DR examples;
+* ``calibration``: the validation sources (benign) plus held-out utterances that are no
+  source of the run; each detector's threshold is set on these;
+* ``test``: the run's test sources, benign and attacked by every attack of the run, and
+  UrbanSound test clips with their US examples;
+* ``english-speech``: real English sentences (2–8 s), a benign set no detector was fitted on.
+
+Every input's features are cached, one JSON file per (detector, set, input), so a rerun
+resumes. The uncertainty detector reads and extends the run's own feature cache, which
+already holds most of its features.
+
+Example:
+    >>> sets = comparison_sets("runs/jayashankar2020", recognizer)   # doctest: +SKIP
+    >>> sorted(sets.attacks)                                          # doctest: +SKIP
+    ['cw', 'dr', 'ia', 'nrr', 'us']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ...attacks.runner import safe_name
+from ...audio import load_audio
+from ...evaluate.detection import split_by_source
+from ...uncertainty.features import FeatureExtractor, FeatureTable
+from ..common import write_json
+from ..jayashankar2020.attacks import successful_examples
+from ..jayashankar2020.config import Settings
+from ..jayashankar2020.detector import calibration_items, finished_run
+from ..jayashankar2020.features import FeatureCache
+
+#: Held-out benign English sentences scored for false alarms (none is used for fitting).
+ENGLISH_SECONDS = (2.0, 8.0)
+
+
+@dataclass
+class Entry:
+    """One input: the cache kind it is stored under, its id, its source utterance and how to load it."""
+
+    kind: str
+    id: str
+    source: str
+    load: Callable[[], np.ndarray]
+    record: dict = field(default_factory=dict)  # the attack's manifest row, for adversarial inputs
+
+
+@dataclass
+class ComparisonSets:
+    """The inputs of one comparison (see the module docstring); ``attacks`` maps a name to its test examples."""
+
+    settings: Settings
+    run: dict
+    fit_benign: list[Entry]
+    fit_adversarial: list[Entry]
+    calibration: list[Entry]
+    test_benign: list[Entry]
+    urban_test: list[Entry]
+    attacks: dict[str, list[Entry]]
+    held_out: dict[str, list[Entry]]
+
+    def test_sources(self) -> set:
+        """Ids of every test source: speech and UrbanSound (what an adaptive attack may have attacked)."""
+        return {e.source for e in self.test_benign + self.urban_test}
+
+    def benign_for(self, attack: str) -> list[Entry]:
+        """The benign inputs an attack's test examples are compared with: their own sources (US: the clips)."""
+        pool = self.urban_test if attack == "us" else self.test_benign
+        attacked = {e.source for e in self.attacks[attack]}
+        return [e for e in pool if e.source in attacked]
+
+
+def _utterances(kind: str, items) -> list[Entry]:
+    return [Entry(kind, it.id, it.id, (lambda it=it: it.waveform)) for it in items]
+
+
+def attack_entries(name: str, info: dict, sources: set, rate: int, kind: str | None = None) -> list[Entry]:
+    """The successful examples of an attack folder whose source is in ``sources``."""
+    folder = Path(info["folder"])
+    kind = kind or f"{name}-{info['config_hash']}"
+    return [Entry(kind, r["id"], r["id"], (lambda r=r: load_audio(folder / r["audio"], rate)[0]), r)
+            for r in successful_examples(folder, sources)]
+
+
+def comparison_sets(run_dir, recognizer, *, n_english: int = 60, n_calibration: int = 300,
+                    validation_fraction: float = 0.3) -> ComparisonSets:
+    """The sets of a finished reproduction in ``run_dir`` (see the module docstring)."""
+    from ...attacks.sources import load_items
+    from ...errors import AsrguardError
+
+    results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
+    rate, root = recognizer.sample_rate, Path(results["data_root"])
+    fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
+    fit_sources = {s for s, m in zip(train_ids, fit_mask) if m}
+    val_sources = {s for s, m in zip(train_ids, val_mask) if m}
+    source_ids = {it.id for it in speech}
+    benign = _utterances("benign", speech)
+    attacks = {name: attack_entries(name, info, test_sources, rate) for name, info in results["attacks"].items()
+               if name != "us"}
+    urban_test: list[Entry] = []
+    if "us" in results["attacks"]:
+        urban = load_items(["urbansound8k"], settings.n_urban, settings.seed, root, rate,
+                           min_seconds=settings.min_seconds)
+        _, test_mask = split_by_source([it.id for it in urban], settings.test_fraction, settings.seed)
+        urban_test = _utterances("benign-us", [it for it, m in zip(urban, test_mask) if m])
+        attacks["us"] = attack_entries("us", results["attacks"]["us"], {e.id for e in urban_test}, rate)
+    extra = calibration_items(settings, root, rate, source_ids, n_calibration)
+    held_out = {corpus: [e for e in benign if e.source in test_sources and e.id.startswith(corpus + ":")]
+                for corpus in settings.corpora}
+    if urban_test:
+        held_out["urbansound8k"] = urban_test
+    try:
+        english = load_items(["english-speech"], n_english, settings.seed, root, rate,
+                             min_seconds=ENGLISH_SECONDS[0], max_seconds=ENGLISH_SECONDS[1]) if n_english else []
+    except (AsrguardError, OSError):  # the corpus is optional: the other sets still compare
+        english = []
+    if english:
+        held_out["english-speech"] = _utterances("benign-english", english)
+    train = settings.train_attack
+    return ComparisonSets(
+        settings=settings, run=results,
+        fit_benign=[e for e in benign if e.source in fit_sources],
+        fit_adversarial=attack_entries(train, results["attacks"][train], fit_sources, rate),
+        calibration=[e for e in benign if e.source in val_sources] + _utterances("benign-calibration", extra),
+        test_benign=[e for e in benign if e.source in test_sources], urban_test=urban_test,
+        attacks=attacks, held_out=held_out)
+
+
+class RowCache:
+    """A rival detector's feature rows, one JSON file per (set kind, input), written atomically.
+
+    The folder is named after the detector's kind and a hash of its settings and of the
+    recogniser, so rows measured another way are never reused.
+
+    Example:
+        >>> cache = RowCache("runs/compare/features", detector)      # doctest: +SKIP
+        >>> cache.get(entry).shape                                   # doctest: +SKIP
+        (6,)
+    """
+
+    def __init__(self, root, detector):
+        key = json.dumps({"kind": detector.kind, "settings": detector.settings(),
+                          "recognizer": getattr(detector.recognizer, "checksum", None) or "unsaved"}, sort_keys=True)
+        self.folder = Path(root) / f"{detector.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        self.detector = detector
+
+    def get(self, entry: Entry) -> np.ndarray:
+        path = self.folder / entry.kind / f"{safe_name(entry.id)}.json"
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("id") == entry.id:
+                    return np.asarray(data["row"], dtype=np.float64)
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: measure again
+        row = np.asarray(self.detector.features(entry.load(), name=entry.id), dtype=np.float64)
+        write_json(path, {"id": entry.id, "row": row.tolist()})
+        return row
+
+
+class FeatureSource:
+    """Features of entries for one detector, as the detector's ``fit_features`` / ``score_features`` take them.
+
+    Uncertainty features come from (and go to) the run's own cache; rival rows from a
+    :class:`RowCache` under the comparison's folder.
+    """
+
+    def __init__(self, detector, run_dir, out_dir, settings: Settings, tick: Callable[[], None] = lambda: None):
+        self.detector, self.tick = detector, tick
+        self._seen: dict = {}  # (kind, id) -> features, so an input is read once per detector
+        if detector.kind == "uncertainty":
+            extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
+            self._cache = FeatureCache(Path(run_dir) / "features", detector.recognizer, extractor)
+        else:
+            self._cache = RowCache(Path(out_dir) / "features", detector)
+
+    def one(self, entry: Entry):
+        key = (entry.kind, entry.id)
+        if key not in self._seen:
+            if isinstance(self._cache, FeatureCache):
+                self._seen[key] = self._cache.get(entry.kind, entry.id, entry.load)
+            else:
+                self._seen[key] = self._cache.get(entry)
+            self.tick()
+        return self._seen[key]
+
+    def table(self, entries: Sequence[Entry]):
+        """A :class:`FeatureTable` (uncertainty) or an ``(N, D)`` array of rows (rivals)."""
+        got = [self.one(e) for e in entries]
+        if isinstance(self._cache, FeatureCache):
+            return FeatureTable.stack(got)
+        return np.vstack(got) if got else np.zeros((0, len(self.detector.feature_names)))
+
+
+__all__ = ["ComparisonSets", "Entry", "FeatureSource", "RowCache", "attack_entries", "comparison_sets"]

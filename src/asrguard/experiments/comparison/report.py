@@ -1,0 +1,71 @@
+"""``tables.md`` of a detector comparison: AUROC, TPR at 1 % FPR, false alarms, cost, adaptive attackers.
+
+Example:
+    >>> print(tables_markdown(results))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ...evaluate.tables import AurocCells, auroc_legend, markdown_table, number_cell
+
+ATTACK_LABELS = {"cw": "CW", "dr": "DR", "nrr": "NRR", "ia": "IA", "us": "US"}
+
+
+def _db(summary: Mapping | None) -> str:
+    if not summary or summary.get("mean_db_x_delta") is None:
+        return "–"
+    return f"{summary['mean_db_x_delta']:.1f} dB / {summary['median_snr_db']:.1f} dB"
+
+
+def tables_markdown(results: Mapping) -> str:
+    """The comparison's Markdown report."""
+    attacks = list(results["attacks"])
+    kinds = list(results["cells"])
+    cells = AurocCells()
+    auroc_rows = [[f"{kind} ({results['detectors'][kind]['name']})",
+                   *(cells.format(results["cells"][kind].get(a)) for a in attacks)] for kind in kinds]
+    tpr_rows = [[kind, *(f"{number_cell(results['cells'][kind][a].get('tpr_at_1pct_fpr'), percent=True)} / "
+                         f"{number_cell(results['cells'][kind][a].get('detection_rate'), percent=True)}"
+                         for a in attacks)] for kind in kinds]
+    held_out = list(next(iter(results["false_alarms"].values()), {}))
+    alarm_rows = [[kind, str(results["detectors"][kind]["passes"]),
+                   *(f"{number_cell(results['false_alarms'][kind][h]['rate'], percent=True)} "
+                     f"(n={results['false_alarms'][kind][h]['n']})" for h in held_out)] for kind in kinds]
+    sizes = results["sizes"]
+    lines = ["# Detectors compared", "",
+             f"Run: `{results['run']}`; recogniser `{results['recognizer']}`. Every detector was fitted on "
+             f"{sizes['fit_benign']} benign training sources and {sizes['fit_adversarial']} DR examples of them "
+             f"(rules that learn nothing use only the benign ones), and its threshold set at "
+             f"{100 * results['target_fpr']:g} % false positives on {sizes['calibration']} other benign utterances. "
+             f"Test cells: the successful examples of the run's held-out test sources against their own benign "
+             f"sources (US: UrbanSound test clips). Nothing here is adaptive unless the last table says so.", ""]
+    body = ["## AUROC", "", *markdown_table(["detector", *(ATTACK_LABELS.get(a, a) for a in attacks)], auroc_rows), "",
+            "## TPR at 1 % FPR / detection rate at the calibrated threshold [%]", "",
+            *markdown_table(["detector", *(ATTACK_LABELS.get(a, a) for a in attacks)], tpr_rows), "",
+            "## False alarms on held-out benign sets at the calibrated threshold [%], and cost", "",
+            "Passes: recogniser transcriptions (or realisations) per input.", "",
+            *markdown_table(["detector", "passes", *held_out], alarm_rows), ""]
+    if results.get("adaptive"):
+        rows = []
+        for kind, per in results["adaptive"].items():
+            for folder, a in per.items():
+                rows.append([kind, f"`{folder}`", str(a["attempted"]), str(a["reached_target"]), str(a["evaded"]),
+                             number_cell(a["evasion_rate"], percent=True),
+                             cells.cell(a.get("vs_benign_auroc"), a.get("vs_benign_auroc_ci"),
+                                        a.get("vs_benign_n_adversarial"), a.get("vs_benign_n_benign")),
+                             _db(a["distortion_evading"]), _db(a["distortion_cw_same_sources"])])
+        body += ["## Adaptive attackers", "",
+                 "Each against the detector it was made for, at that detector's calibrated threshold. Evaded: "
+                 "reached the target and scored at or below the threshold. Distortion: mean dB_x(δ) / median SNR.",
+                 "", *markdown_table(["detector", "attack folder", "attempted", "reached target", "evaded",
+                                      "evasion rate", "AUROC vs benign", "distortion (evading)",
+                                      "CW on the same sources"], rows), ""]
+        without = [k for k in kinds if k not in results["adaptive"]]
+        if without:
+            body += [f"No adaptive attacker was run against: {', '.join(without)}.", ""]
+    return "\n".join(lines + cells.banner(quick=False) + ["", auroc_legend(), ""] + body)
+
+
+__all__ = ["tables_markdown"]

@@ -1,0 +1,238 @@
+"""Adaptive attackers of the other detector families: EOT over secret dropout masks, BPDA through the
+transformation detector's transforms, and a penalty on the distribution detector's statistics."""
+
+import numpy as np
+import pytest
+import torch
+
+from asrguard.asr.base import AudioBatch
+from asrguard.attacks.evasion import (BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig,
+                                      bpda, realization_disagreement)
+from asrguard.attacks.cw import CWAttack, CWConfig
+from asrguard.attacks.factory import ATTACKS, make_attack
+from asrguard.attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig, utterance_features_torch
+from asrguard.audio import db
+from asrguard.detect.rivals import DistributionDetector, TransformDetector
+from asrguard.detect.rivals.distribution import utterance_features
+from asrguard.detect.rivals.transforms import down_up, down_up_torch
+from asrguard.errors import ConfigError, MissingCapabilityError
+from _detect_helpers import clips, tiny_recognizer
+from attack_helpers import ToyRecognizer, speechlike
+
+TARGET = "hi"
+SHORT = dict(tau_db=10.0, max_iter=8, check_every=4, learning_rate=0.2)
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    """A tiny random CTC model, saved and reloaded so that a detector can bind to its checksum."""
+    return tiny_recognizer(tmp_path_factory.mktemp("evasion"))
+
+
+def _batch(*waveforms):
+    return AudioBatch.from_waveforms(list(waveforms), 16000)
+
+
+def _descends(attack, x, step=0):
+    """The attack's own objective (the same step, so the same random draws) at x and at its output."""
+    result = attack.generate([x], [TARGET])[0]
+    with torch.no_grad():
+        before = float(attack.objective(_batch(x), [TARGET], step)[0])
+        after = float(attack.objective(_batch(result.waveform), [TARGET], step)[0])
+    assert after < before
+    assert db(result.waveform.astype(np.float64) - x) <= db(x) - attack.config.tau_db + 1e-3  # CW's bound
+    return result
+
+
+class Partial:
+    """A recogniser with only some capabilities: the toy's methods named in ``methods``, nothing else."""
+
+    sample_rate = 16000
+
+    def __init__(self, *methods):
+        toy = ToyRecognizer()
+        for name in methods:
+            setattr(self, name, getattr(toy, name))
+
+
+LOSS_ONLY = ("transcribe", "fingerprint", "normalize_text", "loss", "target_fits")  # like an ART estimator
+
+
+def test_each_attack_refuses_a_recogniser_without_what_it_needs():
+    with pytest.raises(MissingCapabilityError, match="eot-dropout attack needs a recogniser with stochastic"):
+        EOTDropoutAttack(Partial(*LOSS_ONLY))
+    with pytest.raises(MissingCapabilityError, match="stats-penalty attack needs a recogniser with posteriors"):
+        StatsPenaltyAttack(Partial(*LOSS_ONLY), StatsPenaltyConfig(gamma=0.0))
+    random = Partial(*LOSS_ONLY, "stochastic", "realizations")  # dropout, but no per-step posteriors
+    EOTDropoutAttack(random, EOTDropoutConfig(gamma=0.0))  # the penalty is what needs posteriors
+    with pytest.raises(MissingCapabilityError, match="disagreement penalty .* posteriors"):
+        EOTDropoutAttack(random, EOTDropoutConfig(gamma=0.5))
+    BPDATransformAttack(Partial(*LOSS_ONLY), BPDATransformConfig(transforms="quantize"))  # transcripts + a loss
+
+
+@pytest.mark.parametrize("bad", [dict(p=0.0), dict(masks_per_step=0), dict(gamma=0.1, masks_per_step=1),
+                                 dict(required_fraction=0.0), dict(n_check=-1)])
+def test_eot_settings_are_checked(bad):
+    with pytest.raises(ConfigError):
+        EOTDropoutConfig(**bad)
+
+
+def test_eot_draws_fresh_masks_each_step_and_lowers_its_objective(rec):
+    x = speechlike(0.5, seed=1)
+    attack = EOTDropoutAttack(rec, EOTDropoutConfig(masks_per_step=2, gamma=0.5, n_check=2, **SHORT))
+    batch = _batch(x)
+    with torch.no_grad():
+        step1, again, step2 = (float(attack.objective(batch, [TARGET], s)[0]) for s in (1, 1, 2))
+        plain = float(attack.target_loss(batch, [TARGET])[0])
+    assert step1 == again and step1 != step2 and step1 > plain
+    result = _descends(attack, x)
+    assert 0.0 <= result.extra["eot_target_fraction"] <= 1.0
+
+
+def test_on_a_steerable_toy_each_reaches_what_plain_cw_misses():
+    # the toy is linear in its frames, so 300 steps suffice to reach a target and its defences;
+    # CW under the same bound reaches the target but neither the fresh realisations nor every transform
+    rec, x = ToyRecognizer(gain=6.0), speechlike(0.4, seed=3)
+    common = dict(tau_db=10.0, max_iter=300, check_every=5, learning_rate=0.2)
+    eot = EOTDropoutAttack(rec, EOTDropoutConfig(p=0.3, n_check=12, gamma=0.5, required_fraction=1.0, **common))
+    bpda_attack = BPDATransformAttack(rec, BPDATransformConfig(transforms="resample,quantize", low_rate=4000,
+                                                               bits=6, **common))
+    plain = CWAttack(rec, CWConfig(**common)).generate([x], ["ab"])[0]
+    assert plain.success
+    held_out = 12345  # a seed neither the training draws nor the checks used
+    result = eot.generate([x], ["ab"])[0]
+    assert result.success and result.extra["eot_target_fraction"] == 1.0
+    assert eot.target_fraction(result.waveform, "ab", held_out) > eot.target_fraction(plain.waveform, "ab", held_out)
+    result = bpda_attack.generate([x], ["ab"])[0]
+    assert result.success and result.extra["success_all_transforms"]
+    assert not bpda_attack.extra_measures(x, plain.waveform, "ab")["success_all_transforms"]
+    for r in (plain, result):
+        assert db(r.waveform.astype(np.float64) - x) <= db(x) - 10.0 + 1e-3
+
+
+def test_disagreement_is_zero_for_equal_draws_and_positive_otherwise():
+    a, b = torch.log_softmax(torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0)), -1).unbind(0)
+    lengths = [torch.tensor([6]), torch.tensor([4])]  # the shorter pass bounds the steps compared
+    assert float(realization_disagreement([a[None], a[None]], lengths)[0]) == pytest.approx(0.0, abs=1e-9)
+    mixed = realization_disagreement([a[None], b[None]], lengths)
+    p, q = a[:4].exp(), b[:4].exp()
+    m = (p + q) / 2  # two draws: D is their Jensen-Shannon divergence per step
+    js = 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
+    assert float(mixed[0]) == pytest.approx(float(js.mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mel", "lpc", "quantize", "resample"])
+def test_bpda_forward_is_the_detectors_transform_and_backward_is_identity_or_its_twin(rec, name):
+    config = BPDATransformConfig(transforms=name, transform_seed=3, griffin_lim_iterations=4)
+    attack = BPDATransformAttack(rec, config)
+    detector = TransformDetector(rec, transforms=(name,), griffin_lim_iterations=4, seed=3)
+    long, short = speechlike(0.3, seed=2), speechlike(0.2, seed=4)
+    waveforms = AudioBatch.from_waveforms([long, short], 16000).waveforms.requires_grad_(True)
+    out = attack.transformed(AudioBatch(waveforms, torch.tensor([len(long), len(short)]), 16000), name)
+    for i, x in enumerate((long, short)):  # each utterance alone, padding left at zero
+        assert np.array_equal(out.waveforms[i, : len(x)].detach().numpy(), detector.transform(name, x))
+    assert not out.waveforms[1, len(short):].any()
+    weights = torch.randn(out.waveforms.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((out.waveforms * weights).sum(), waveforms)
+    if name == "resample":  # linear: backpropagated through its torch twin
+        x = torch.from_numpy(long).double().requires_grad_(True)
+        twin = down_up_torch(x, 16000)
+        assert torch.allclose(twin, torch.from_numpy(down_up(long, 16000)).double(), atol=1e-6)
+        (expected,) = torch.autograd.grad((twin * weights[0, : len(long)].double()).sum(), x)
+        assert torch.allclose(grad[0, : len(long)].double(), expected, atol=1e-5)
+    else:
+        assert torch.equal(grad[0, : len(long)], weights[0, : len(long)])
+        assert torch.equal(grad[1, : len(short)], weights[1, : len(short)])
+
+
+def test_bpda_helper_and_settings_from_a_detector(rec):
+    x = torch.tensor([0.26, -0.74], requires_grad=True)
+    y = bpda(x, lambda v: torch.round(v * 2) / 2)
+    assert y.tolist() == [0.5, -0.5] and torch.autograd.grad(y.sum(), x)[0].tolist() == [1.0, 1.0]
+    det = TransformDetector(rec, transforms=("lpc", "quantize"), bits=6, seed=9)
+    config = BPDATransformConfig.from_detector(det, beta=2.0)
+    assert (config.transforms, config.bits, config.transform_seed, config.beta, config.seed) == (
+        "lpc,quantize", 6, 9, 2.0, 0)
+    assert BPDATransformConfig.from_detector(det.set_mask_seed("random")).fresh_seeds
+    for bad in ("mel,mel", "mel,echo", ""):
+        with pytest.raises(ConfigError):
+            BPDATransformConfig(transforms=bad)
+
+
+def test_bpda_attack_lowers_its_objective_within_the_bound(rec):
+    attack = BPDATransformAttack(rec, BPDATransformConfig(transforms="mel,resample,quantize",
+                                                          griffin_lim_iterations=4, **SHORT))
+    result = _descends(attack, speechlike(0.5, seed=5))
+    assert set(result.extra) >= {"transcript_mel", "transcript_resample", "transcript_quantize",
+                                 "success_all_transforms"}
+
+
+def test_torch_statistics_equal_the_distribution_detectors_features(rec):
+    det = DistributionDetector(rec)
+    x = speechlike(0.4, seed=6)
+    with torch.no_grad():  # as the detector runs the model (with gradients on, float32 rounds differently)
+        log_probs, lengths = rec.log_probs(_batch(x))
+    ours = utterance_features_torch(log_probs[0, : int(lengths[0])])
+    assert np.allclose(ours.numpy(), det.features(x), rtol=1e-12, atol=1e-12)
+    # an even number of classes and of steps (the medians average two values), one step, and -inf entries
+    rng = np.random.default_rng(0)
+    for shape in ((6, 4), (1, 5), (7, 3)):
+        rows = rng.normal(size=shape) * 5
+        rows[0, 0] = -np.inf
+        assert np.allclose(utterance_features_torch(torch.from_numpy(rows)).numpy(), utterance_features(rows),
+                           rtol=1e-9, atol=1e-12)
+    waveform = torch.from_numpy(x).requires_grad_(True)  # and gradients reach the samples
+    lp, n = rec.log_probs(AudioBatch(waveform[None], torch.tensor([len(x)]), 16000))
+    (grad,) = torch.autograd.grad(utterance_features_torch(lp[0, : int(n[0])]).sum(), waveform)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_stats_penalty_reads_a_fitted_detector_and_lowers_its_objective(rec, tmp_path):
+    det = DistributionDetector(rec, target_fpr=0.2).fit(clips(4, 0))  # benign only: the one-class Gaussian
+    config = StatsPenaltyConfig.from_detector(det, gamma=0.05, **SHORT)
+    assert np.allclose(config.reference, det.mean_) and np.allclose(config.scale, det.scale_)
+    _descends(StatsPenaltyAttack(rec, config), speechlike(0.5, seed=7))
+    # through the factory, as `asrguard attack --set detector=FOLDER` builds it
+    built = make_attack("stats-penalty", rec, {"detector": str(det.save(tmp_path / "dist")), "gamma": "0.05"})
+    assert built.detector is not None and np.allclose(built.config.reference, det.mean_)
+    with pytest.raises(ConfigError, match="reference"):
+        StatsPenaltyAttack(rec, StatsPenaltyConfig(gamma=0.1))
+    with pytest.raises(ConfigError, match="24 values"):
+        StatsPenaltyConfig(reference="1,2,3")
+
+
+def test_on_a_steerable_toy_the_penalty_keeps_the_statistics_nearer_benign_than_cw():
+    rec, x = ToyRecognizer(gain=6.0), speechlike(0.4, seed=3)
+    benign = [speechlike(0.4, seed=s) for s in range(10, 18)]
+    det = DistributionDetector(rec, model="gaussian", target_fpr=0.2).fit(benign)
+    common = dict(tau_db=10.0, max_iter=300, check_every=5, learning_rate=0.2)
+    plain = CWAttack(rec, CWConfig(**common)).generate([x], ["ab"])[0]
+    attack = StatsPenaltyAttack(rec, StatsPenaltyConfig.from_detector(det, gamma=0.1, **common), detector=det)
+    result = attack.generate([x], ["ab"])[0]
+    assert plain.success  # the penalised attack trades the target off against the statistics
+    assert result.extra["distribution_score"] < det.score(plain.waveform) / 5
+    assert result.extra["statistics_distance"] < float(attack.statistics_distance(_batch(plain.waveform))[0]) / 5
+
+
+def test_stats_penalty_success_also_asks_the_detector():
+    toy = ToyRecognizer()
+    x = speechlike(0.5, seed=8)
+    said = toy.transcribe([x])[0]
+    assert said  # the toy says something, so "reaching the target" is already true at x
+    det = DistributionDetector(toy, target_fpr=0.2).fit(clips(4, 0))
+    attack = StatsPenaltyAttack(toy, StatsPenaltyConfig(gamma=0.0), detector=det)
+    det.threshold_ = np.inf
+    assert attack.is_success(_batch(x), [said], 0).tolist() == [True]
+    det.threshold_ = -np.inf  # the detector flags everything: the target alone no longer counts
+    assert attack.is_success(_batch(x), [said], 0).tolist() == [False]
+    assert StatsPenaltyAttack(toy, StatsPenaltyConfig(gamma=0.0)).is_success(_batch(x), [said], 0).tolist() == [True]
+
+
+def test_the_factory_builds_each_by_name(rec):
+    assert {"eot-dropout", "bpda-transform", "stats-penalty"} <= set(ATTACKS)
+    eot = make_attack("eot-dropout", rec, {"gamma": "0.5", "masks_per_step": "3", "p": "0.2"})
+    assert isinstance(eot, EOTDropoutAttack) and (eot.config.gamma, eot.config.masks_per_step) == (0.5, 3)
+    bpda_attack = make_attack("bpda-transform", rec, {"transforms": "mel, quantize", "fresh_seeds": "true"})
+    assert bpda_attack.names == ["mel", "quantize"] and bpda_attack.config.fresh_seeds
+    stats = make_attack("stats-penalty", rec, {"reference": ",".join(["0.5"] * 24)})
+    assert stats.config.reference == (0.5,) * 24 and stats.detector is None

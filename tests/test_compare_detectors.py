@@ -1,0 +1,110 @@
+"""`asrguard compare-detectors`: metrics, the report, and a whole comparison on a tiny finished run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from asrguard.errors import ConfigError
+from asrguard.experiments.comparison import adaptive_summary, cell_metrics, compare, distortion
+from asrguard.experiments.comparison.inputs import Entry
+from asrguard.experiments.comparison.report import tables_markdown
+from _detect_helpers import finished_attack_folders, tiny_recognizer
+from _report_checks import auroc_cells, auroc_cells_lacking_n_and_interval
+
+
+def test_cell_metrics_count_detections_above_the_threshold_only():
+    m = cell_metrics(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.9, 0.8, 0.35]), threshold=0.5)
+    assert m["n_benign"] == 4 and m["n_adversarial"] == 3
+    assert m["detection_rate"] == pytest.approx(2 / 3)
+    assert m["auroc"] == pytest.approx(11 / 12)  # 0.35 beats three of the four benign scores
+    low, high = m["auroc_ci"]
+    assert low <= m["auroc"] <= high
+
+
+def test_adaptive_summary_counts_evasions_and_compares_distortion_with_cw_on_the_same_sources():
+    rows = [{"db_x_delta": -30.0, "snr_db": 20.0}, {"db_x_delta": -20.0, "snr_db": 10.0}]
+    entries = [Entry("adaptive", f"s{i}", f"s{i}", lambda: np.zeros(4), r) for i, r in enumerate(rows)]
+    cw = {"s0": {"db_x_delta": -35.0, "snr_db": 25.0}, "s1": {"db_x_delta": -33.0, "snr_db": 23.0}}
+    summary = adaptive_summary(np.array([0.2, 0.9]), entries, attempted=4, threshold=0.5,
+                               benign=np.array([0.0, 0.1]), cw_rows=cw)
+    assert (summary["attempted"], summary["reached_target"], summary["evaded"]) == (4, 2, 1)
+    assert summary["evasion_rate"] == 0.25
+    assert summary["distortion_evading"] == {"mean_db_x_delta": -30.0, "median_snr_db": 20.0, "n": 1}
+    assert summary["distortion_cw_same_sources"]["mean_db_x_delta"] == -34.0
+    assert distortion([]) == {"mean_db_x_delta": None, "median_snr_db": None, "n": 0}
+
+
+def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown detector kind"):
+        compare(tmp_path / "out", run_dir=tmp_path, kinds=("fast",), progress=False)
+    with pytest.raises(ConfigError, match="no results.json"):
+        compare(tmp_path / "out", run_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="not compared"):
+        compare(tmp_path / "out", run_dir=tmp_path, kinds=("temporal",), adaptive={"transform": [tmp_path]},
+                progress=False)
+
+
+def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, shared_data, monkeypatch):
+    from asrguard.attacks.sources import load_items
+    from asrguard.detect.rivals.base import RivalDetector
+    from asrguard.experiments.jayashankar2020 import Settings, run
+
+    recognizer = tiny_recognizer(tmp_path)
+    settings = Settings(corpora=("fsdd-digits",), n_sources=12, n_realizations=8, test_fraction=0.5)
+    items = load_items(list(settings.corpora), settings.n_sources, settings.seed, shared_data, 16000)
+    finished_attack_folders(tmp_path / "attacks", recognizer, settings, items)
+    run(tmp_path / "run", settings=settings, attacks=["dr", "cw"], model=tmp_path / "model0", data_root=shared_data,
+        attacks_dir=tmp_path / "attacks", progress=False)
+    cw_folder = next((tmp_path / "attacks").glob("cw-*"))
+
+    out = tmp_path / "compare"
+    kinds = ("uncertainty", "temporal", "distribution")
+    results = compare(out, run_dir=tmp_path / "run", kinds=kinds, adaptive={"temporal": [cw_folder]},
+                      craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
+    n_test = json.loads((tmp_path / "run" / "results.json").read_text())["split"]["n_test_sources"]
+    assert set(results["cells"]) == set(kinds)
+    for kind in kinds:
+        assert set(results["cells"][kind]) == {"cw", "dr"}
+        assert results["cells"][kind]["cw"]["n_adversarial"] == results["cells"][kind]["cw"]["n_benign"] == n_test
+        assert np.isfinite(results["detectors"][kind]["threshold"])
+        alarms = results["false_alarms"][kind]
+        assert alarms["fsdd-digits"]["n"] == n_test and alarms["english-speech"]["n"] == 2
+        assert all(0.0 <= a["rate"] <= 1.0 for a in alarms.values())
+    assert results["detectors"]["uncertainty"]["passes"] == 8  # the run's realisations, not the default 50
+    assert results["detectors"]["distribution"]["passes"] == 1
+    adaptive = results["adaptive"]["temporal"][cw_folder.name]
+    assert adaptive["attempted"] == adaptive["reached_target"] == n_test
+    assert 0 <= adaptive["evaded"] <= n_test
+    # each detector's own attacker ran on two test sources, toward CW's targets, under CW's bound
+    for kind, attack in (("uncertainty", "eot-dropout"), ("distribution", "stats-penalty")):
+        (name, crafted), = results["adaptive"][kind].items()
+        assert name.startswith(attack + "-") and crafted["attempted"] == 2
+        rows = [json.loads(line) for line in (out / "adaptive" / name / "manifest.jsonl").read_text().splitlines()]
+        assert {r["target"] for r in rows} == {"go"} and len(rows) == 2
+    assert "temporal" not in {k for k in results["adaptive"] if k != "temporal"}
+    tables = (out / "tables.md").read_text()
+    assert "## Adaptive attackers" in tables and "english-speech" in tables
+    assert auroc_cells(tables) and not auroc_cells_lacking_n_and_interval(tables)
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("cached features should have been reused")
+
+    monkeypatch.setattr(RivalDetector, "features", measured_again)
+    again = compare(out, run_dir=tmp_path / "run", kinds=kinds, adaptive={"temporal": [cw_folder]},
+                    craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
+    assert again["cells"] == results["cells"] and again["false_alarms"] == results["false_alarms"]
+    assert again["adaptive"] == results["adaptive"]
+
+
+def test_the_report_shows_every_detector_and_attack():
+    cell = {"auroc": 0.9, "auroc_ci": [0.8, 1.0], "tpr_at_1pct_fpr": 0.5, "detection_rate": 0.7,
+            "n_adversarial": 30, "n_benign": 30}
+    results = {"run": "runs/j", "recognizer": "ctc", "target_fpr": 0.05, "attacks": ["cw", "us"],
+               "sizes": {"fit_benign": 40, "fit_adversarial": 38, "calibration": 321},
+               "cells": {"transform": {"cw": cell, "us": cell}},
+               "detectors": {"transform": {"name": "max distance", "passes": 5}},
+               "false_alarms": {"transform": {"fsdd-digits": {"rate": 0.0, "n": 15}}}, "adaptive": {}}
+    tables = tables_markdown(results)
+    assert "| transform (max distance) | 0.900 (0.80–1.00, n=30/30) | 0.900" in tables
+    assert "| transform | 5 | 0.0 (n=15) |" in tables and "| CW | US |" in tables
