@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from asrguard.asr.base import AudioBatch, Realizations, Recognizer
 from asrguard.attacks.base import required_frames
+from asrguard.rng import require_seed
 from asrguard.text import CHARACTERS, encode
 
 
@@ -60,10 +61,10 @@ class ToyRecognizer(Recognizer):
         return out
 
     @contextlib.contextmanager
-    def stochastic(self, p=None, *, seed=None):
+    def stochastic(self, p=None, *, seed):
         previous = (self.p, self.generator)
         self.p = 0.05 if p is None else p
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.generator = torch.Generator().manual_seed(require_seed(seed))
         try:
             yield self
         finally:

@@ -156,7 +156,10 @@ def test_stochastic_leaves_the_model_and_its_weights_alone(rec):
     assert torch.equal(after, clean)  # hooks are gone after the context
     assert all(torch.equal(v, before[k]) for k, v in rec.model.state_dict().items())
     with pytest.raises(ConfigError):
-        with rec.stochastic(1.0):
+        with rec.stochastic(1.0, seed=0):
+            pass
+    with pytest.raises(ConfigError, match="integer seed"):  # no fallback to torch's global RNG
+        with rec.stochastic(0.3, seed=None):
             pass
 
 

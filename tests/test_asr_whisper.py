@@ -335,7 +335,10 @@ def test_stochastic_leaves_weights_alone_and_ends_cleanly(rec):
     after = rec.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ConfigError, match="dropout rate"):
-        with rec.stochastic(1.0):
+        with rec.stochastic(1.0, seed=0):
+            pass
+    with pytest.raises(ConfigError, match="integer seed"):  # no fallback to torch's global RNG
+        with rec.stochastic(0.3, seed=None):
             pass
     with pytest.raises(ConfigError, match="n must be"):
         rec.realizations(LONG, n=0)

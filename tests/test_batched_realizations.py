@@ -100,7 +100,7 @@ class NoBatching:
     def normalize_text(self, text):
         return text
 
-    def stochastic(self, p=None, *, seed=None):
+    def stochastic(self, p=None, *, seed):
         return self.inner.stochastic(p, seed=seed)
 
     def realizations(self, audio, n, seed=0, *, p=None):

@@ -135,8 +135,13 @@ def test_stochastic_leaves_weights_and_restores(recognizer):
     assert torch.equal(clean, after)
     assert all(torch.equal(before[k], v) for k, v in recognizer.model.state_dict().items())
     with pytest.raises(ConfigError):
-        with recognizer.stochastic(1.5):
+        with recognizer.stochastic(1.5, seed=0):
             pass
+    with pytest.raises(ConfigError, match="integer seed"):  # no fallback to torch's global RNG
+        with recognizer.stochastic(0.5, seed=None):
+            pass
+    with pytest.raises(TypeError):
+        recognizer.stochastic(0.5)  # the seed is a required keyword
 
 
 def test_padding_never_leaks_into_outputs_or_gradients(recognizer):

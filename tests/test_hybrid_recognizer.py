@@ -55,6 +55,9 @@ def test_every_kind_gives_posteriors_draws_and_reproducible_randomness(kind, bat
     with rec.stochastic(seed=3):
         b, _ = rec.log_probs(batch)
     torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="integer seed"):  # no fallback to torch's global RNG
+        with rec.stochastic(seed=None):
+            pass
     real = rec.realizations(batch.unbatch()[0], 4, seed=1)
     assert real.log_probs.shape == (4, 61, 95) and len(real.transcripts) == 4
     if kind != "fnn":

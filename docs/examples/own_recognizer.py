@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from asrguard import AudioBatch, CWAttack, CWConfig, Detector, FeatureExtractor, Realizations, Recognizer
 from asrguard.detect.classifiers import make_classifier
+from asrguard.rng import require_seed
 
 SAMPLE_RATE = 16000
 FRAME = 400  # 25 ms frames, not overlapping: FFT bins are 40 Hz apart
@@ -163,11 +164,11 @@ class ToneRecognizer(Recognizer):
 
     # --- capability "stochastic" ---------------------------------------------------------
     @contextlib.contextmanager
-    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> Iterator["ToneRecognizer"]:
-        """Dropout on the spectral features while inside; the weights are never touched."""
+    def stochastic(self, p: float | None = None, *, seed: int) -> Iterator["ToneRecognizer"]:
+        """Dropout on the spectral features while inside, seeded (no global RNG); weights never touched."""
         previous = (self._dropout_p, self._generator)
         self._dropout_p = DEFAULT_P if p is None else float(p)
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._generator = torch.Generator().manual_seed(require_seed(seed))
         try:
             yield self
         finally:

@@ -140,7 +140,7 @@ class Posteriors(Protocol):
 class Stochastic(Protocol):
     """Inference-time randomness that leaves the weights alone, and seeded realisations."""
 
-    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> contextlib.AbstractContextManager: ...
+    def stochastic(self, p: float | None = None, *, seed: int) -> contextlib.AbstractContextManager: ...
 
     def realizations(self, audio, n: int, seed: int = 0, *, p: float | None = None) -> "Realizations": ...
 
@@ -228,8 +228,11 @@ class Recognizer(abc.ABC):
         """Turn log-posteriors into transcripts."""
 
     @abc.abstractmethod
-    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> contextlib.AbstractContextManager:
-        """Context manager that switches on inference-time randomness without changing weights."""
+    def stochastic(self, p: float | None = None, *, seed: int) -> contextlib.AbstractContextManager:
+        """Context manager that switches on inference-time randomness without changing weights.
+
+        ``seed`` is required: the draws come from a generator seeded with it, never from a global
+        RNG (:func:`asrguard.rng.require_seed` refuses None)."""
 
     @abc.abstractmethod
     def realizations(self, audio, n: int, seed: int = 0, *, p: float | None = None) -> Realizations:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..audio import validate_waveform
 from ..errors import ConfigError, InvalidAudioError, ModelFileError
+from ..rng import require_seed
 from ..text import lower_single_spaced
 from .base import AudioBatch, Realizations, Recognizer
 
@@ -282,24 +283,23 @@ class HFCTCRecognizer(Recognizer):
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     @contextlib.contextmanager
-    def stochastic(self, p: float | None = None, *, seed: int | None = None):
+    def stochastic(self, p: float | None = None, *, seed: int):
         """Dropout at rate ``p`` on every encoder layer's attention and feed-forward outputs.
 
         ``p=None`` takes the model's ``hidden_dropout`` (0.1 when that is 0). The model stays in
-        eval mode and its weights are untouched; with ``seed`` the masks come from a dedicated
-        generator, so a pass is reproducible.
+        eval mode and its weights are untouched; the masks come from a generator seeded with
+        ``seed`` (required), so a pass is reproducible.
 
         Example:
             >>> with rec.stochastic(0.1, seed=0):      # doctest: +SKIP
             ...     noisy = rec.log_probs(batch)
         """
+        seed = require_seed(seed, "HFCTCRecognizer.stochastic()")
         p = self.default_p if p is None else float(p)
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
         previous = (self._inference_p, self._generator)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         added = []
         if not self._hooks:  # outermost context: hooks stay registered only while inside one
             added = [m.register_forward_hook(self._drop) for m in self._dropout_sites()]

@@ -72,7 +72,7 @@ per-utterance mean removal, ±{config['context']} frames of context, stride {con
 {config['n_dense']} clipped-ReLU dense layers of {config['dense_size']}, a bidirectional LSTM of {config['lstm_size']} per direction,
 a dense layer and a softmax over blank, space, a–z and apostrophe. {report['n_parameters']:,} parameters.
 Dropout after every non-LSTM layer, p_tr = {config['dropout']}; at inference it is off unless switched on
-with `stochastic(p)` (the defence uses p = 0.1).
+with `stochastic(p, seed=)` (the defence uses p = 0.1).
 
 Weights: `model.safetensors`, SHA-256 `{report['checksum_sha256']}` (checked on load).
 

@@ -182,7 +182,8 @@ class SpecAugment:
         c = self.config
         batch, n_time, n_feat = features.shape
         lengths = lengths.to(features.device)[:, None]
-        # all masks drawn at once: per-utterance Python loops cost ~3 ms a training step
+        # all masks drawn at once: per-utterance Python loops cost ~3 ms a training step. Drawn from
+        # torch's global RNG, which train() seeds every epoch: the shipped model's training depends on it
         f_width = torch.randint(0, c.freq_mask_width + 1, (batch, c.freq_masks))
         f_start = (torch.rand(batch, c.freq_masks) * (n_feat - f_width).clamp(min=1)).long()
         max_width = (c.time_mask_fraction * lengths).long().clamp(min=1)
@@ -258,7 +259,7 @@ def train(config: TrainConfig, progress: bool = True) -> CTCRecognizer:
     out_dir = Path(config.out_dir)
     checkpoint = out_dir / "checkpoint"
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # weight init; training seeds the global RNG, nothing else does
 
     model_config = CTCConfig(**config.model)
     model = DeepSpeechCTC(model_config)
@@ -293,7 +294,7 @@ def train(config: TrainConfig, progress: bool = True) -> CTCRecognizer:
             break
         epoch_start = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 1000 + epoch)
+        torch.manual_seed(config.seed * 1000 + epoch)  # SpecAugment and training_dropout; frozen (rng.py)
         items = (static_items
                  + recipes.connected_digits(fsdd_train, config.n_connected_fsdd, seed=10_000 + epoch)
                  + recipes.connected_digits(sc_train, config.n_connected_sc, seed=20_000 + epoch, max_digits=5)

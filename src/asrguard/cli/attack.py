@@ -75,15 +75,13 @@ def register(app: typer.Typer) -> None:
         Items are cut into units of --batch-size (sorted by length, from the whole list); the same
         seed gives the same examples whichever executor runs them and however often a run resumes.
         """
-        import torch
-
         from ..attacks.runner import report as make_report, run_attack
         from ..attacks.targets import FixedTargets, TargetSampler
 
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
         runner = options.executor_from(executor, workers, address, device, gpus_per_worker)
-        torch.manual_seed(seed)
+        # no global torch seed: every draw is seeded from --seed (rng.derive), in whichever worker runs it
         recognizer = load_recognizer(model, recognizer_spec)
         overrides = {"seed": str(seed), **_parse_sets(settings)}
         attacker = make_attack(attack, recognizer, overrides)

@@ -65,7 +65,7 @@ class LMDecodingRecognizer(Recognizer):
     def decode(self, log_probs, lengths):
         return self.lm_decoder(log_probs, lengths)
 
-    def stochastic(self, p=None, *, seed=None):
+    def stochastic(self, p=None, *, seed):
         return self.base.stochastic(p, seed=seed)
 
     def realizations(self, audio, n, seed=0, *, p=None) -> Realizations:

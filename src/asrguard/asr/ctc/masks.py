@@ -128,6 +128,8 @@ def training_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """
     if not p:
         return x
+    # training only (the model's train mode): train() seeds torch's global RNG every epoch, and the
+    # shipped model was trained on these draws; inference dropout takes a seed (stochastic())
     seed = int(torch.randint(0, 2**62, (), dtype=torch.long))
     (kept,), keep_probability = dropout_keep_masks([tuple(x.shape)], p, seed)
     return x * kept.to(x.device) * (1.0 / keep_probability)

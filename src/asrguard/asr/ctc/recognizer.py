@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from ...audio import validate_waveform
 from ...errors import ConfigError, ModelFileError
 from ...fileio import atomic_write, atomic_write_text, sha256_file
+from ...rng import require_seed
 from ...text import CHARACTERS, encode
 from ..base import AudioBatch, Realizations, Recognizer
 from .masks import realization_keep_masks
@@ -173,17 +174,18 @@ class CTCRecognizer(Recognizer):
                           blank=0, reduction="none", zero_infinity=False)
 
     @contextlib.contextmanager
-    def stochastic(self, p: float | None = None, *, seed: int | None = None):
+    def stochastic(self, p: float | None = None, *, seed: int):
         """Dropout at rate ``p`` (default: the training rate) on every non-LSTM layer.
 
-        Weights are untouched. With ``seed`` the masks come from a dedicated generator.
+        Weights are untouched. The masks come from a generator seeded with ``seed`` (required).
         """
+        seed = require_seed(seed, "CTCRecognizer.stochastic()")
         p = self.config.dropout if p is None else float(p)
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
         previous = (self.model.inference_p, self.model.generator)
         self.model.inference_p = p
-        self.model.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.model.generator = torch.Generator().manual_seed(seed)
         try:
             yield self
         finally:

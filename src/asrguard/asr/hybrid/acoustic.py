@@ -72,7 +72,7 @@ class AcousticModel(nn.Module):
                 "inference_draws": self.inference_draws}
 
     # --- to be provided by subclasses
-    def draws(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None, *,
+    def draws(self, x: torch.Tensor, n: int, generator: torch.Generator, *,
               p: float | None = None) -> torch.Tensor:
         """``n`` stochastic draws of log-posteriors ``(n, ..., C)`` for features ``x`` ``(..., F)``."""
         raise NotImplementedError
@@ -90,6 +90,8 @@ class AcousticModel(nn.Module):
         n = self.inference_draws if n is None else int(n)
         if self.kind == "fnn":
             return self.deterministic(x)
+        if generator is None:  # the draws are seeded; nothing falls back to torch's global RNG
+            raise ConfigError(f"{self.kind} predict() draws: pass a seeded torch.Generator")
         total, done = None, 0
         while done < n:
             k = min(chunk, n - done)
@@ -98,7 +100,7 @@ class AcousticModel(nn.Module):
             done += k
         return total - math.log(n)
 
-    def training_loss(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None,
+    def training_loss(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
                       **kwargs) -> torch.Tensor:
         raise NotImplementedError
 
@@ -155,7 +157,7 @@ class MLPAcoustic(AcousticModel):
     def deterministic(self, x):
         return F.log_softmax(self.net(self.normalize(x)), dim=-1)
 
-    def draws(self, x, n, generator=None, *, p=None):
+    def draws(self, x, n, generator, *, p=None):
         p = self.p if p is None else float(p)
         x = self.normalize(x)
         if p <= 0.0:
@@ -169,7 +171,7 @@ class MLPAcoustic(AcousticModel):
     def deterministic_normalized(self, x):
         return F.log_softmax(self.net(x), dim=-1)
 
-    def training_loss(self, x, targets, generator=None, **kwargs):
+    def training_loss(self, x, targets, generator, **kwargs):
         """Frame cross-entropy; for ``dropout`` averaged over ``train_samples`` independent masks per frame."""
         x = self.normalize(x)
         if self.kind == "fnn":
@@ -206,14 +208,14 @@ class EnsembleAcoustic(AcousticModel):
         x = self.normalize(x)
         return torch.stack([F.log_softmax(m(x), dim=-1) for m in self.members])
 
-    def member_order(self, n: int, generator=None) -> list[int]:
+    def member_order(self, n: int, generator) -> list[int]:
         """Members for ``n`` draws: seeded permutations of all members, repeated as needed."""
         order: list[int] = []
         while len(order) < n:
             order += torch.randperm(len(self.members), generator=generator).tolist()
         return order[:n]
 
-    def draws(self, x, n, generator=None, *, p=None):
+    def draws(self, x, n, generator, *, p=None):
         if p is not None and p > 0:
             raise ConfigError("an ensemble has no dropout; its draws are members (use p=None)")
         if n == len(self.members) and generator is None:
@@ -236,12 +238,12 @@ class EnsembleAcoustic(AcousticModel):
             return self.deterministic(x)
         return super().predict(x, n, generator, chunk=chunk)
 
-    def training_loss(self, x, targets, generator=None, *, member: int = 0, **kwargs):
+    def training_loss(self, x, targets, generator, *, member: int = 0, **kwargs):
         """Cross-entropy of one member (members are trained independently)."""
         return F.cross_entropy(self.members[member](self.normalize(x)), targets)
 
 
-def _gaussian_sample(mean: torch.Tensor, var: torch.Tensor, generator=None) -> torch.Tensor:
+def _gaussian_sample(mean: torch.Tensor, var: torch.Tensor, generator) -> torch.Tensor:
     """One draw of ``N(mean, var)`` elementwise (the local reparameterisation's pre-activations)."""
     noise = torch.randn(mean.shape, generator=generator, device=mean.device)
     return mean + var.clamp_min(1e-16).sqrt() * noise
@@ -275,7 +277,7 @@ class BayesLinear(nn.Module):
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
         return F.softplus(self.weight_rho), F.softplus(self.bias_rho)
 
-    def forward_local(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+    def forward_local(self, x: torch.Tensor, generator) -> torch.Tensor:
         """Training pass with the local reparameterisation trick (independent noise per row)."""
         ws, bs = self.sigmas()
         mean = F.linear(x, self.weight_mu, self.bias_mu)
@@ -284,7 +286,7 @@ class BayesLinear(nn.Module):
     def forward_mean(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_mu, self.bias_mu)
 
-    def forward_sampled(self, x: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+    def forward_sampled(self, x: torch.Tensor, n: int, generator) -> torch.Tensor:
         """``x`` is ``(n, ..., in)``: draw ``i`` of the input goes through weight sample ``i``."""
         _check_draws(x, n)
         ws, bs = self.sigmas()
@@ -326,7 +328,7 @@ class MatrixGaussianLinear(nn.Module):
         """``(sqrt(u), sqrt(v))``: the standard deviation of ``W_ij`` is their outer product."""
         return F.softplus(self.row_rho), F.softplus(self.col_rho)
 
-    def forward_local(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+    def forward_local(self, x: torch.Tensor, generator) -> torch.Tensor:
         """Training pass, local reparameterisation: ``xW ~ N(xM, (x U xᵀ) V)`` for each row ``x``."""
         row, col = self.scales()
         mean = F.linear(x, self.weight_mu, self.bias)
@@ -335,13 +337,13 @@ class MatrixGaussianLinear(nn.Module):
     def forward_mean(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_mu, self.bias)
 
-    def sample_weights(self, n: int, generator=None) -> torch.Tensor:
+    def sample_weights(self, n: int, generator) -> torch.Tensor:
         """``n`` samples ``W = M + U^½ E V^½`` (``E`` standard normal), each stored ``(out, in)``."""
         row, col = self.scales()
         noise = torch.randn((n, *self.weight_mu.shape), generator=generator, device=self.weight_mu.device)
         return self.weight_mu + col[:, None] * noise * row[None, :]
 
-    def forward_sampled(self, x: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+    def forward_sampled(self, x: torch.Tensor, n: int, generator) -> torch.Tensor:
         """``x`` is ``(n, ..., in)``: draw ``i`` of the input goes through weight sample ``i``."""
         _check_draws(x, n)
         return _per_draw_linear(x, self.sample_weights(n, generator), self.bias.expand(n, -1))
@@ -399,7 +401,7 @@ class BayesAcoustic(AcousticModel):
         h = F.relu(self.fc2.forward_mean(h))
         return F.log_softmax(self.out.forward_mean(h), dim=-1)
 
-    def draws(self, x, n, generator=None, *, p=None):
+    def draws(self, x, n, generator, *, p=None):
         if p is not None and p > 0:
             raise ConfigError("a BNN has no dropout; its draws are weight samples (use p=None)")
         x = self.normalize(x).unsqueeze(0).expand(n, *x.shape)
@@ -410,7 +412,7 @@ class BayesAcoustic(AcousticModel):
     def kl(self) -> torch.Tensor:
         return self.fc1.kl() + self.fc2.kl() + self.out.kl()
 
-    def training_loss(self, x, targets, generator=None, **kwargs):
+    def training_loss(self, x, targets, generator, **kwargs):
         """Negative per-frame ELBO: cross-entropy under a sampled network + KL / n_train."""
         x = self.normalize(x)
         h = F.relu(self.fc1.forward_local(x, generator))

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from ...errors import ConfigError, ModelFileError
 from ...fileio import atomic_write, atomic_write_text, sha256_file
+from ...rng import require_seed
 from ...frontend import deltas, mfcc, n_frames, stack_context
 from ...text import normalize_transcript
 from ..base import AudioBatch, Realizations, Recognizer
@@ -219,16 +220,17 @@ class HybridRecognizer(Recognizer):
             self._draw = saved
 
     @contextlib.contextmanager
-    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> Iterator["HybridRecognizer"]:
+    def stochastic(self, p: float | None = None, *, seed: int) -> Iterator["HybridRecognizer"]:
         """Inside, each :meth:`log_probs` call is one fresh draw (mask / member / weight sample).
 
         ``p`` sets a dropout rate (for the fNN and dropout models; ``None`` keeps the model's
-        own rate, and means no randomness for the fNN). The draws are reproducible from ``seed``.
+        own rate, and means no randomness for the fNN). The draws are reproducible from ``seed``
+        (required: there is no unseeded draw).
         """
+        seed = require_seed(seed, "HybridRecognizer.stochastic()")
         if p is not None and not 0.0 <= float(p) < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
-        generator = torch.Generator()
-        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        generator = torch.Generator().manual_seed(seed)
         saved, self._draw = self._draw, (None if p is None else float(p), generator)
         try:
             yield self

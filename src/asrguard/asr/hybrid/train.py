@@ -197,7 +197,7 @@ def train_recognizer(kind: str, utts: list[Utterance], config: TrainConfig | Non
     ``{"posterior": "matrix_gaussian"}`` for a BNN) replace ``config.model_kwargs[kind]``.
     """
     config = config or TrainConfig()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # weight init only: masks, frame order and BNN noise use `gen` below
     kwargs = config.model_kwargs.get(kind, {}) if model_kwargs is None else model_kwargs
     model = build_acoustic_model(kind, **kwargs)
     hmm = DigitHMM.default(insertion_penalty=config.insertion_penalty)

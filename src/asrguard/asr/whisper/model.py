@@ -43,7 +43,7 @@ from ...errors import ConfigError, InvalidAudioError, ModelFileError
 from ...fileio import sha256_file
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
-from ...rng import derive
+from ...rng import derive, require_seed
 from .dropout import SITES, InferenceDropout
 from .decoding import SUPPRESSED, medoid_index, pad_steps, padded, select_rows, shared_cross_cache, top_classes
 from .features import HOP, SAMPLE_RATE, WINDOW_SAMPLES, log_mel
@@ -266,14 +266,14 @@ class WhisperRecognizer:
 
     # ------------------------------------------------------------------ Stochastic
     @contextlib.contextmanager
-    def stochastic(self, p: float | None = None, *, seed: int | None = None) -> Iterator["WhisperRecognizer"]:
-        """Dropout at rate ``p`` at :attr:`dropout_sites`; weights untouched, seeded when ``seed`` is given."""
+    def stochastic(self, p: float | None = None, *, seed: int) -> Iterator["WhisperRecognizer"]:
+        """Dropout at rate ``p`` at :attr:`dropout_sites`; weights untouched, masks seeded by ``seed`` (required)."""
+        seed = require_seed(seed, "WhisperRecognizer.stochastic()")
         p = self.default_p if p is None else float(p)
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
         previous = self._dropout.draw
-        generator = torch.Generator()
-        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        generator = torch.Generator().manual_seed(seed)
         self._dropout.draw = (p, generator) if p > 0 else None
         try:
             yield self

@@ -37,7 +37,7 @@ from ...uncertainty.features import FeatureExtractor, FeatureTable
 from ..common import write_json
 from ..jayashankar2020.attacks import successful_examples
 from ..jayashankar2020.config import Settings
-from ..jayashankar2020.detector import calibration_items, finished_run
+from ..jayashankar2020.detector import calibration_items, finished_run, fit_validation_split
 from ..jayashankar2020.features import FeatureCache
 
 #: Held-out benign English sentences scored for false alarms (none is used for fitting).
@@ -100,9 +100,7 @@ def comparison_sets(run_dir, recognizer, *, n_english: int = 60, n_calibration: 
 
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate, root = recognizer.sample_rate, Path(results["data_root"])
-    fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
-    fit_sources = {s for s, m in zip(train_ids, fit_mask) if m}
-    val_sources = {s for s, m in zip(train_ids, val_mask) if m}
+    fit_sources, val_sources = fit_validation_split(train_ids, validation_fraction, settings)
     source_ids = {it.id for it in speech}
     benign = _utterances("benign", speech)
     attacks = {name: attack_entries(name, info, test_sources, rate) for name, info in results["attacks"].items()

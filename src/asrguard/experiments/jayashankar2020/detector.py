@@ -71,6 +71,19 @@ def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list,
     return results, settings, speech, train_ids, test_sources
 
 
+def fit_validation_split(train_ids: Sequence[str], validation_fraction: float, settings: Settings
+                         ) -> tuple[set, set]:
+    """The run's training sources split again by source: ``(fit sources, validation sources)``.
+
+    Example:
+        >>> fit, val = fit_validation_split([f"s{i}" for i in range(10)], 0.3, Settings())
+        >>> len(fit), len(val), fit & val
+        (7, 3, set())
+    """
+    fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
+    return ({s for s, m in zip(train_ids, fit_mask) if m}, {s for s, m in zip(train_ids, val_mask) if m})
+
+
 def fit_default_detector(run_dir, detector_dir, *,
                          candidates: Sequence[str] = ("char-svm4", "combined", "all-svm"),
                          target_fpr: float = 0.05, validation_fraction: float = 0.3,
@@ -104,9 +117,7 @@ def fit_default_detector(run_dir, detector_dir, *,
     recognizer = load_recognizer(model)
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)
     ids = [i.id for i in speech]
-    fit_mask, val_mask = split_by_source(train_ids, validation_fraction, settings.seed + 1)
-    fit_sources = {s for s, m in zip(train_ids, fit_mask) if m}
-    val_sources = {s for s, m in zip(train_ids, val_mask) if m}
+    fit_sources, val_sources = fit_validation_split(train_ids, validation_fraction, settings)
 
     extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
     cache = FeatureCache(run_dir / "features", recognizer, extractor)
@@ -183,4 +194,4 @@ def fit_default_detector(run_dir, detector_dir, *,
     return without_nan(summary)
 
 
-__all__ = ["calibration_items", "finished_run", "fit_default_detector"]
+__all__ = ["calibration_items", "finished_run", "fit_default_detector", "fit_validation_split"]
