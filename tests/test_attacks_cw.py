@@ -135,3 +135,16 @@ def test_ctc_best_paths_decode_to_their_targets_and_the_margin_vanishes_on_them(
     assert torch.all(alignment_margin(peaked, torch.tensor(lengths), torch.from_numpy(paths), 0.5) == 0)
     assert torch.all(alignment_margin(torch.from_numpy(log_probs).float(), torch.tensor(lengths),
                                       torch.from_numpy(paths), 0.5) > 0)
+
+
+def test_ia_reports_progress_through_its_masking_stage_too():
+    config = IAConfig(**FAST, stage2_iter=40)
+    attack = ImperceptibleAttack(PaddingGuard(gain=5.0), config)
+    reports = []
+    attack.on_step = reports.append
+    attack.generate(WAVES, TARGETS)
+    masking = [r for r in reports if r.phase == "masking"]
+    assert reports[0].phase == "" and masking, "the masking stage reported nothing"
+    assert all(config.max_iter < r.step <= r.max_steps == config.max_iter + config.stage2_iter for r in masking)
+    assert [r.step for r in masking] == sorted(r.step for r in masking)
+    assert all(0 <= r.reached <= r.active <= r.batch_size == len(WAVES) for r in masking)

@@ -158,7 +158,8 @@ class StepReport:
     """Where an attack's optimisation stands, passed to ``Attack.on_step`` after each success check
     (PGD, which checks nothing while it runs, reports after every step with ``reached`` 0).
 
-    ``transcripts`` maps batch rows checked at this step to their current transcript.
+    ``transcripts`` maps batch rows checked at this step to their current transcript; ``phase``
+    names a later stage of a multi-stage attack (IA's masking stage), empty for the first.
     """
 
     step: int
@@ -167,6 +168,7 @@ class StepReport:
     batch_size: int
     reached: int
     transcripts: dict
+    phase: str = ""
 
 
 class Attack(abc.ABC):

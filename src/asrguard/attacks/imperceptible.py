@@ -45,7 +45,7 @@ import torch
 
 from ..asr.base import AudioBatch
 from ..errors import ConfigError
-from .base import AttackResult, Stopwatch
+from .base import AttackResult, StepReport, Stopwatch
 from .cw import BOUND_MARGIN, CWAttack, CWConfig, RowAdam
 from .losses import masking_hinge
 
@@ -387,6 +387,9 @@ class ImperceptibleAttack(CWAttack):
                             slack[j] = max(float(slack[j]) - max(c.slack_step_db, c.slack_decay * gap), c.slack_min_db)
                         else:
                             slack[j] = min(float(slack[j]) + c.slack_step_db, float(slack_start[j]))
+                if self.on_step is not None:  # the masking stage is as long as the first: keep bars moving
+                    self.on_step(StepReport(c.max_iter + step, c.max_iter + c.stage2_iter, n_rows, len(lengths_all),
+                                            int(ok.sum()), {}, phase="masking"))
                 if np.all(best_share >= 0.999):  # every perturbation is already under its threshold
                     break
         return best, steps

@@ -30,6 +30,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..asr.base import AudioBatch, Posteriors
 from ..audio import save_audio
@@ -241,9 +243,6 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             console = Console(stderr=True)
             self.plain = not console.is_terminal
             if not self.plain:
@@ -255,7 +254,8 @@ class _Progress:
 
     def step(self, report) -> None:
         """An attack's :class:`~asrguard.attacks.base.StepReport` from inside the current batch."""
-        self.inside = (f" · batch step {report.step}/{report.max_steps}, {report.reached}/{report.batch_size} "
+        phase = f" ({report.phase})" if report.phase else ""
+        self.inside = (f" · batch step {report.step}/{report.max_steps}{phase}, {report.reached}/{report.batch_size} "
                        f"reached, {report.active} still optimising")
         self.update(final=False)
 
