@@ -139,12 +139,12 @@ def test_a_partial_reproduction_fills_only_the_columns_of_its_attacks(tmp_path, 
     # finished attack folders, so nothing is optimised here
     finished_attack_folders(tmp_path / "attacks", recognizer, settings, items)
 
-    import asrguard.attacks.runner as runner
+    import asrguard.experiments.jayashankar2020.attacks as attack_stage
 
     def no_optimising(*args, **kwargs):
         raise AssertionError("the finished attack folders should have been reused")
 
-    monkeypatch.setattr(runner, "run_attack", no_optimising)
+    monkeypatch.setattr(attack_stage, "run_attack", no_optimising)  # where the attack stage looks it up
     out = tmp_path / "run"
     results = run(out, settings=settings, attacks=["dr", "cw"], model=tmp_path / "model0", data_root=shared_data,
                   attacks_dir=tmp_path / "attacks", progress=False)

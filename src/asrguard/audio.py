@@ -51,7 +51,7 @@ def validate_waveform(
     """
     validate_sample_rate(sample_rate, name=name)
     try:
-        import torch
+        import torch  # keeps asrguard --help fast: the CLI imports this module at startup
 
         if isinstance(waveform, torch.Tensor):
             waveform = waveform.detach().cpu().numpy()

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .asr.ctc import CTCRecognizer
+from .detect.registry import load_detector as load_saved_detector
 from .errors import ModelFileError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -56,8 +58,6 @@ def demo_profile(recognizer_spec: str | None = None) -> DemoProfile:
 
 def load_recognizer(model: str | os.PathLike | None = None):
     """The CTC recogniser in ``model`` (default: the shipped one), checksum verified."""
-    from .asr.ctc import CTCRecognizer
-
     return CTCRecognizer.load(model)
 
 
@@ -87,8 +87,6 @@ def load_detector(detector: str | os.PathLike | None = None, model: str | os.Pat
     Raises :class:`~asrguard.errors.ModelFileError` with a clear message when either file is
     missing, tampered with, or when the detector was fitted for another recogniser.
     """
-    from .detect.registry import load_detector as load_saved_detector
-
     if detector is None and recognizer is not None:
         detector = shipped_detector_dir(recognizer)
     path = Path(detector) if detector is not None else DEFAULT_DETECTOR_DIR

@@ -28,8 +28,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..data import tts
 from ..errors import ConfigError
-from ..text import CHAR_TO_INDEX, CHARACTERS, normalize_transcript
+from ..text import CHAR_TO_INDEX, CHARACTERS, DIGIT_WORDS, normalize_transcript
+from . import recipes
 
 START, END = "<s>", "</s>"
 NEG_INF = -math.inf
@@ -183,10 +185,6 @@ def training_sentences(root=None, *, seed: int = 0, n_tts_sentences: int = 700,
     training recipe, and ``n_digit_strings`` seeded strings of 1-7 digit words (the recipe's
     connected digits are drawn afresh every epoch, so their exact strings are not kept).
     """
-    from ..data import tts
-    from ..text import DIGIT_WORDS
-    from . import recipes
-
     root = Path(root) if root is not None else recipes.default_data_root()
     sentences = [r.transcript for r in recipes.speech_commands_records(root, "train")]
     sentences += [r.transcript for r in recipes.fsdd_records(root, "train")]

@@ -10,7 +10,8 @@ import torch
 
 from ..fileio import atomic_write_text
 from . import recipes
-from .ctc import CTCRecognizer
+from .ctc import DEFAULT_MODEL_DIR, CTCRecognizer
+from .lm import load_default_lm, make_decoder
 from .train import evaluate
 
 EVAL_SETS = (
@@ -22,8 +23,6 @@ EVAL_SETS = (
 
 
 def measure(model_dir: Path | None, data_root: Path | None = None) -> dict:
-    from .lm import load_default_lm, make_decoder
-
     recognizer = CTCRecognizer.load(model_dir)
     beam_lm = make_decoder(load_default_lm())
     results, results_lm = {}, {}
@@ -40,8 +39,6 @@ def measure(model_dir: Path | None, data_root: Path | None = None) -> dict:
 
 def write_model_card(model_dir: Path | None = None, data_root: Path | None = None) -> Path:
     """Evaluate the model on every held-out set and write ``MODEL_CARD.md`` + ``metrics.json`` beside it."""
-    from .ctc import DEFAULT_MODEL_DIR
-
     directory = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     report = measure(directory, data_root)
     atomic_write_text(directory / "metrics.json", json.dumps(report["results"], indent=2) + "\n")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import DEFAULT_SAMPLE_RATE, load_audio
+from ..data import (generate_connected_digit_audio, read_english_speech, read_fsdd, read_speech_commands,
+                    read_urbansound8k, split_by_speaker)
 from ..data.records import Utterance
 from ..errors import DataError
 from ..text import DIGIT_WORDS
@@ -49,16 +51,12 @@ def _require(root: Path, sub: str) -> Path:
 
 
 def fsdd_records(root: Path, split: str):
-    from ..data import read_fsdd
-
     records = read_fsdd(_require(root, "fsdd"))
     held_out = set(FSDD_TEST_SPEAKERS)
     return [r for r in records if (r.speaker in held_out) == (split == "test")]
 
 
 def speech_commands_records(root: Path, split: str):
-    from ..data import read_speech_commands, split_by_speaker
-
     records = read_speech_commands(_require(root, "speech_commands_v0.02_test"))
     records = split_by_speaker(records, test_fraction=SC_TEST_FRACTION, seed=SPLIT_SEED)
     return [r for r in records if r.split == split]
@@ -70,8 +68,6 @@ def urbansound_records(root: Path, split: str):
     Reads ``root/urbansound8k_subset`` (the shared subset) or else ``root/urbansound8k``.
     Clips whose folder names no fold are held out.
     """
-    from ..data import read_urbansound8k
-
     folder = root / "urbansound8k_subset"
     records = read_urbansound8k(folder if folder.exists() else root / "urbansound8k")
     return [r for r in records if (Path(r.path).parent.name in URBANSOUND_TRAIN_FOLDS) == (split == "train")]
@@ -84,16 +80,12 @@ def load_records(records, sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[Uttera
 
 def english_speech_records(root: Path, *, min_seconds: float = 0.0, max_seconds: float = float("inf")):
     """The real English speech set (every item; none of it trains anything here)."""
-    from ..data import read_english_speech
-
     records = read_english_speech(_require(root, "english_speech"))
     return [r for r in records if min_seconds <= r.duration <= max_seconds]
 
 
 def connected_digits(records, n: int, seed: int, *, min_digits: int = 1, max_digits: int = 7,
                      sample_rate: int = DEFAULT_SAMPLE_RATE) -> list[Utterance]:
-    from ..data import generate_connected_digit_audio
-
     digits = [r for r in records if r.transcript in DIGIT_WORDS]
     pairs = generate_connected_digit_audio(digits, n, seed, min_digits=min_digits, max_digits=max_digits,
                                            sample_rate=sample_rate)

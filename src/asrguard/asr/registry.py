@@ -24,6 +24,10 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
+from .ctc import CTCRecognizer
+from .huggingface import HFCTCRecognizer
+from .hybrid.recognizer import HybridRecognizer
+from .whisper import WhisperRecognizer
 
 KINDS = ("ctc", "hybrid", "whisper", "hf")
 DEFAULT = "ctc"
@@ -73,21 +77,13 @@ def load_recognizer(spec: str | os.PathLike | None = None, **options):
     if kind in ("ctc", "hybrid") and options:
         raise ConfigError(f"{kind} recognisers take no options, got {sorted(options)}")
     if kind == "ctc":
-        from .ctc import CTCRecognizer
-
         return CTCRecognizer.load(argument or None)
     if kind == "hybrid":
         if not argument:
             raise ConfigError("hybrid:PATH needs the folder of a saved hybrid model")
-        from .hybrid.recognizer import HybridRecognizer
-
         return HybridRecognizer.load(argument)
     if kind == "whisper":
-        from .whisper import WhisperRecognizer
-
         return WhisperRecognizer.load(argument or "tiny.en", **options)
     if not argument:
         raise ConfigError("hf:NAME_OR_PATH needs a model folder or hub name")
-    from .huggingface import HFCTCRecognizer
-
     return HFCTCRecognizer.from_pretrained(argument, **options)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
 from ..audio import DEFAULT_SAMPLE_RATE, load_audio
+from ..data import tts
 from ..data.records import Utterance
 from ..errors import ConfigError
 from ..evaluate.metrics import recognition_metrics, word_errors
@@ -86,8 +88,6 @@ def tts_items(config: TrainConfig, root: Path) -> list[Utterance]:
     """Synthetic command sentences from the offline TTS engines (cached; empty if none installed)."""
     if not config.tts_dir:
         return []
-    from ..data import tts
-
     if not tts.available_tts_engines():
         log.warning("no offline TTS engine (flite / espeak-ng) found; training without synthetic speech")
         return []
@@ -252,8 +252,6 @@ def evaluate(recognizer: CTCRecognizer, items, batch_size: int = 32, decoder=Non
 
 def train(config: TrainConfig, progress: bool = True) -> CTCRecognizer:
     """Train (or resume) the CTC recogniser described by ``config``; returns the final model."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     started = time.monotonic()
     root = Path(config.data_root) if config.data_root else recipes.default_data_root()
     out_dir = Path(config.out_dir)

@@ -28,6 +28,7 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
 
     Settings without a default (PGD's ``eps``, ``step_size``, ``iterations``) must be overridden.
     """
+    # keeps asrguard --help fast: the attacks import torch, and cli/attack.py imports this module at startup
     from .adaptive import KnownMaskAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
     from .evasion import BPDATransformAttack, EOTDropoutAttack

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import read_jsonl
 from ..errors import ConfigError, DataError
+from ..evaluate.metrics import recognition_metrics
 from ..fileio import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
@@ -188,8 +189,6 @@ def report(out_dir: str | Path) -> dict:
         scored = [r for r in rows if not r.get("skipped") and r.get("reference")]
         out["transcript_change_rate"] = out["success_rate"]
         if scored:
-            from ..evaluate.metrics import recognition_metrics
-
             refs = [r["reference"] for r in scored]
             before = recognition_metrics(refs, [r["original_transcript"] for r in scored]).get("cer")
             after = recognition_metrics(refs, [r["transcript"] for r in scored]).get("cer")

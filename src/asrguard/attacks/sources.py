@@ -10,11 +10,15 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from ..asr.recipes import default_data_root, evaluation_set, load_records, urbansound_records
+from ..audio import load_audio
+from ..data.files import collect_audio
 from ..data.records import Utterance
 from ..errors import ConfigError, DataError
 
@@ -33,8 +37,6 @@ def load_items(corpora: list[str], n: int, seed: int, root: Path | None = None, 
     has to overwrite. ``min_seconds`` keeps only utterances at least that long (a long target
     such as the paper's needs room).
     """
-    from ..asr.recipes import default_data_root, evaluation_set
-
     root = Path(root) if root is not None else default_data_root()
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
@@ -67,8 +69,6 @@ def _within(seconds: float, min_seconds: float | None, max_seconds: float | None
 def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: float | None = None,
                  min_seconds: float | None = None) -> list[Utterance]:
     """``n`` carriers from the held-out UrbanSound8K folds (training may use the others as non-speech)."""
-    from ..asr.recipes import load_records, urbansound_records
-
     records = [r for r in urbansound_records(root, "test") if _within(r.duration, min_seconds, max_seconds)]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(records), min(n, len(records)), replace=False))
@@ -77,9 +77,6 @@ def _urban_items(root: Path, n: int, seed: int, sample_rate: int, max_seconds: f
 
 def input_items(paths: list[Path], sample_rate: int) -> list[Utterance]:
     """The user's own audio (files or folders) as attack items, ids ``input:<path>``."""
-    from ..audio import load_audio
-    from ..data.files import collect_audio
-
     items = []
     for path in collect_audio(paths, "input"):
         waveform, _ = load_audio(path, sample_rate)
@@ -89,8 +86,6 @@ def input_items(paths: list[Path], sample_rate: int) -> list[Utterance]:
 
 def read_target_table(path: Path) -> dict[str, str]:
     """``file,target`` rows (a header line is allowed) as ``{item id: target}`` for :func:`input_items`."""
-    import csv
-
     table = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.reader(handle):

@@ -7,20 +7,34 @@ import json
 import logging
 import sys
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.table import Table
+from typer.core import TyperOption
 
+from ..asr import recipes
+from ..asr.lm import WordBigramLM, load_default_lm, make_decoder
+from ..audio import load_audio
 from ..errors import AsrguardError, ConfigError
+from ..text import normalize_english
 from . import options as cli_options
+from .attack import register as register_attack_commands
+from .compare import register as register_compare_command
+from .data import register as register_data_commands
+from .detect import register as register_detect_commands
+from .serve import register as register_serve_command
+
+# Imports inside functions keep `asrguard --help` fast: torch, scikit-learn and the experiments load
+# only when a command that needs them runs.
+
 
 def _hide_flag_types() -> None:
     """Help lists on/off flags without a ``<bool>`` type: a flag takes no value, so it shows none."""
-    from typer.core import TyperOption
-
     shown = TyperOption.display_type_rich
     if getattr(shown, "_asrguard", False):
         return
@@ -37,9 +51,7 @@ _hide_flag_types()
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
-
-        typer.echo(f"asrguard {version('asrguard')}")
+        typer.echo(f"asrguard {metadata.version('asrguard')}")
         raise typer.Exit()
 
 
@@ -86,8 +98,6 @@ def friendly_errors(command):
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
-
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
 
@@ -118,8 +128,6 @@ def transcribe(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
 ):
     """Print the deterministic transcript and the distinct dropout transcripts with counts."""
-    from ..audio import load_audio
-
     recognizer = _load_recognizer(model, recognizer_spec)
     if p is None:
         p = getattr(recognizer, "default_p", 0.1)  # Whisper's dropout is its own choice (see its model card)
@@ -193,7 +201,6 @@ def asr_eval(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Score the recogniser (CER, WER, word accuracy) on a held-out set."""
-    from ..asr import recipes
     from ..asr.train import evaluate
 
     if decoder not in ("greedy", "lm"):
@@ -205,8 +212,6 @@ def asr_eval(
         return
     decode = None
     if decoder == "lm":
-        from ..asr.lm import WordBigramLM, load_default_lm, make_decoder
-
         decode = make_decoder(WordBigramLM.load(lm) if lm else load_default_lm(), alpha=lm_weight, beta=word_bonus)
     items = recipes.evaluation_set(corpus, split, data_root, limit=limit)
     metrics = evaluate(recognizer, items, decoder=decode, details=details)
@@ -226,9 +231,7 @@ def asr_eval(
 def _asr_eval_any(recognizer, spec: str, corpus: str, split: str, data_root, limit, decoder: str,
                   as_json: bool) -> None:
     """asr-eval for any recogniser: transcripts only; english-speech normalised as Whisper's evaluation does."""
-    from ..asr import recipes
     from ..evaluate.recognition import evaluate_transcriber
-    from ..text import normalize_english
 
     if decoder != "greedy":
         raise ConfigError("--decoder lm decodes the CTC model's characters; it needs --recognizer ctc")
@@ -304,8 +307,6 @@ def reproduce(
     gpus_per_worker: float = cli_options.GPUS_PER_WORKER,
 ):
     """Reproduce a paper's tables and figures with one command; re-running resumes."""
-    from ..asr import recipes
-
     _setup_logging(False)
     root = data_root or recipes.default_data_root()
     if paper == "daubener2020":
@@ -366,12 +367,6 @@ def demo(
 
 def _register_stage_commands() -> None:
     # the attack, detect, data and serve commands live in their own modules of this package
-    from .attack import register as register_attack_commands
-    from .compare import register as register_compare_command
-    from .data import register as register_data_commands
-    from .detect import register as register_detect_commands
-    from .serve import register as register_serve_command
-
     register_attack_commands(app)
     register_detect_commands(app)
     register_compare_command(app)

@@ -8,12 +8,18 @@ from typing import List, Optional
 
 import numpy as np
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from ..attacks.factory import ATTACKS, make_attack
 from ..attacks.sources import DEFAULT_CORPUS, DEFAULT_SPEECH, input_items, load_items, read_target_table
 from ..data.records import Utterance
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_write
 from . import options
+
+# Imports inside functions keep `asrguard --help` fast (the attack runner imports torch);
+# `from . import` inside register is a cycle (the package imports this module).
 
 
 def _parse_sets(values: list[str] | None) -> dict:
@@ -139,8 +145,6 @@ def register(app: typer.Typer) -> None:
 
 def _fit_universal(attacker, fit_items: list[Utterance], out: Path) -> None:
     """Fit δ once; a resumed run loads it from ``out/universal_delta.npy``."""
-    from ..fileio import atomic_write
-
     path = Path(out) / "universal_delta.npy"
     info = Path(out) / "universal_delta.json"
     if path.exists() and info.exists():
@@ -159,9 +163,6 @@ def _fit_universal(attacker, fit_items: list[Utterance], out: Path) -> None:
 
 
 def _print_report(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{summary.get('attack')} ({summary.get('config_hash')})", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")

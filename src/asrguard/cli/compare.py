@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
+
+from ..errors import ConfigError
+
+# Imports inside functions keep `asrguard --help` fast (the comparison imports torch and scikit-learn);
+# `from . import` inside register is a cycle (the package imports this module).
 
 
 def _adaptive_option(values: list[str]) -> dict[str, list[str]]:
-    from ..errors import ConfigError
-
     chosen: dict[str, list[str]] = {}
     for value in values:
         kind, sep, folder = value.partition("=")
@@ -46,8 +50,6 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Random seed (detectors, and the run made without --run)."),
     ):
         """Compare every detector on the same attacks: AUROC, TPR at 1 % FPR, false alarms, cost, adaptive."""
-        from rich.console import Console
-
         from ..experiments.comparison import DEFAULT_KINDS, compare
 
         _setup_logging(False)

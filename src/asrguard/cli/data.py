@@ -3,16 +3,24 @@ speech) and ``asrguard make-example``."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..asr import recipes
+from ..audio import load_audio, save_audio
+from ..data import CORPUS_READERS, build_connected_digits, tts, write_manifest
+from ..data.download import download_corpus
+from ..errors import AsrguardError
+
+# `from . import` inside register is a cycle: the package imports this module.
+
 
 def register(app: typer.Typer, data_app: typer.Typer) -> None:
     """Add ``make-example`` to the app and the ``data`` subcommands to their group."""
     from . import friendly_errors, out
-    from ..errors import AsrguardError
 
     @app.command("make-example")
     @friendly_errors
@@ -23,11 +31,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                                                            "src/asrguard/assets/examples/example.wav)."),
     ):
         """Synthesise the bundled example with flite (how the shipped example was made)."""
-        from ..audio import load_audio, save_audio
-        from ..data import tts
-
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="asrguard-tts-") as tmp:
             raw = Path(tmp) / "raw.wav"
             tts.synthesize(text, "flite", voice, raw)
@@ -47,8 +50,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive."),
     ):
         """Download and unpack a public corpus, with progress, atomically and resumably (needs internet)."""
-        from ..data.download import download_corpus
-
         where = download_corpus(name, out_dir, url=url, sha256=sha256, keep_archive=keep_archive, progress=True)
         out.print(f"{name} is in {where}")
 
@@ -61,8 +62,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         out_path: Path = typer.Option(..., "--out", help="JSONL manifest to write."),
     ):
         """Read a corpus folder and write a JSONL manifest of its utterances."""
-        from ..data import CORPUS_READERS, write_manifest
-
         if corpus not in CORPUS_READERS:
             raise typer.BadParameter(f"choose one of {', '.join(sorted(CORPUS_READERS))}")
         records = CORPUS_READERS[corpus](root)
@@ -80,9 +79,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         data_root: Optional[Path] = typer.Option(None, help="Folder holding fsdd/."),
     ):
         """Build connected-digit utterances (1-7 digits, one speaker each) with word boundaries."""
-        from ..asr import recipes
-        from ..data import build_connected_digits
-
         root = data_root or recipes.default_data_root()
         records = build_connected_digits(recipes.fsdd_records(root, split), n, seed=seed, out_dir=out_dir, split=split)
         out.print(f"wrote {len(records)} utterances to {out_dir}")
@@ -97,8 +93,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Random seed."),
     ):
         """Synthesise command sentences with the installed offline TTS engines (resumable)."""
-        from ..data import tts
-
         engines = tts.available_tts_engines()
         if not engines:
             raise AsrguardError("no offline TTS engine found: install flite or espeak-ng (apt-get install flite espeak-ng)")

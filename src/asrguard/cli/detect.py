@@ -6,15 +6,21 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
+from rich.console import Console
+from rich.progress import Progress, track
+from rich.table import Table
 
 from ..data.files import collect_audio
+from ..errors import AsrguardError, ConfigError, IncompleteRunError
 from . import options
+
+# Imports inside functions keep `asrguard --help` fast (detectors import torch and scikit-learn);
+# `from . import` inside register is a cycle (the package imports this module).
 
 
 def _print_rival_explanation(console, path: Path, result: dict) -> None:
-    from rich.table import Table
-
     colour = "red" if result["adversarial"] else "green"
     console.print(f"[bold]{path}[/]")
     console.print(f"  verdict:    [bold {colour}]{result['verdict'].upper()}[/]  "
@@ -36,8 +42,6 @@ def _print_rival_explanation(console, path: Path, result: dict) -> None:
 
 
 def _print_explanation(console, path: Path, result: dict) -> None:
-    from rich.table import Table
-
     if result.get("detector", "uncertainty") != "uncertainty":
         _print_rival_explanation(console, path, result)
         return
@@ -62,11 +66,7 @@ def _print_explanation(console, path: Path, result: dict) -> None:
 
 
 def _detect_into(det, files, out, executor, workers, address, device, gpus_per_worker, as_json) -> None:
-    from rich.console import Console
-    from rich.progress import Progress
-
     from ..detect.batch import detect_files
-    from ..errors import IncompleteRunError
 
     runner = options.executor_from(executor, workers, address, device, gpus_per_worker)
     with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -113,10 +113,7 @@ def register(app: typer.Typer) -> None:
         With --out, a whole folder is scored into a JSONL of verdicts that a rerun resumes, on
         this machine or on Ray workers (--executor ray).
         """
-        from rich.console import Console
-
         from ..defaults import load_detector
-        from ..errors import AsrguardError, ConfigError
 
         if out is None and (executor != "local" or address):
             raise ConfigError("--executor ray scores into a file: add --out verdicts.jsonl")
@@ -180,7 +177,6 @@ def register(app: typer.Typer) -> None:
         """
         from ..detect.classifiers import make_classifier
         from ..detect.detector import Detector
-        from ..errors import ConfigError
         from ..uncertainty.features import FeatureExtractor, FeatureTable
 
         recognizer = load_recognizer(model, recognizer_spec)
@@ -211,8 +207,6 @@ def parse_settings(pairs: List[str]) -> dict:
         >>> parse_settings(["snr_db=30,20", "reduce=min", "draws=3"])
         {'snr_db': [30, 20], 'reduce': 'min', 'draws': 3}
     """
-    from ..errors import ConfigError
-
     def value(text: str):
         try:
             return json.loads(text)
@@ -230,8 +224,6 @@ def parse_settings(pairs: List[str]) -> dict:
 
 def _fit_rival(recognizer, kind: str, pairs: List[str], seed: int, target_fpr: float, benign, adversarial,
                calibration, out: Path) -> None:
-    import numpy as np
-
     from ..detect.registry import make_detector
 
     settings = {"seed": seed, "target_fpr": target_fpr, **parse_settings(pairs)}
@@ -241,8 +233,6 @@ def _fit_rival(recognizer, kind: str, pairs: List[str], seed: int, target_fpr: f
 
 def _fit_and_save(det, stack, name: str, benign, adversarial, calibration, out: Path) -> None:
     """Features of each set of files (``stack`` joins one set's), fit, save, and say what was saved."""
-    from rich.progress import track
-
     def features(paths, what):
         files = collect_audio(paths, what)
         return stack([det.features(f, name=str(f))

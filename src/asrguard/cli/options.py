@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+# The import inside executor_from keeps `asrguard --help` fast: the executors import torch.
+
 EXECUTOR = typer.Option("local", help="Where units of work run: local (this process) or ray (pip install -e "
                                       "'.[ray]'; see docs/scale-out.md). The results are the same.")
 WORKERS = typer.Option(2, help="ray: workers (actors); each loads the model once.")

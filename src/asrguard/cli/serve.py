@@ -14,6 +14,11 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
+from ..service.catalog import unique_names
+from ..service.limits import Limits
+
+# Imports inside functions keep `asrguard --help` fast (recognisers and detectors import torch, the service
+# fastapi and uvicorn); `from . import` inside register is a cycle (the package imports this module).
 
 
 def pair_detectors(detectors: list[Path], recognizers: list[str]) -> list[tuple[Path | None, str | None]]:
@@ -39,7 +44,6 @@ def load_served(detectors: list[Path], recognizers: list[str]) -> dict:
     """Detectors by name (their folder's name, ``-2``... for repeats), each with its recogniser loaded once."""
     from ..asr.registry import load_recognizer
     from ..defaults import load_detector, shipped_detector_dir
-    from ..service.catalog import unique_names
 
     loaded_recognizers: dict = {}
     folders, loaded = [], []
@@ -101,7 +105,6 @@ def register(app: typer.Typer) -> None:
                                                                       "request log holds no content)."),
     ):
         """Serve the detector over HTTP: web page at /, POST /v1/detect, GET /healthz, GET /metrics."""
-        from ..service.limits import Limits
         from ..service.server import serve_forever
 
         limits = Limits(max_bytes=max_bytes, max_seconds=max_seconds, max_sample_rate=max_sample_rate,

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -318,8 +319,6 @@ def read_english_speech(root) -> list[Utterance]:
         >>> records[0].source                                               # doctest: +SKIP
         'an4'
     """
-    import json
-
     root = _require_dir(root, "english_speech", "it is ../shared/data/english_speech in this project")
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():

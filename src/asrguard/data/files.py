@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
+from ..errors import DataError
+from .corpora import is_audio_file
+from .records import read_jsonl
+
 
 def collect_audio(paths: List[Path], what: str) -> list[Path]:
     """Audio files named by ``paths``: files, folders (searched recursively) or attack-run
     folders (their *successful* adversarial examples, read from ``manifest.jsonl``)."""
-    from ..data import read_jsonl
-    from ..data.corpora import is_audio_file
-    from ..errors import DataError
-
     found: list[Path] = []
     for path in paths:
         if path.is_dir() and (path / "manifest.jsonl").is_file():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import soundfile as sf
 
 from ..audio import load_audio, save_audio, validate_sample_rate
 from ..errors import AudioFileError, ConfigError, DataError
@@ -235,8 +236,6 @@ def build_tts_corpus(
 
 
 def _frames(path: Path) -> int:
-    import soundfile as sf
-
     return int(sf.info(str(path)).frames)
 
 

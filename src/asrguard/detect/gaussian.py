@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..errors import ConfigError
@@ -111,13 +112,8 @@ class OneClassGaussian:
 
 
 def _as_2d(x) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]

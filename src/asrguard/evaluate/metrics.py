@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import jiwer
@@ -44,8 +45,6 @@ def word_errors(references: Sequence[str], hypotheses: Sequence[str], top: int =
         >>> e["per_word"]["off"], e["substitutions"][0]
         ({'n': 2, 'correct': 1, 'accuracy': 0.5}, ['go', 'no', 1])
     """
-    from collections import Counter
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+from rich.progress import Progress
+
 from ..asr.base import AudioBatch, require
 from .metrics import recognition_metrics
 
@@ -25,8 +27,6 @@ def evaluate_transcriber(recognizer, items: Sequence, *, normalize: Callable[[st
         >>> metrics["per_subset"]["librispeech-test-other"]["wer"]                    # doctest: +SKIP
         0.152
     """
-    from rich.progress import Progress
-
     require(recognizer, "transcribe", user="recognition evaluation")
     hypotheses: list[str] = []
     started = time.perf_counter()

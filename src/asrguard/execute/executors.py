@@ -27,6 +27,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import torch
+
+from ..data.records import append_record
 from ..errors import ConfigError
 
 EXECUTORS = ("local", "ray")
@@ -77,8 +80,6 @@ class LocalExecutor:
     def __init__(self, device: str = "cpu"):
         self.device = _check_device(device)
         if self.device == "cuda":
-            import torch
-
             if not torch.cuda.is_available():  # checked here; a Ray cluster's workers check on their own nodes
                 raise ConfigError("--device cuda: this PyTorch build sees no CUDA device on this machine")
         self.workers = 1
@@ -96,8 +97,6 @@ class _Actor:
     """A Ray actor around one worker: sets its threads, builds the worker once, runs units."""
 
     def __init__(self, make_worker: Callable, shard: str, device: str, threads: int):
-        import torch
-
         torch.set_num_threads(threads)
         self.worker = make_worker(shard, device)
 
@@ -133,7 +132,7 @@ class RayExecutor:
 
     def _ray(self):
         try:
-            import ray
+            import ray  # an optional extra (.[ray]), heavy to import: only for --executor ray
         except ImportError:
             raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]'") from None
         if not ray.is_initialized():
@@ -151,7 +150,7 @@ class RayExecutor:
         if not units:
             return []
         ray = self._ray()
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayTaskError  # optional extra, as in _ray
 
         actor_class = ray.remote(_Actor).options(num_cpus=self.threads, num_gpus=self.gpus_per_worker,
                                                  max_restarts=0)
@@ -198,8 +197,6 @@ class RayExecutor:
 def append_results(path, on_row: Callable | None = None) -> Callable:
     """``on_done`` for units whose results are JSON rows: each row appended to the JSONL ``path``
     (with fsync, in the driver, so one process writes the file), then shown to ``on_row``."""
-    from ..data import append_record
-
     def on_done(unit: Unit, rows: list) -> None:
         for row in rows:
             append_record(path, row)

@@ -23,8 +23,17 @@ from typing import Sequence
 
 import numpy as np
 
+from ..attacks.factory import make_attack
+from ..attacks.runner import report, run_attack
+from ..audio import load_audio
+from ..data import read_jsonl
+from ..defaults import load_detector
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
+from ..uncertainty.features import FeatureExtractor
+from .jayashankar2020 import (CLASSIFIERS, SPEECH_ATTACKS, FeatureCache, evaluate_classifiers, feature_set,
+                              finished_run, fit_default_detector, paired, successful_examples, train_classifiers)
+from .mask_seeds import add_run_arguments, parse_seeds, seed_sweep
 
 #: Seeds the attacker did not know.
 SECRET_SEEDS = (101, 202, 303, 404, 505)
@@ -71,11 +80,6 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     sources to the DR ones (a detector hardened against that attack). Returns ``{label:
     {classifier: metrics}}`` with AUROC and accuracy at each classifier's own threshold.
     """
-    from ..audio import load_audio
-    from ..uncertainty.features import FeatureExtractor
-    from .jayashankar2020 import (CLASSIFIERS, FeatureCache, evaluate_classifiers, feature_set, finished_run, paired,
-                                  successful_examples, train_classifiers)
-
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate = recognizer.sample_rate
     extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
@@ -116,14 +120,6 @@ def run(run_dir, out_dir, *, detector_dir=None, model=None, secret_seeds: Sequen
     ``asrguard attack --set``), e.g. ``{"tau_db": "20"}``. Writes ``adaptive.json`` and
     ``adaptive.md`` into ``out_dir``.
     """
-    from ..attacks.factory import make_attack
-    from ..attacks.runner import report, run_attack
-    from ..audio import load_audio
-    from ..data import read_jsonl
-    from ..defaults import load_detector
-    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, fit_default_detector, successful_examples
-    from .mask_seeds import seed_sweep
-
     detector = load_detector(detector_dir, model)
     recognizer = detector.recognizer
     results, _, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)
@@ -262,8 +258,6 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .mask_seeds import add_run_arguments, parse_seeds
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/adaptive"), help="output folder (resumable)")

@@ -22,9 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..asr.base import AudioBatch
+from ..asr.registry import load_recognizer
+from ..attacks.factory import make_attack
+from ..attacks.runner import target_frames
+from ..attacks.targets import TargetSampler, required_frames
 from ..audio import load_audio, save_audio
+from ..defaults import demo_profile, load_detector
 from ..errors import ConfigError
+from ..evaluate.plots import plot_uncertainty_pair
 from ..fileio import atomic_write_text
+from ..text import normalize_transcript
 
 DEFAULT_TARGET = "delete all files"  # the CTC profile's: fits the 1.2 s example; longer commands need longer audio
 
@@ -44,14 +52,6 @@ def run_demo(out_dir: str | os.PathLike, *, target: str | None = None, seed: int
         audio: a different benign input file (default: the profile's bundled example).
         attack_settings: CW settings to override, e.g. ``{"max_iter": 200}`` (over the profile's).
     """
-    from ..attacks.factory import make_attack
-    from ..asr.registry import load_recognizer
-    from ..attacks.runner import target_frames
-    from ..attacks.targets import TargetSampler, required_frames
-    from ..defaults import demo_profile, load_detector
-    from ..evaluate.plots import plot_uncertainty_pair
-    from ..text import normalize_transcript
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +131,6 @@ def run_demo(out_dir: str | os.PathLike, *, target: str | None = None, seed: int
 
 
 def _batch(waveform, recognizer):
-    from ..asr.base import AudioBatch
-
     return AudioBatch.from_waveforms([waveform], recognizer.sample_rate)
 
 

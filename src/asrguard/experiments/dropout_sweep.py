@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..asr.ctc import CTCRecognizer
 from ..attacks.sources import load_items
 from ..attacks.cw import DRAttack, DRConfig
 from ..attacks.runner import MANIFEST, report, run_attack
@@ -111,8 +112,6 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None, help="only utterances up to this length")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from ..asr.ctc import CTCRecognizer
-
     torch.set_num_threads(args.threads)
     recognizer = CTCRecognizer.load(args.model)
     items = load_items([c for c in args.corpus.split(",") if c], args.n, args.seed, sample_rate=recognizer.sample_rate,

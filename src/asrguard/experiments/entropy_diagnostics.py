@@ -36,7 +36,7 @@ import torch
 
 from ..asr.base import AudioBatch
 from ..asr.hybrid.recognizer import HybridRecognizer
-from ..asr.hybrid.train import word_accuracy
+from ..asr.hybrid.train import train_recognizer, tune_insertion_penalty, word_accuracy
 from ..attacks.pgd import random_digit_targets
 from ..detect.gaussian import OneClassGaussian
 from ..fileio import atomic_write_text
@@ -140,8 +140,6 @@ def recipe_check(run_dir: Path, out_dir: Path, recipes=RECIPES, data_root: Path 
         >>> recipe_check("runs/daubener2020", "runs/entropy_recipes", [(1e-4, True)])[0]["benign_accuracy"]  # doctest: +SKIP
         0.979
     """
-    from ..asr.hybrid.train import train_recognizer, tune_insertion_penalty
-
     settings = reproduction.Settings.make(False, seed)
     data_root = Path(data_root)
     train, dev = reproduction.training_data(settings, data_root, run_dir)

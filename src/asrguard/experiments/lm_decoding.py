@@ -27,7 +27,12 @@ from typing import Callable, Sequence
 import torch
 
 from ..asr.base import AudioBatch, Realizations, Recognizer
-from ..attacks.runner import MANIFEST
+from ..asr.ctc import CTCRecognizer
+from ..asr.lm import load_default_lm, make_decoder
+from ..attacks.cw import CWAttack, CWConfig
+from ..attacks.runner import MANIFEST, report, run_attack
+from ..attacks.sources import load_items
+from ..attacks.targets import TargetSampler
 from ..audio import load_audio
 from ..data import read_jsonl
 from ..errors import DataError
@@ -115,11 +120,6 @@ def adaptive_cw(recognizer, lm_decoder: Callable, out_dir: str | Path, *, n: int
         >>> adaptive_cw(rec, make_decoder(load_default_lm()), "runs/lm_cw", n=32)["lm"]["success_rate"]  # doctest: +SKIP
         0.8125
     """
-    from ..attacks.sources import load_items
-    from ..attacks.cw import CWAttack, CWConfig
-    from ..attacks.runner import report, run_attack
-    from ..attacks.targets import TargetSampler
-
     out_dir = Path(out_dir)
     items = load_items(["fsdd-digits", "speech-commands"], n, seed, sample_rate=recognizer.sample_rate)
     result = {}
@@ -134,9 +134,6 @@ def adaptive_cw(recognizer, lm_decoder: Callable, out_dir: str | Path, *, n: int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..asr.ctc import CTCRecognizer
-    from ..asr.lm import load_default_lm, make_decoder
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", type=Path, help="attack run folders (asrguard attack --out DIR)")
     parser.add_argument("--adaptive-cw", type=Path, default=None, metavar="DIR",

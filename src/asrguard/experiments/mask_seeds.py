@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from rich.progress import Progress
 
+from ..audio import load_audio
+from ..defaults import load_detector
 from ..errors import ConfigError
 from ..evaluate.detection import detection_metrics
+from .jayashankar2020 import SPEECH_ATTACKS, finished_run, successful_examples
 
 #: The published seed first, then five more drawn once (any values would do).
 DEFAULT_SEEDS = (0, 1, 2, 3, 4, 5)
@@ -72,9 +76,6 @@ def seed_sweep(detector, benign: Sequence[np.ndarray], adversarial: Mapping[str,
 
 def held_out_examples(run_dir: Path, recognizer) -> tuple[list, dict]:
     """Benign test sources of a finished reproduction and their successful speech attacks (those it ran)."""
-    from ..audio import load_audio
-    from .jayashankar2020 import SPEECH_ATTACKS, finished_run, successful_examples
-
     results, _, speech, _, test_sources = finished_run(run_dir, recognizer)
     benign = [item.waveform for item in speech if item.id in test_sources]
     adversarial = {}
@@ -103,10 +104,6 @@ def parse_seeds(parser: argparse.ArgumentParser, text: str, flag: str) -> list[i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rich.progress import Progress
-
-    from ..defaults import load_detector
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated mask seeds")

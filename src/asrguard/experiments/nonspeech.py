@@ -21,7 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..asr import recipes
 from ..asr.base import Recognizer
+from ..asr.ctc import CTCRecognizer
+from ..audio import load_audio
 from ..errors import ConfigError
 
 
@@ -50,10 +53,6 @@ def nonspeech_report(recognizer: Recognizer, clips: Sequence[np.ndarray], *, n: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..asr import recipes
-    from ..asr.ctc import CTCRecognizer
-    from ..audio import load_audio
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding urbansound8k_subset/")

@@ -33,8 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks.factory import make_attack
 from ..attacks.manifest import read_records
+from ..attacks.runner import run_attack
+from ..attacks.sources import load_items
+from ..attacks.targets import TargetSampler
 from ..audio import load_audio
+from ..defaults import load_detector, load_recognizer
 from ..detect.registry import make_detector
 from ..errors import AsrguardError, DataError
 from ..evaluate.detection import auroc_interval, detection_metrics, split_by_source
@@ -63,10 +68,6 @@ def adversarial_from(folders: list[Path], corpora, rate: int) -> tuple[list[tupl
 
 def craft_adversarial(rec, items, out: Path, seed: int, max_iter: int) -> Path:
     """Run CW (small budget) on ``items``; returns the attack folder (a rerun resumes it)."""
-    from ..attacks.factory import make_attack
-    from ..attacks.runner import run_attack
-    from ..attacks.targets import TargetSampler
-
     attack = make_attack("cw", rec, {"seed": seed, "max_iter": max_iter})
     folder = out / f"cw-{attack.config_hash}"
     run_attack(attack, items, folder, sampler=TargetSampler("mixed", seed=seed), batch_size=8, progress=False)
@@ -131,9 +132,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..attacks.sources import load_items
-    from ..defaults import load_detector, load_recognizer
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     rec = load_recognizer()

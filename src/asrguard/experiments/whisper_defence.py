@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
 from ..asr import recipes
 from ..asr.recipes import default_data_root
@@ -366,8 +367,6 @@ def main(argv=None) -> int:
 
     # 3. features
     extractor = FeatureExtractor(n=50, p=recognizer.default_p, seed=0)
-    from rich.progress import Progress
-
     with Progress(transient=True) as bar:
         task = bar.add_task("features", total=len(inputs))
         features = extract_features(recognizer, extractor, inputs, out / "features.jsonl", executor=executor,

@@ -24,7 +24,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
+from ..asr import recipes
 from ..asr.recipes import default_data_root
 from ..asr.registry import load_recognizer
 from ..attacks.factory import make_attack
@@ -33,6 +35,7 @@ from ..attacks.runner import MANIFEST, report, run_attack
 from ..attacks.targets import TargetSampler
 from ..audio import load_audio
 from ..data import read_jsonl
+from ..execute import make_executor
 from ..fileio import atomic_write_text
 from ..uncertainty.features import FeatureExtractor
 
@@ -59,8 +62,6 @@ def realization_statistics(recognizer, waveform, n: int, seed: int) -> dict:
 
 def native_items(n: int, seed: int, exclude, min_seconds: float = 2.0, max_seconds: float = 6.0) -> list:
     """``n`` native read-speech utterances of the sources' durations (seeded), none of them an attack source."""
-    from ..asr import recipes
-
     taken = {it.id.split(":", 1)[1] for it in exclude}
     native = ("librispeech-test-other", "librispeech-test-clean", "common-voice", "ljspeech", "librivox")
     records = [r for r in recipes.english_speech_records(default_data_root(), min_seconds=min_seconds,
@@ -71,8 +72,6 @@ def native_items(n: int, seed: int, exclude, min_seconds: float = 2.0, max_secon
 
 
 def auroc(benign: list[float], adversarial: list[float]) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
     if not benign or not adversarial:
         return None
     return float(roc_auc_score([0] * len(benign) + [1] * len(adversarial), list(benign) + list(adversarial)))
@@ -96,8 +95,6 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="ray: workers")
     parser.add_argument("--attacks-only", action="store_true", help="stop after the attacks (stage 1)")
     args = parser.parse_args(argv)
-    from ..execute import make_executor
-
     executor = make_executor(args.executor, workers=args.workers)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import time
 from collections import OrderedDict
@@ -136,8 +137,6 @@ class RateLimiter:
 
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (``127.0.0.1``, ``::1``, ``localhost``)."""
-    import ipaddress
-
     host = host.strip("[]")
     if host == "localhost":
         return True

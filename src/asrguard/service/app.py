@@ -38,11 +38,13 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from typing import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..defaults import load_detector
 from ..errors import AsrguardError, ConfigError
 from .access import ApiKeys, RateLimiter
 from .catalog import Catalog, describe
@@ -90,8 +92,6 @@ def create_app(detector_path: str | os.PathLike | None = None, *, model: str | o
         raise ConfigError("give detector or detectors, not both")
     if detectors is None:
         if detector is None:
-            from ..defaults import load_detector
-
             detector = load_detector(detector_path, model)
         detectors = {"default": detector}
     catalog = Catalog(detectors)
@@ -194,8 +194,6 @@ def _decode(upload, sample_rate: int, limits: Limits):
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("asrguard")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         return "0"

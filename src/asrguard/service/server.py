@@ -13,8 +13,20 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import sys
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .access import ApiKeys, is_loopback, parse_rate
+from .scorer import limit_malloc_arenas
+
+# Imports inside functions keep startup fast: uvicorn and the app (fastapi, the detectors, torch) load only
+# when a server starts.
 
 #: Seconds a graceful shutdown waits for requests in flight.
 GRACEFUL_SECONDS = 30
@@ -68,10 +80,6 @@ DEFAULT_PUBLIC_RATE = "60/min"
 
 
 def _generated_key_file():
-    import os
-    import secrets
-    from pathlib import Path
-
     path = Path(os.path.expanduser(GENERATED_KEY_FILE))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +101,6 @@ def access_settings(host: str, api_key_file=None, rate_limit: str | None = None,
         >>> access_settings("127.0.0.1")
         (None, None, [])
     """
-    from .access import ApiKeys, is_loopback, parse_rate
-
     warnings = []
     public = not is_loopback(host)
     keys = ApiKeys.from_file(api_key_file) if api_key_file is not None else None
@@ -130,14 +136,9 @@ def serve_forever(detectors, host: str = "127.0.0.1", port: int = 8000, *, limit
     On a signal uvicorn stops accepting connections, lets requests in flight finish (up to
     ``GRACEFUL_SECONDS``), then the app drains its decode and scoring pools.
     """
-    import logging
-    import sys
-    from collections.abc import Mapping
-
     import uvicorn
 
     from .app import create_app
-    from .scorer import limit_malloc_arenas
 
     limit_malloc_arenas(2)  # per-thread arenas would keep a burst's peak memory for good
     logger = logging.getLogger("asrguard")

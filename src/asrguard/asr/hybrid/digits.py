@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...audio import resample
+from ...audio import load_audio, resample
+from ...data import (available_tts_engines, build_tts_corpus, generate_connected_digit_audio, read_fsdd,
+                     read_speech_commands, split_by_speaker)
 from ...data.records import Utterance
 from ...errors import DataError
 from ...text import DIGIT_WORDS
@@ -42,8 +44,6 @@ def digit_records(data_root, *, with_speech_commands: bool = True) -> list:
     Example:
         >>> train = [r for r in digit_records("../shared/data") if r.split == "train"]  # doctest: +SKIP
     """
-    from ...data import read_fsdd, read_speech_commands, split_by_speaker
-
     root = Path(data_root)
     fsdd_dir = root / "fsdd"
     if not fsdd_dir.is_dir():
@@ -74,8 +74,6 @@ def tts_digit_records(out_dir, seed: int = 0, takes: int = 3) -> list:
     Example:
         >>> records = tts_digit_records("runs/daubener2020/cache/tts")  # doctest: +SKIP
     """
-    from ...data import available_tts_engines, build_tts_corpus
-
     installed = set(available_tts_engines())
     voices = [v for v in TTS_VOICES if v[0] in installed]
     if not voices:
@@ -99,8 +97,6 @@ def connected_digits(records, n: int, seed: int, split: str, *, min_digits: int 
     Example:
         >>> utts = connected_digits(digit_records("../shared/data"), 10, seed=0, split="test")  # doctest: +SKIP
     """
-    from ...data import generate_connected_digit_audio
-
     pairs = generate_connected_digit_audio(records, n, seed=seed, min_digits=min_digits, max_digits=max_digits,
                                            sample_rate=sample_rate, split=split)
     return [u.with_waveform(w) for w, u in pairs]
@@ -195,8 +191,6 @@ def load_utterances(records, sample_rate: int = 16000) -> list[Utterance]:
     Example:
         >>> isolated = load_utterances(digit_records("../shared/data")[:5])  # doctest: +SKIP
     """
-    from ...audio import load_audio
-
     out = []
     for r in records:
         w, rate = load_audio(r.path, sample_rate=None)

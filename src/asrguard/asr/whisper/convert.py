@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from ...errors import ModelFileError
 from ...fileio import atomic_write, atomic_write_text, sha256_file
@@ -126,8 +127,6 @@ def convert_state_dict(model: CTranslate2Model, config: dict | None = None) -> d
 
 def convert(source: str | os.PathLike, out: str | os.PathLike, config: dict | None = None) -> Path:
     """Convert the CTranslate2 folder ``source`` into ``out`` (safetensors + config + tokenizer)."""
-    from safetensors.numpy import save_file
-
     source, out = Path(source), Path(out)
     config = dict(config or TINY_EN_CONFIG)
     state = convert_state_dict(read_ctranslate2(source / "model.bin"), config)

@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cdist
 
 #: Suppressed logits are set to this rather than -inf, so posterior measures never see 0·log 0.
 SUPPRESSED = -1e9
@@ -17,7 +19,7 @@ SUPPRESSED = -1e9
 
 def shared_cross_cache(decoder, encoded: torch.Tensor, size: int):
     """A decoder cache whose cross-attention keys/values come from one encoder output, viewed ``size`` times."""
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # heavy: imported with the model
 
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     for index, layer in enumerate(decoder.layers):
@@ -60,9 +62,6 @@ def medoid_index(texts: Sequence[str]) -> int:
         >>> medoid_index(["open the door", "open the doors", "open a door", "close it"])
         0
     """
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cdist
-
     distances = cdist(list(texts), list(texts), scorer=Levenshtein.distance)
     return int(distances.sum(axis=1).argmin())
 

@@ -37,6 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from ...audio import validate_waveform
 from ...errors import ConfigError, InvalidAudioError, ModelFileError
@@ -44,6 +45,7 @@ from ...fileio import sha256_file
 from ...text import normalize_english
 from ..base import AudioBatch, Realizations
 from ...rng import derive, require_seed
+from .convert import config_sha256, ensure_converted, verify
 from .dropout import SITES, InferenceDropout
 from .decoding import SUPPRESSED, medoid_index, pad_steps, padded, select_rows, shared_cross_cache, top_classes
 from .features import HOP, SAMPLE_RATE, WINDOW_SAMPLES, log_mel
@@ -111,8 +113,6 @@ class WhisperRecognizer:
     def load(cls, name: str = "tiny.en", **kwargs) -> "WhisperRecognizer":
         """``tiny.en`` converts the bundled weights once; any other name is a converted folder or a
         Hugging Face model folder / hub name (see :meth:`from_pretrained`)."""
-        from .convert import ensure_converted
-
         folder = ensure_converted(name) if name == "tiny.en" else Path(name)
         if not folder.is_dir():
             return cls.from_pretrained(name, **kwargs)
@@ -123,11 +123,9 @@ class WhisperRecognizer:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, **kwargs) -> "WhisperRecognizer":
         """A folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``; checksum verified."""
-        from safetensors.torch import load_file
+        # heavy (transformers, tokenizers): imported only when a model is loaded
         from tokenizers import Tokenizer
         from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-        from .convert import config_sha256, verify
 
         folder = Path(folder)
         for needed in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -155,7 +153,7 @@ class WhisperRecognizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, local_files_only: bool = False, **kwargs) -> "WhisperRecognizer":
         """Any Whisper checkpoint Hugging Face can load (hub name or ``save_pretrained`` folder), safetensors only."""
-        from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast
+        from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast  # heavy: only when loading
 
         try:
             model = WhisperForConditionalGeneration.from_pretrained(name_or_path, use_safetensors=True,

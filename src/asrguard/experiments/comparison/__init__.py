@@ -31,11 +31,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ...asr.registry import load_recognizer
+from ...data import read_jsonl
+from ...detect.registry import KINDS, make_detector
 from ...errors import ConfigError
 from ...evaluate.detection import auroc_interval, detection_metrics
 from ...evaluate.tables import AUROC_INTERVAL
 from ...fileio import atomic_write_text
 from ..common import ProgressBars, without_nan, write_json
+from ..jayashankar2020 import run as reproduce_jayashankar2020
 from .adaptive import ADAPTIVE_ATTACKS, craft_adaptive as craft_adaptive_examples
 from .inputs import ComparisonSets, Entry, FeatureSource, attack_entries, comparison_sets
 from .report import tables_markdown
@@ -92,12 +96,10 @@ def _ensure_run(run_dir: Path | None, out_dir: Path, quick: bool, seed: int, pro
             raise ConfigError(f"{run_dir}: no results.json; finish `asrguard reproduce jayashankar2020 --out "
                               f"{run_dir}` first, or leave out --run to make one in OUT/run")
         return Path(run_dir)
-    from ..jayashankar2020 import run
-
     run_dir = out_dir / "run"
     if not (run_dir / "results.json").is_file():
         log.info("no --run given: reproducing jayashankar2020 in %s first", run_dir)
-        run(run_dir, quick=quick, seed=seed, progress=progress)
+        reproduce_jayashankar2020(run_dir, quick=quick, seed=seed, progress=progress)
     return run_dir
 
 
@@ -129,9 +131,6 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
         n_english, n_calibration: sizes of the held-out English set and the extra calibration set.
         uncertainty_classifier: the dropout-uncertainty detector's classifier (the shipped one's).
     """
-    from ...asr.registry import load_recognizer
-    from ...detect.registry import KINDS, make_detector
-
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"unknown detector kind(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
@@ -200,8 +199,6 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
 
 
 def _attempted(folder: Path, sources: set) -> int:
-    from ...data import read_jsonl
-
     return len({r["id"] for r in read_jsonl(folder / "manifest.jsonl", allow_partial_tail=True)
                 if r.get("id") in sources})
 

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig
+from ...attacks.runner import run_attack
+from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
 from ...attacks.targets import FixedTargets
 from ...data.records import Utterance
 from .inputs import ComparisonSets
@@ -42,9 +45,6 @@ def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max
     ``benign_rows``: the detector's features of its benign training audio (the statistics
     penalty pulls toward their mean).
     """
-    from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig
-    from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
-
     if kind == "uncertainty":
         config = EOTDropoutConfig(p=detector.feature_extractor.config.p, masks_per_step=4, gamma=EOT_GAMMA,
                                   seed=seed, max_iter=max_iter)
@@ -63,8 +63,6 @@ def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max
 def craft_adaptive(kind: str, detector, recognizer, sets: ComparisonSets, out_dir, *, n: int, benign_rows=None,
                    seed: int = 0, max_iter: int = 600, progress: bool = True) -> Path | None:
     """Run ``kind``'s adaptive attack on ``n`` test sources CW succeeded on; returns its folder (resumable)."""
-    from ...attacks.runner import run_attack
-
     attack = adaptive_attack(kind, detector, recognizer, benign_rows, seed, max_iter)
     if attack is None or n <= 0:
         return None

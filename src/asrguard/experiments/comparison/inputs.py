@@ -31,7 +31,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...attacks.runner import safe_name
+from ...attacks.sources import load_items
 from ...audio import load_audio
+from ...errors import AsrguardError
 from ...evaluate.detection import split_by_source
 from ...uncertainty.features import FeatureExtractor, FeatureTable
 from ..common import write_json
@@ -95,9 +97,6 @@ def attack_entries(name: str, info: dict, sources: set, rate: int, kind: str | N
 def comparison_sets(run_dir, recognizer, *, n_english: int = 60, n_calibration: int = 300,
                     validation_fraction: float = 0.3) -> ComparisonSets:
     """The sets of a finished reproduction in ``run_dir`` (see the module docstring)."""
-    from ...attacks.sources import load_items
-    from ...errors import AsrguardError
-
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate, root = recognizer.sample_rate, Path(results["data_root"])
     fit_sources, val_sources = fit_validation_split(train_ids, validation_fraction, settings)

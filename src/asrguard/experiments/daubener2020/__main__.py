@@ -5,6 +5,7 @@ Runs (or resumes) the reproduction, prints ``tables.md`` and exits 1 when a bar 
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["runs/daubener2020-quick", "--quick"])  # doctest: +SKIP
         0
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m asrguard.experiments.daubener2020",
                                      description=reproduction.__doc__.splitlines()[0])
     parser.add_argument("out_dir")

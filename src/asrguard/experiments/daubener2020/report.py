@@ -39,11 +39,12 @@ def write_figures(out_dir: Path, results: dict, headline_scores: dict) -> list[s
         >>> write_figures(Path("runs/d"), results, headline_scores)[0]  # doctest: +SKIP
         'fig1_accuracy_vs_eps.png'
     """
+    # matplotlib is heavy: imported only when figures are drawn (the Agg backend chosen before pyplot loads)
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy, as above; evaluate.plots imports pyplot too
     import matplotlib.pyplot as plt
-
     from ...evaluate.plots import distinct_styles
 
     written = []
@@ -124,7 +125,7 @@ def write_figures(out_dir: Path, results: dict, headline_scores: dict) -> list[s
 
 
 def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when figures are drawn
 
     try:  # not evaluate.plots' writer: these figures are saved without a tight bounding box
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=".png")

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...asr.base import AudioBatch
+from ...asr.hybrid.acoustic import build_acoustic_model
 from ...asr.hybrid.digits import build_dev_set, build_training_set, connected_digits, digit_records
 from ...asr.hybrid.recognizer import HybridRecognizer
 from ...asr.hybrid.train import compute_frames, train_recognizer, tune_insertion_penalty, word_accuracy
@@ -116,8 +117,6 @@ def model_stage(out_dir: Path, settings: Settings, data_root: Path, progress: Pr
             return _bars[key]
 
         if frames is None:
-            from ...asr.hybrid.acoustic import build_acoustic_model
-
             probe = HybridRecognizer(build_acoustic_model("fnn"), frontend=settings.train.frontend)
             frames = compute_frames(probe, train, progress=progress.task("features (training set)", len(train)))
         rec = train_recognizer(kind, train, settings.train, progress=bar, frames=frames, model_kwargs=kwargs)

@@ -17,6 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ...attacks.factory import make_attack
+from ...attacks.runner import finished_ids, run_attack
+from ...attacks.targets import TargetSampler
+from ...data import read_jsonl
 from ...errors import ConfigError
 from ..common import write_json
 from .config import NAME, SPEECH_ATTACKS, Settings
@@ -31,11 +35,6 @@ def craft_attack(name: str, recognizer, items, folder: Path, settings: Settings,
         >>> sorted(crafted)  # doctest: +SKIP
         ['config_hash', 'folder', 'rows']
     """
-    from ...attacks.factory import make_attack
-    from ...attacks.runner import finished_ids, run_attack
-    from ...attacks.targets import TargetSampler
-    from ...data import read_jsonl
-
     overrides = {"seed": str(settings.seed), **{k: str(v) for k, v in settings.attack_overrides.get(name, {}).items()}}
     attacker = make_attack(name, recognizer, overrides)
     folder = attack_folder(Path(folder), name, attacker.config_hash, settings)
@@ -58,8 +57,6 @@ def successful_examples(folder, ids=None) -> list[dict]:
         >>> [r["id"] for r in successful_examples("runs/j/attacks/dr")][:2]  # doctest: +SKIP
         ['fsdd:3_theo_12', 'sc:go/0a2b400e_nohash_0']
     """
-    from ...data import read_jsonl
-
     rows: dict = {}
     for r in read_jsonl(Path(folder) / "manifest.jsonl", allow_partial_tail=True):
         if r.get("success") and r.get("audio") and (ids is None or r.get("id") in ids):

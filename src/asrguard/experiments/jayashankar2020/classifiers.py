@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...detect.classifiers import make_classifier
 from ...evaluate.detection import detection_metrics, split_by_source
 from ...uncertainty.features import FeatureTable
 from .config import CLASSIFIERS, COLUMNS, Settings
@@ -130,8 +131,6 @@ def train_classifiers(names: Sequence[str], benign: FeatureSet, adversarial: Fea
         >>> sorted(train_classifiers(["char-svm4", "all-svm"], benign, adversarial, seed=0))  # doctest: +SKIP
         ['all-svm', 'char-svm4']
     """
-    from ...detect.classifiers import make_classifier
-
     trained = {}
     for name in names:
         if len(benign) < 2 or len(adversarial) < 2:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ...asr.ctc import seconds_for_target
+from ...attacks.targets import PAPER_TARGET
 from ...errors import ConfigError
 from ...evaluate.tables import AUROC_INTERVAL
 
@@ -89,9 +91,6 @@ class Settings:
             fast["ia"]["stage2_iter"] = 60
             size.update(n_sources=12, n_urban=6, batch_size=12, attack_overrides=fast)
         if setup == "paper":
-            from ...asr.ctc import seconds_for_target
-            from ...attacks.targets import PAPER_TARGET
-
             size.update(corpora=("fsdd-digits", "sc-digits"), targets="paper", max_fill=PAPER_MAX_FILL,
                         min_seconds=round(seconds_for_target(PAPER_TARGET) / PAPER_MAX_FILL, 2))
         return cls(**size)

@@ -14,6 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ...asr.registry import load_recognizer
+from ...attacks.sources import load_items
+from ...detect.classifiers import make_classifier
+from ...detect.detector import Detector
 from ...errors import ConfigError
 from ...evaluate.detection import detection_metrics, split_by_source
 from ...uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
@@ -32,8 +36,6 @@ def calibration_items(settings: Settings, root: Path, sample_rate: int, exclude:
         >>> len(items)  # doctest: +SKIP
         10
     """
-    from ...attacks.sources import load_items
-
     if n <= 0:
         return []
     per_corpus = -(-n // len(settings.corpora))
@@ -52,8 +54,6 @@ def finished_run(run_dir, recognizer, model=None) -> tuple[dict, Settings, list,
     Example:
         >>> results, settings, speech, train_ids, test_sources = finished_run("runs/j", recognizer)  # doctest: +SKIP
     """
-    from ...attacks.sources import load_items
-
     run_dir = Path(run_dir)
     if not (run_dir / "results.json").is_file():
         raise ConfigError(f"{run_dir}: no results.json; run `asrguard reproduce jayashankar2020 --out {run_dir}` first")
@@ -109,10 +109,6 @@ def fit_default_detector(run_dir, detector_dir, *,
         >>> fit_default_detector("runs/jayashankar2020", "detector")["classifier"]  # doctest: +SKIP
         'all-svm'
     """
-    from ...asr.registry import load_recognizer
-    from ...detect.classifiers import make_classifier
-    from ...detect.detector import Detector
-
     run_dir = Path(run_dir)
     recognizer = load_recognizer(model)
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer, model)

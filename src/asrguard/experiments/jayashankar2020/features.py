@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ...attacks.runner import safe_name
 from ...audio import load_audio
 from ...errors import ConfigError
 from ...uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
@@ -26,8 +27,6 @@ from .config import Settings
 
 
 def _safe_name(item_id: str) -> str:
-    from ...attacks.runner import safe_name
-
     return safe_name(item_id)
 
 

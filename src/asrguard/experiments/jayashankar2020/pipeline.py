@@ -15,6 +15,9 @@ from typing import Sequence
 
 import torch
 
+from ...asr.recipes import default_data_root
+from ...asr.registry import load_recognizer
+from ...attacks.sources import load_items
 from ...errors import DataError
 from ...fileio import atomic_write_text
 from ..common import without_nan, write_json
@@ -49,10 +52,6 @@ def run(out_dir, quick: bool = False, seed: int = 0, *, data_root=None, model=No
         executor: where the attack stage's units run (:mod:`asrguard.execute`; default: this
             process). The results are the same on any executor.
     """
-    from ...asr.recipes import default_data_root
-    from ...asr.registry import load_recognizer
-    from ...attacks.sources import load_items
-
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     settings = settings or Settings.make(quick, seed, setup)
     chosen = chosen_attacks(attacks, settings)

@@ -21,7 +21,7 @@ def write_figures(out_dir: Path, sets: dict, cells: dict, settings: Settings) ->
         >>> write_figures(Path("runs/j"), sets, cells, settings)  # doctest: +SKIP
         ['runs/j/fig1_mean_uncertainty_distribution.png', 'runs/j/entropy_histograms.png', ...]
     """
-    from ...evaluate import plots
+    from ...evaluate import plots  # matplotlib is heavy: imported only when figures are drawn
 
     pm, pl = settings.p_main, settings.p_low
     panels = {}
