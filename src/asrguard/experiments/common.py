@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -70,7 +72,9 @@ def without_nan(value):
 class ProgressBars:
     """rich progress bars for the stages of a run, or nothing when disabled.
 
-    ``task`` returns a function that advances its bar by ``n`` (default 1).
+    ``task`` returns a function that advances its bar by ``n`` (default 1). Where the console is
+    not a terminal (a log file, CI), rich would show nothing until the end, so each task prints
+    a plain ``description: done/total`` line at most every ``every_s`` seconds, and at its end.
 
     Example:
         >>> with ProgressBars(enabled=False) as bars:
@@ -78,15 +82,19 @@ class ProgressBars:
         ...     tick(); tick(2)
     """
 
-    def __init__(self, enabled: bool = True, *, stderr: bool = False):
-        self.enabled, self.stderr, self.progress = enabled, stderr, None
+    def __init__(self, enabled: bool = True, *, stderr: bool = False, every_s: float = 10.0):
+        self.enabled, self.stderr, self.every_s, self.progress = enabled, stderr, every_s, None
+        self.plain = False
 
     def __enter__(self):
         if self.enabled:
             # console=None is rich's own console on stdout
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=Console(stderr=True) if self.stderr else None)
-            self.progress.__enter__()
+            console = Console(stderr=True) if self.stderr else Console()
+            self.plain = not console.is_terminal
+            if not self.plain:
+                self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=console)
+                self.progress.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -94,7 +102,22 @@ class ProgressBars:
             self.progress.__exit__(*exc)
         return False
 
+    def _plain_task(self, description: str, total: int) -> Callable[..., None]:
+        state = {"done": 0, "last": time.monotonic()}
+        stream = sys.stderr if self.stderr else sys.stdout
+
+        def tick(n: int = 1) -> None:
+            state["done"] += n
+            now = time.monotonic()
+            if state["done"] >= total or now - state["last"] >= self.every_s:
+                state["last"] = now
+                print(f"{description}: {state['done']}/{total}", file=stream, flush=True)
+
+        return tick
+
     def task(self, description: str, total: int) -> Callable[..., None]:
+        if self.plain:
+            return self._plain_task(description, total)
         if self.progress is None:
             return lambda n=1: None
         task = self.progress.add_task(description, total=total)

@@ -148,19 +148,20 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                      "false_alarms": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
                      "attacks": list(sets.attacks)}
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
-    total = len(kinds) * (sum(len(x) for x in (sets.fit_benign, sets.fit_adversarial, sets.calibration,
-                                                 sets.test_benign, sets.urban_test))
-                          + sum(len(x) for x in sets.attacks.values()) + sum(len(x) for x in sets.held_out.values()))
-    with ProgressBars(progress, stderr=True) as bars:
-        tick = bars.task("features (detectors × inputs)", total)
-        for kind in kinds:
-            # the uncertainty detector draws the run's realisations, so the run's cached features are its own
-            run = sets.settings
-            detector = (make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
-                                      classifier=uncertainty_classifier, target_fpr=TARGET_FPR)
-                        if kind == "uncertainty" else make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
-            source = FeatureSource(detector, run_dir, out_dir, sets.settings, tick)
-            t0 = time.perf_counter()
+    # inputs a detector measures (some sets overlap: a held-out corpus set is part of the test sources)
+    n_inputs = len({(e.kind, e.id) for group in (sets.fit_benign, sets.fit_adversarial, sets.calibration,
+                                                 sets.test_benign, sets.urban_test, *sets.attacks.values(),
+                                                 *sets.held_out.values()) for e in group})
+    for kind in kinds:
+        # the uncertainty detector draws the run's realisations, so the run's cached features are its own
+        run = sets.settings
+        detector = (make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
+                                  classifier=uncertainty_classifier, target_fpr=TARGET_FPR)
+                    if kind == "uncertainty" else make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
+        source = FeatureSource(detector, run_dir, out_dir, sets.settings)
+        t0 = time.perf_counter()
+        with ProgressBars(progress, stderr=True) as bars:
+            source.tick = bars.task(f"{kind}: features", n_inputs)
             fit_benign = source.table(sets.fit_benign)
             detector.fit_features(fit_benign, source.table(sets.fit_adversarial), source.table(sets.calibration))
             threshold = float(detector.threshold)
@@ -174,23 +175,25 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
             results["false_alarms"][kind] = {name: {"rate": float(np.mean(scores_of(entries) > threshold)),
                                                     "n": len(entries)}
                                              for name, entries in sets.held_out.items()}
-            folders = list(chosen_adaptive.get(kind, []))
-            if craft_adaptive > 0:
-                log.info("%s: crafting its adaptive attack on %d test sources", kind, craft_adaptive)
-                crafted = craft_adaptive_examples(kind, detector, recognizer, sets, out_dir, n=craft_adaptive,
-                                                  benign_rows=fit_benign, seed=seed, max_iter=adaptive_max_iter, progress=False)
-                folders += [crafted] if crafted is not None else []
-            for folder in folders:
-                entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rate,
-                                         kind=f"adaptive-{folder.name}")
-                attempted = _attempted(folder, sets.test_sources())
+        results["detectors"][kind] = {"name": detector.classifier.name,
+                                      "passes": int(detector.feature_extractor.config.n), "threshold": threshold,
+                                      "settings": _settings(detector), "seconds": time.perf_counter() - t0}
+        folders = list(chosen_adaptive.get(kind, []))
+        if craft_adaptive > 0:
+            log.info("%s: crafting its adaptive attack on %d test sources", kind, craft_adaptive)
+            crafted = craft_adaptive_examples(kind, detector, recognizer, sets, out_dir, n=craft_adaptive,
+                                              benign_rows=fit_benign, seed=seed, max_iter=adaptive_max_iter,
+                                              progress=progress)
+            folders += [crafted] if crafted is not None else []
+        for folder in folders:
+            entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rate,
+                                     kind=f"adaptive-{folder.name}")
+            with ProgressBars(progress, stderr=True) as bars:
+                source.tick = bars.task(f"{kind}: features of {folder.name}", len(entries))
                 benign = scores_of([e for e in sets.test_benign + sets.urban_test
                                     if e.source in {x.source for x in entries}])
                 results["adaptive"].setdefault(kind, {})[folder.name] = adaptive_summary(
-                    scores_of(entries), entries, attempted, threshold, benign, cw_rows)
-            results["detectors"][kind] = {"name": detector.classifier.name, "passes": int(detector.feature_extractor.config.n),
-                                          "threshold": threshold, "settings": _settings(detector),
-                                          "seconds": time.perf_counter() - t0}
+                    scores_of(entries), entries, _attempted(folder, sets.test_sources()), threshold, benign, cw_rows)
     results["seconds"] = time.perf_counter() - t_start
     results = without_nan(results)
     write_json(out_dir / "results.json", results)

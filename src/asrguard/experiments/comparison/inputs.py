@@ -173,6 +173,7 @@ class FeatureSource:
     """
 
     def __init__(self, detector, run_dir, out_dir, settings: Settings, tick: Callable[[], None] = lambda: None):
+        """``tick`` is called once per input measured (or read from the cache); reassign it between stages."""
         self.detector, self.tick = detector, tick
         self._seen: dict = {}  # (kind, id) -> features, so an input is read once per detector
         if detector.kind == "uncertainty":
