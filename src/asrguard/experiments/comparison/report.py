@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ...evaluate.tables import AurocCells, auroc_legend, markdown_table, number_cell
+from ...evaluate.tables import AurocCells, markdown_table, number_cell
 
 ATTACK_LABELS = {"cw": "CW", "dr": "DR", "nrr": "NRR", "ia": "IA", "us": "US"}
 
@@ -65,7 +65,8 @@ def tables_markdown(results: Mapping) -> str:
         without = [k for k in kinds if k not in results["adaptive"]]
         if without:
             body += [f"No adaptive attacker was run against: {', '.join(without)}.", ""]
-    return "\n".join(lines + cells.banner(quick=False) + ["", auroc_legend(), ""] + body)
+    # the banner (which ends with the legend) goes under the title but needs every AUROC cell counted first
+    return "\n".join(lines[:2] + cells.banner(quick=False) + lines[2:] + body)
 
 
 __all__ = ["tables_markdown"]
