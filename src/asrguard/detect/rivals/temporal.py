@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..detector import DEFAULT_TARGET_FPR
-from .base import RivalDetector, transcript_distance
+from .base import RivalDetector, max_with_tie_break, transcript_distance
 
 
 def matching_prefix(whole: str, part: str, fraction: float) -> str:
@@ -89,7 +89,7 @@ class TemporalDetector(RivalDetector):
         return features, {"transcript": transcripts[0], "compared": compared}
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return rows.max(axis=1)
+        return max_with_tie_break(rows)
 
 
 __all__ = ["TemporalDetector", "matching_prefix"]

@@ -24,7 +24,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...rng import derive
 from ..detector import DEFAULT_TARGET_FPR
-from .base import RivalDetector, transcript_distance
+from .base import RivalDetector, max_with_tie_break, transcript_distance
 from .transforms import TRANSFORMS, down_up, lpc_resynthesis, mel_inversion, quantize
 
 REDUCTIONS = ("max", "mean")
@@ -104,7 +104,7 @@ class TransformDetector(RivalDetector):
         return np.asarray(distances, dtype=np.float64), {"transcript": transcripts[0], "compared": compared}
 
     def _score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return rows.max(axis=1) if self.reduce == "max" else rows.mean(axis=1)
+        return max_with_tie_break(rows) if self.reduce == "max" else rows.mean(axis=1)
 
 
 __all__ = ["REDUCTIONS", "TransformDetector"]
