@@ -33,6 +33,23 @@ def clips(n: int, seed: int, *, noisy: bool = False, seconds: float = 0.4) -> li
     return out
 
 
+class TranscribeOnly:
+    """A recogniser with only the transcribe capability (as an ART estimator adapter has): no
+    batched realisations, no dropout, one input at a time through ``inner``."""
+
+    def __init__(self, inner):
+        self.inner, self.sample_rate = inner, inner.sample_rate
+
+    def transcribe(self, batch):
+        return self.inner.transcribe(batch)
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def normalize_text(self, text):
+        return text
+
+
 def fitted_detector(recognizer, classifier: str = "char-svm4") -> Detector:
     det = Detector(recognizer, FeatureExtractor(n=8, p=0.3, seed=0), make_classifier(classifier), target_fpr=0.1)
     return det.fit(clips(6, 0), clips(6, 1, noisy=True))

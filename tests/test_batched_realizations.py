@@ -9,7 +9,7 @@ from asrguard.asr.ctc import CTCConfig, CTCRecognizer
 from asrguard.errors import ConfigError
 from asrguard.uncertainty.features import FeatureExtractor
 from asrguard.uncertainty.realizations import draw_realizations_batch
-from _detect_helpers import clips, fitted_detector, tiny_recognizer
+from _detect_helpers import TranscribeOnly, clips, fitted_detector, tiny_recognizer
 
 RATE = 16000
 
@@ -85,20 +85,8 @@ def test_a_padded_batch_transcribes_each_utterance_as_alone(tiny):
     assert tiny.transcribe(audio) == [tiny.transcribe([x])[0] for x in audio]
 
 
-class NoBatching:
+class NoBatching(TranscribeOnly):
     """A recogniser without the batched capability: it offers only what the detector needs, one input at a time."""
-
-    def __init__(self, inner):
-        self.inner, self.sample_rate = inner, inner.sample_rate
-
-    def transcribe(self, batch):
-        return self.inner.transcribe(batch)
-
-    def fingerprint(self):
-        return self.inner.fingerprint()
-
-    def normalize_text(self, text):
-        return text
 
     def stochastic(self, p=None, *, seed):
         return self.inner.stochastic(p, seed=seed)

@@ -14,7 +14,7 @@ from asrguard.detect.rivals import (DistributionDetector, NoiseFloodDetector, Te
 from asrguard.detect.rivals.base import TIE_BREAK
 from asrguard.errors import AudioFileError, ConfigError, InvalidAudioError, MissingCapabilityError, ModelFileError
 from asrguard.evaluate.detection import auroc
-from _detect_helpers import clips, tiny_recognizer
+from _detect_helpers import TranscribeOnly, clips, tiny_recognizer
 
 KINDS = list(RIVALS)
 BENIGN, ADVERSARIAL = clips(6, 0), clips(6, 1, noisy=True)
@@ -212,22 +212,6 @@ def test_bad_settings_are_refused_when_built(setup, kind, settings, match):
     _, recognizer, _, _ = setup
     with pytest.raises(ConfigError, match=match):
         make_detector(kind, recognizer, **settings)
-
-
-class TranscribeOnly:
-    """A recogniser with only the transcribe capability (as an ART estimator adapter has)."""
-
-    def __init__(self, inner):
-        self.inner, self.sample_rate = inner, inner.sample_rate
-
-    def transcribe(self, batch):
-        return self.inner.transcribe(batch)
-
-    def fingerprint(self):
-        return self.inner.fingerprint()
-
-    def normalize_text(self, text):
-        return text
 
 
 def test_capabilities_are_checked_when_built(setup):

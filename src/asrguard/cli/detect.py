@@ -20,13 +20,17 @@ from . import options
 # `from . import` inside register is a cycle (the package imports this module).
 
 
-def _print_rival_explanation(console, path: Path, result: dict) -> None:
+def _print_verdict(console, path: Path, result: dict) -> None:
     colour = "red" if result["adversarial"] else "green"
     console.print(f"[bold]{path}[/]")
     console.print(f"  verdict:    [bold {colour}]{result['verdict'].upper()}[/]  "
                   f"(score {result['score']:+.3f}, threshold {result['threshold']:+.3f}, "
                   f"target FPR {100 * result['target_fpr']:g} %, {result['classifier']})")
     console.print(f"  transcript: {result['transcript'] or '(empty)'}")
+
+
+def _print_rival_explanation(console, path: Path, result: dict) -> None:
+    _print_verdict(console, path, result)
     compared = result["evidence"].get("compared")
     if compared:  # the transcripts the detector compared with the input's own
         table = Table(title=f"{result['detector']} detector: what was compared", title_justify="left")
@@ -45,12 +49,7 @@ def _print_explanation(console, path: Path, result: dict) -> None:
     if result.get("detector", "uncertainty") != "uncertainty":
         _print_rival_explanation(console, path, result)
         return
-    colour = "red" if result["adversarial"] else "green"
-    console.print(f"[bold]{path}[/]")
-    console.print(f"  verdict:    [bold {colour}]{result['verdict'].upper()}[/]  "
-                  f"(score {result['score']:+.3f}, threshold {result['threshold']:+.3f}, "
-                  f"target FPR {100 * result['target_fpr']:g} %, {result['classifier']})")
-    console.print(f"  transcript: {result['transcript'] or '(empty)'}")
+    _print_verdict(console, path, result)
     table = Table(title=f"{result['realizations']} dropout realisations at p={result['p']}: "
                         f"{len(result['distinct'])} distinct", title_justify="left")
     table.add_column("count", justify="right")

@@ -40,6 +40,7 @@ from ...evaluate.tables import AUROC_INTERVAL
 from ...fileio import atomic_write_text
 from ..common import ProgressBars, without_nan, write_json
 from ..jayashankar2020 import run as reproduce_jayashankar2020
+from ..jayashankar2020.attacks import distortion as rows_distortion
 from .adaptive import ADAPTIVE_ATTACKS, craft_adaptive as craft_adaptive_examples
 from .inputs import ComparisonSets, Entry, FeatureSource, attack_entries, comparison_sets
 from .report import tables_markdown
@@ -70,11 +71,8 @@ def cell_metrics(benign: np.ndarray, adversarial: np.ndarray, threshold: float) 
 
 
 def distortion(rows: Sequence[Mapping]) -> dict:
-    """Mean dB_x(δ) and median SNR of manifest rows (``None`` when there are none)."""
-    db = [r["db_x_delta"] for r in rows if r.get("db_x_delta") is not None]
-    snr = [r["snr_db"] for r in rows if r.get("snr_db") is not None]
-    return {"mean_db_x_delta": float(np.mean(db)) if db else None,
-            "median_snr_db": float(np.median(snr)) if snr else None, "n": len(rows)}
+    """Mean dB_x(δ), median SNR and the number of manifest rows."""
+    return {**rows_distortion(rows), "n": len(rows)}
 
 
 def adaptive_summary(scores: np.ndarray, entries: list[Entry], attempted: int, threshold: float,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -126,6 +126,19 @@ def attack_folder(root: Path, name: str, config_hash: str, settings: Settings) -
     return root / f"{name}-{config_hash}{targets}"
 
 
+def distortion(rows: Sequence[Mapping]) -> dict:
+    """Mean dB_x(δ) and median SNR of manifest rows (``None`` when none has them).
+
+    Example:
+        >>> distortion([{"db_x_delta": -30.0, "snr_db": 20.0}, {"db_x_delta": -20.0, "snr_db": 10.0}])
+        {'mean_db_x_delta': -25.0, 'median_snr_db': 15.0}
+    """
+    db = [r["db_x_delta"] for r in rows if r.get("db_x_delta") is not None]
+    snr = [r["snr_db"] for r in rows if r.get("snr_db") is not None]
+    return {"mean_db_x_delta": float(np.mean(db)) if db else None,
+            "median_snr_db": float(np.median(snr)) if snr else None}
+
+
 def attack_summary(rows: dict) -> dict:
     """Success rates, distortion and time of one attack's manifest rows.
 
@@ -136,18 +149,15 @@ def attack_summary(rows: dict) -> dict:
     """
     done = list(rows.values())
     ok = [r for r in done if r.get("success")]
-    db = [r["db_x_delta"] for r in ok if r.get("db_x_delta") is not None]
-    snr = [r["snr_db"] for r in ok if r.get("snr_db") is not None]
     return {
         "n_attempted": len(done), "n_success": len(ok), "n_skipped": sum(1 for r in done if r.get("skipped")),
         "success_rate": len(ok) / len(done) if done else None,
         "success_with_dropout_rate": (sum(bool(r.get("success_with_dropout")) for r in done) / len(done)
                                       if done else None),
-        "mean_db_x_delta": float(np.mean(db)) if db else None,
-        "median_snr_db": float(np.median(snr)) if snr else None,
+        **distortion(ok),
         "attack_seconds": float(sum(float(r.get("wall_seconds") or 0.0) for r in done)),
     }
 
 
-__all__ = ["attack_folder", "attack_summary", "chosen_attacks", "claim_for_setup", "craft_attack",
+__all__ = ["attack_folder", "attack_summary", "distortion", "chosen_attacks", "claim_for_setup", "craft_attack",
            "successful_examples"]
