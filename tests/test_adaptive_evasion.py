@@ -236,3 +236,47 @@ def test_the_factory_builds_each_by_name(rec):
     assert bpda_attack.names == ["mel", "quantize"] and bpda_attack.config.fresh_seeds
     stats = make_attack("stats-penalty", rec, {"reference": ",".join(["0.5"] * 24)})
     assert stats.config.reference == (0.5,) * 24 and stats.detector is None
+
+
+@pytest.fixture(scope="module")
+def combined(rec):
+    from asrguard.detect.combined import CombinedDetector
+    return CombinedDetector(rec, n=4, p=0.3, target_fpr=0.2).fit(clips(4, 0), clips(4, 1, noisy=True))
+
+
+def test_combined_evasion_lowers_its_objective_within_the_bound(rec, combined):
+    from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+    attack = CombinedEvasionAttack(rec, CombinedEvasionConfig(masks_per_step=2, **SHORT), detector=combined)
+    result = _descends(attack, speechlike(0.5, seed=9))
+    assert result.extra["combined_flagged"] == (result.extra["combined_score"] > combined.threshold_)
+    # every kind of evidence is in the objective: dropping one changes its value
+    x = _batch(speechlike(0.5, seed=9))
+    with torch.no_grad():
+        full = float(attack.objective(x, [TARGET], 0)[0])
+        for weight in ("beta_dropout", "gamma", "beta", "beta_noise"):
+            other = CombinedEvasionAttack(rec, CombinedEvasionConfig(masks_per_step=2, **{**SHORT, weight: 0.0}),
+                                          detector=combined)
+            assert float(other.objective(x, [TARGET], 0)[0]) < full
+
+
+def test_combined_evasion_checks_with_its_own_seed_and_asks_the_detector(rec, combined, tmp_path):
+    from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+    attack = CombinedEvasionAttack(rec, CombinedEvasionConfig(**SHORT), detector=combined)
+    assert attack.detector.seed != combined.seed and attack.detector is not combined
+    assert attack.detector.threshold_ == combined.threshold_ and combined.seed == 0  # the detector is untouched
+    x = speechlike(0.5, seed=8)
+    said = rec.transcribe([x])[0]
+    attack.detector.threshold_ = np.inf
+    assert attack.is_success(_batch(x), [said], 0).tolist() == [True]
+    attack.detector.threshold_ = -np.inf  # the detector flags everything: the target alone no longer counts
+    assert attack.is_success(_batch(x), [said], 0).tolist() == [False]
+    # a detector in memory joins the config (and so the folder's hash); a saved one by its folder
+    other = type(combined)(rec, n=4, p=0.3, C=1.0, target_fpr=0.2).fit(clips(4, 0), clips(4, 1, noisy=True))
+    assert CombinedEvasionAttack(rec, detector=other).config_hash != CombinedEvasionAttack(rec, detector=combined).config_hash
+    built = make_attack("combined-evasion", rec, {"detector": str(combined.save(tmp_path / "combined"))})
+    assert built.detector.fingerprint() != combined.fingerprint()  # another seed ...
+    assert built.detector.copy_with_seed(0).fingerprint() == combined.fingerprint()  # ... of the same detector
+    with pytest.raises(ConfigError, match="needs a fitted combined detector"):
+        make_attack("combined-evasion", rec)
+    with pytest.raises(ConfigError, match="masks_per_step"):
+        CombinedEvasionConfig(masks_per_step=1)

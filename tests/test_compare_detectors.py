@@ -59,7 +59,7 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     cw_folder = next((tmp_path / "attacks").glob("cw-*"))
 
     out = tmp_path / "compare"
-    kinds = ("uncertainty", "temporal", "distribution")
+    kinds = ("uncertainty", "temporal", "distribution", "combined")
     results = compare(out, run_dir=tmp_path / "run", kinds=kinds, adaptive={"temporal": [cw_folder]},
                       craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
     n_test = json.loads((tmp_path / "run" / "results.json").read_text())["split"]["n_test_sources"]
@@ -73,11 +73,13 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
         assert all(0.0 <= a["rate"] <= 1.0 for a in alarms.values())
     assert results["detectors"]["uncertainty"]["passes"] == 8  # the run's realisations, not the default 50
     assert results["detectors"]["distribution"]["passes"] == 1
+    assert results["detectors"]["combined"]["passes"] == 8 + 1 + 4 + 4  # realisations, the input, the copies
     adaptive = results["adaptive"]["temporal"][cw_folder.name]
     assert adaptive["attempted"] == adaptive["reached_target"] == n_test
     assert 0 <= adaptive["evaded"] <= n_test
     # each detector's own attacker ran on two test sources, toward CW's targets, under CW's bound
-    for kind, attack in (("uncertainty", "eot-dropout"), ("distribution", "stats-penalty")):
+    for kind, attack in (("uncertainty", "eot-dropout"), ("distribution", "stats-penalty"),
+                         ("combined", "combined-evasion")):
         (name, crafted), = results["adaptive"][kind].items()
         assert name.startswith(attack + "-") and crafted["attempted"] == 2
         rows = [json.loads(line) for line in (out / "adaptive" / name / "manifest.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""The four rival detectors behind the Detector API, on a tiny CTC model and generated audio."""
+"""The four rival detectors and the combined one behind the Detector API, on a tiny CTC model and generated audio."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from asrguard.detect.detector import ARRAYS_NAME, DOCUMENT_NAME, Detector
-from asrguard.detect.registry import RIVALS, load_detector, make_detector
+from asrguard.detect.registry import FEATURE_DETECTORS, load_detector, make_detector
 from asrguard.detect.rivals import (DistributionDetector, NoiseFloodDetector, TemporalDetector, TransformDetector,
                                     transcript_distance)
 from asrguard.detect.rivals.base import TIE_BREAK
@@ -16,7 +16,7 @@ from asrguard.errors import AudioFileError, ConfigError, InvalidAudioError, Miss
 from asrguard.evaluate.detection import auroc
 from _detect_helpers import TranscribeOnly, clips, tiny_recognizer
 
-KINDS = list(RIVALS)
+KINDS = list(FEATURE_DETECTORS)
 BENIGN, ADVERSARIAL = clips(6, 0), clips(6, 1, noisy=True)
 
 

@@ -30,12 +30,24 @@ Down- and up-sampling is linear and is backpropagated through its torch twin
 resynthesis and quantisation (whose gradient is zero almost everywhere) use BPDA (Athalye,
 Carlini & Wagner 2018): the real transform forward, the identity backward (:func:`bpda`). An
 iterate succeeds when ``x + δ`` and every transformed copy say the target.
+
+:class:`CombinedEvasionAttack` (``combined-evasion``) attacks the ``combined`` detector
+(:mod:`asrguard.detect.combined`) on all of its evidence at once, with its members' settings:
+
+    min_δ  ℓ(x + δ, t) + β_d · (1/K) Σ_k ℓ_{m_k}(x + δ, t) + γ · D + β · mean_T ℓ(T(x + δ), t)
+                       + β_n · mean_j ℓ(x + δ + n_j, t)
+
+the dropout terms as ``eot-dropout`` (its own fresh masks), the transform terms as
+``bpda-transform`` and ``n_j`` band-limited noise at each of the noise member's SNRs, drawn
+afresh every step (an expectation over the flooding). An iterate succeeds when the transcript
+is the target and the detector, with dropout masks and noise from a seed of the attacker's own
+(never the detector's), scores it at or below its threshold.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -43,11 +55,13 @@ import torch
 import torch.nn.functional as F
 
 from ..asr.base import AudioBatch, require
+from ..detect.combined import CombinedDetector
 from ..detect.rivals.distribution import LOG_FLOOR
+from ..detect.rivals.noise import band_noise
 from ..detect.rivals.transform import TransformDetector
 from ..detect.rivals.transforms import TRANSFORMS, down_up_torch
 from ..errors import ConfigError
-from ..rng import derive
+from ..rng import derive, generator
 from .cw import CWAttack, CWConfig
 
 
@@ -113,6 +127,28 @@ def realization_disagreement(log_probs: Sequence[torch.Tensor], lengths: Sequenc
     return (kl * valid).sum(1) / valid.sum(1).clamp(min=1.0)
 
 
+def dropout_terms(attack: CWAttack, batch: AudioBatch, targets: Sequence[str], *, p: float, draws: int, seed: int,
+                  step: int, disagreement: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The EOT dropout terms: mean target loss over ``draws`` masks and (optionally) their disagreement ``D``.
+
+    The masks come from ``rng.derive(seed, "eot", step, k)``, fresh every step; ``D`` is
+    measured on the same draws (a second pass under the same seed draws the same masks).
+    Both are ``(B,)``; ``D`` is None unless asked for.
+    """
+    drawn, passes = [], []
+    for k in range(draws):
+        draw_seed = derive(seed, "eot", step, k)
+        with attack.recognizer.stochastic(p, seed=draw_seed):
+            drawn.append(attack.target_loss(batch, targets))
+        if disagreement:
+            with attack.recognizer.stochastic(p, seed=draw_seed):
+                passes.append(attack.recognizer.log_probs(batch))
+    mean_loss = torch.stack(drawn).mean(0)
+    if not passes:
+        return mean_loss, None
+    return mean_loss, realization_disagreement([lp for lp, _ in passes], [n for _, n in passes])
+
+
 class EOTDropoutAttack(CWAttack):
     """CW toward the target under the expectation over random dropout masks (the detector's seed is secret).
 
@@ -133,20 +169,10 @@ class EOTDropoutAttack(CWAttack):
 
     def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
         c = self.config
-        loss = self.target_loss(batch, targets)
-        drawn, passes = [], []
-        for k in range(c.masks_per_step):
-            seed = derive(c.seed, "eot", step, k)
-            with self.recognizer.stochastic(c.p, seed=seed):
-                drawn.append(self.target_loss(batch, targets))
-            if c.gamma > 0:
-                # a second pass under the same seed draws the same masks: D is measured on the same draws
-                with self.recognizer.stochastic(c.p, seed=seed):
-                    passes.append(self.recognizer.log_probs(batch))
-        loss = loss + c.beta * torch.stack(drawn).mean(0)
-        if passes:
-            loss = loss + c.gamma * realization_disagreement([lp for lp, _ in passes], [n for _, n in passes])
-        return loss
+        mean_loss, disagreement = dropout_terms(self, batch, targets, p=c.p, draws=c.masks_per_step, seed=c.seed,
+                                                step=step, disagreement=c.gamma > 0)
+        loss = self.target_loss(batch, targets) + c.beta * mean_loss
+        return loss if disagreement is None else loss + c.gamma * disagreement
 
     def target_fraction(self, waveform: np.ndarray, target: str, seed: int) -> float:
         """Share of ``n_check`` realisations at rate ``p`` from ``seed`` that say ``target``."""
@@ -242,6 +268,25 @@ def bpda(x: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
     return transform(x.detach()).to(approx.dtype) + (approx - approx.detach())
 
 
+def transformed_batch(batch: AudioBatch, transformer: TransformDetector, name: str) -> AudioBatch:
+    """``batch`` after ``transformer``'s transformation ``name`` (each utterance on its own samples), BPDA-wrapped.
+
+    ``resample`` is differentiated through its torch twin; the others backward as the identity.
+    """
+    rate, low_rate = transformer.recognizer.sample_rate, transformer.low_rate
+
+    def real(w: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(transformer.transform(name, w.numpy()))
+
+    def differentiable(w: torch.Tensor) -> torch.Tensor:
+        return down_up_torch(w, rate, low_rate=low_rate)
+
+    width = batch.waveforms.shape[1]
+    rows = [bpda(batch.waveforms[i, : int(n)], real, differentiable if name == "resample" else None)
+            for i, n in enumerate(batch.lengths)]
+    return batch.with_waveforms(torch.stack([F.pad(r, (0, width - len(r))) for r in rows]))
+
+
 class BPDATransformAttack(CWAttack):
     """CW toward the target on the input and on each of the detector's transformed copies of it.
 
@@ -270,18 +315,7 @@ class BPDATransformAttack(CWAttack):
         ``seed`` replaces ``transform_seed`` for the randomised transforms.
         """
         self.transformer.set_mask_seed(self.config.transform_seed if seed is None else seed)
-        rate = self.recognizer.sample_rate
-
-        def real(w: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(self.transformer.transform(name, w.numpy()))
-
-        def differentiable(w: torch.Tensor) -> torch.Tensor:
-            return down_up_torch(w, rate, low_rate=self.config.low_rate)
-
-        width = batch.waveforms.shape[1]
-        rows = [bpda(batch.waveforms[i, : int(n)], real, differentiable if name == "resample" else None)
-                for i, n in enumerate(batch.lengths)]
-        return batch.with_waveforms(torch.stack([F.pad(r, (0, width - len(r))) for r in rows]))
+        return transformed_batch(batch, self.transformer, name)
 
     def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
         c = self.config
@@ -306,5 +340,104 @@ class BPDATransformAttack(CWAttack):
                 "success_all_transforms": bool(matched.all())}
 
 
-__all__ = ["AdaptiveConfig", "BPDATransformAttack", "BPDATransformConfig", "EOTDropoutAttack", "EOTDropoutConfig",
-           "bpda", "realization_disagreement"]
+@dataclass
+class CombinedEvasionConfig(AdaptiveConfig):
+    """Settings of :class:`CombinedEvasionAttack`; the dropout rate, transforms and noise are the detector's.
+
+    Attributes:
+        detector: folder of a saved ``combined`` detector (or pass a fitted one to the attack).
+        masks_per_step: dropout draws ``K`` per step, from fresh seeds.
+        beta_dropout: weight of the draws' mean target loss; gamma: of their disagreement ``D``.
+        beta: weight of the transformed copies' mean target loss (when the detector has ``transform``).
+        beta_noise: weight of the flooded copies' mean target loss (when it has ``noise-flood``).
+    """
+
+    detector: str = ""
+    masks_per_step: int = 4
+    beta_dropout: float = 1.0
+    gamma: float = 1.0
+    beta: float = 1.0
+    beta_noise: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.masks_per_step < 2:
+            raise ConfigError("masks_per_step must be >= 2 (the disagreement D needs two draws)")
+        if min(self.beta_dropout, self.gamma, self.beta, self.beta_noise) < 0:
+            raise ConfigError("the weights beta_dropout, gamma, beta and beta_noise must be >= 0")
+
+
+class CombinedEvasionAttack(CWAttack):
+    """CW toward the target against every kind of evidence a ``combined`` detector reads.
+
+    Example (skipped: needs a recogniser and a fitted combined detector ``det``):
+        >>> attack = CombinedEvasionAttack(recognizer, CombinedEvasionConfig(), detector=det)   # doctest: +SKIP
+        >>> attack.generate([x], ["stop"])[0].extra["combined_flagged"]                        # doctest: +SKIP
+        False
+    """
+
+    name = "combined-evasion"
+    config_class = CombinedEvasionConfig
+    requires = ("transcribe", "loss", "stochastic", "posteriors")
+
+    def __init__(self, recognizer, config: CombinedEvasionConfig | None = None,
+                 detector: CombinedDetector | None = None):
+        super().__init__(recognizer, config)
+        if detector is None and self.config.detector:
+            detector = CombinedDetector.load(self.config.detector, recognizer)
+        if not isinstance(detector, CombinedDetector) or detector.threshold_ is None:
+            raise ConfigError("the combined-evasion attack needs a fitted combined detector (detector= folder, "
+                              "or pass one to the attack)")
+        if not self.config.detector:  # a detector passed in memory: its identity joins the config hash
+            self.config = replace(self.config, detector=f"in memory, fingerprint {detector.fingerprint()}")
+        # the attacker's own copy, whose masks and noise come from its own seeds
+        self.detector = detector.copy_with_seed(derive(self.config.seed, "combined-check"))
+        self.transform = detector.members.get("transform")
+        self.noise = detector.members.get("noise-flood")
+
+    def _flooded(self, batch: AudioBatch, step: int) -> list[AudioBatch]:
+        rate, width = self.recognizer.sample_rate, batch.waveforms.shape[1]
+        out = []
+        for index, snr in enumerate(self.noise.snr_db):
+            rows = []
+            for i, n in enumerate(batch.lengths):
+                w = batch.waveforms[i, : int(n)]
+                rms = torch.sqrt(torch.mean(w.detach() ** 2))
+                unit = torch.from_numpy(band_noise(int(n), rate, self.noise.band_hz,
+                                                   generator(self.config.seed, "flood", step, index, i)))
+                noisy = torch.clamp(w + unit.to(w.dtype) * rms / 10 ** (snr / 20), -1.0, 1.0)
+                rows.append(F.pad(noisy, (0, width - int(n))))
+            out.append(batch.with_waveforms(torch.stack(rows)))
+        return out
+
+    def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
+        c = self.config
+        mean_loss, disagreement = dropout_terms(self, batch, targets, p=self.detector.p, draws=c.masks_per_step,
+                                                seed=c.seed, step=step, disagreement=c.gamma > 0)
+        loss = self.target_loss(batch, targets) + c.beta_dropout * mean_loss
+        if disagreement is not None:
+            loss = loss + c.gamma * disagreement
+        if self.transform is not None and c.beta > 0:
+            self.transform.set_mask_seed(derive(c.seed, "bpda", step))  # its Griffin-Lim phase and LPC noise
+            copies = [self.target_loss(transformed_batch(batch, self.transform, name), targets)
+                      for name in self.transform.transforms]
+            loss = loss + c.beta * torch.stack(copies).mean(0)
+        if self.noise is not None and c.beta_noise > 0:
+            flooded = [self.target_loss(b, targets) for b in self._flooded(batch, step)]
+            loss = loss + c.beta_noise * torch.stack(flooded).mean(0)
+        return loss
+
+    def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
+        ok = super().is_success(batch, targets, step)
+        for i in np.flatnonzero(ok):
+            ok[i] = not self.detector.predict(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy())
+        return ok
+
+    def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
+        score = self.detector.score(adversarial)
+        return {"combined_score": score, "combined_flagged": bool(score > self.detector.threshold_)}
+
+
+__all__ = ["AdaptiveConfig", "BPDATransformAttack", "BPDATransformConfig", "CombinedEvasionAttack",
+           "CombinedEvasionConfig", "EOTDropoutAttack", "EOTDropoutConfig", "bpda", "dropout_terms",
+           "realization_disagreement", "transformed_batch"]

@@ -13,7 +13,7 @@ import dataclasses
 from ..errors import ConfigError
 
 ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask", "pgd", "eot-dropout", "bpda-transform",
-           "stats-penalty")
+           "stats-penalty", "combined-evasion")
 
 
 def _setting_type(field: dataclasses.Field) -> type | None:
@@ -31,7 +31,7 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     # keeps asrguard --help fast: the attacks import torch, and cli/attack.py imports this module at startup
     from .adaptive import KnownMaskAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
-    from .evasion import BPDATransformAttack, EOTDropoutAttack
+    from .evasion import BPDATransformAttack, CombinedEvasionAttack, EOTDropoutAttack
     from .imperceptible import ImperceptibleAttack
     from .pgd import PGDAttack
     from .stats_penalty import StatsPenaltyAttack
@@ -40,7 +40,7 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     classes = {"cw": CWAttack, "dr": DRAttack, "nrr": NRRAttack, "ia": ImperceptibleAttack, "us": USAttack,
                "universal": UniversalAttack, "known-mask": KnownMaskAttack, "pgd": PGDAttack,
                "eot-dropout": EOTDropoutAttack, "bpda-transform": BPDATransformAttack,
-               "stats-penalty": StatsPenaltyAttack}
+               "stats-penalty": StatsPenaltyAttack, "combined-evasion": CombinedEvasionAttack}
     if name not in classes:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     cls = classes[name]

@@ -38,11 +38,12 @@ def register(app: typer.Typer) -> None:
                                 "are compared on (default: make one in OUT/run)."),
         kinds: str = typer.Option("all", "--detectors", help="Comma-separated detector kinds to compare, or all "
                                                              "(uncertainty, distribution, transform, temporal, "
-                                                             "noise-flood)."),
+                                                             "noise-flood, combined)."),
         adaptive: List[str] = typer.Option([], "--adaptive", metavar="KIND=FOLDER", help="KIND=FOLDER: an attack folder of adaptive "
                                                                   "examples made against that detector (repeatable)."),
         craft_adaptive: int = typer.Option(30, "--adaptive-n", help="Run each detector's own adaptive attacker "
-                                                                   "(eot-dropout, bpda-transform, stats-penalty) on "
+                                                                   "(eot-dropout, bpda-transform, stats-penalty, "
+                                                                   "combined-evasion) on "
                                                                    "this many test sources (0: none)."),
         adaptive_max_iter: int = typer.Option(600, "--adaptive-max-iter", help="Steps at most per adaptive example."),
         quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),

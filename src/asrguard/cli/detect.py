@@ -153,7 +153,8 @@ def register(app: typer.Typer) -> None:
                                         "(their successful examples). Omit to fit the one-class Gaussian."),
         out: Path = typer.Option(..., "--out", help="Folder to write the detector to."),
         kind: str = typer.Option("uncertainty", "--detector-kind", help="uncertainty (dropout, the default), "
-                                 "distribution, transform, temporal or noise-flood (see docs/detectors.md)."),
+                                 "distribution, transform, temporal, noise-flood, or combined (dropout + "
+                                 "transform + noise-flood; needs --adversarial); see docs/detectors.md."),
         setting: Optional[List[str]] = typer.Option(
             None, "--setting", help="A rival detector's setting as KEY=VALUE (repeatable), e.g. transforms=mel,lpc "
                                     "or snr_db=30,20; see docs/detectors.md."),
@@ -170,8 +171,9 @@ def register(app: typer.Typer) -> None:
     ):
         """Fit a detector on your own benign (and adversarial) audio and save it (JSON + safetensors).
 
-        --detector-kind picks the family: the dropout-uncertainty detector (default) or a rival
-        (distribution, transform, temporal, noise-flood) with its --setting values. `asrguard detect`
+        --detector-kind picks the family: the dropout-uncertainty detector (default), a rival
+        (distribution, transform, temporal, noise-flood) or the combined detector, with its
+        --setting values (combined: n=, p=, members=, C=). `asrguard detect`
         and `asrguard serve` load whichever kind the folder holds.
         """
         from ..detect.classifiers import make_classifier

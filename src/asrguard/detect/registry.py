@@ -8,6 +8,7 @@ kind              evidence                                                     c
 ``transform``     transcript change under audio transformations (WaveGuard)    ``TransformDetector``
 ``temporal``      first part's transcript against the whole's (Yang et al.)    ``TemporalDetector``
 ``noise-flood``   transcript change under band-limited noise (Rajaratnam)      ``NoiseFloodDetector``
+``combined``      dropout uncertainty + transform and noise-flood distances    ``CombinedDetector``
 ================  ===========================================================  ========================
 
 A saved ``detector.json`` records its kind (files without one are ``uncertainty``), so
@@ -31,11 +32,14 @@ from ..errors import ConfigError, ModelFileError
 from ..uncertainty.features import FeatureExtractor
 from ..uncertainty.realizations import DEFAULT_N, DEFAULT_P, DEFAULT_SEED
 from .classifiers import make_classifier
+from .combined import CombinedDetector
 from .detector import DEFAULT_TARGET_FPR, DOCUMENT_NAME, Detector
 from .rivals import DistributionDetector, NoiseFloodDetector, TemporalDetector, TransformDetector
 
 RIVALS = {cls.kind: cls for cls in (DistributionDetector, TransformDetector, TemporalDetector, NoiseFloodDetector)}
-KINDS = (Detector.kind, *RIVALS)
+#: Every kind built from features on the rivals' base class: the rivals and the combined detector.
+FEATURE_DETECTORS = {**RIVALS, CombinedDetector.kind: CombinedDetector}
+KINDS = (Detector.kind, *FEATURE_DETECTORS)
 UNCERTAINTY_SETTINGS = ("n", "p", "seed", "classifier", "max_distance", "target_fpr")
 
 
@@ -48,9 +52,9 @@ def settings_of(kind: str) -> tuple[str, ...]:
     """
     if kind == Detector.kind:
         return UNCERTAINTY_SETTINGS
-    if kind not in RIVALS:
+    if kind not in FEATURE_DETECTORS:
         raise ConfigError(f"unknown detector kind {kind!r}; choose from {', '.join(KINDS)}")
-    parameters = inspect.signature(RIVALS[kind].__init__).parameters
+    parameters = inspect.signature(FEATURE_DETECTORS[kind].__init__).parameters
     return tuple(name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY)
 
 
@@ -58,7 +62,7 @@ def make_detector(kind: str, recognizer, **settings):
     """A fresh (unfitted) detector of ``kind`` for ``recognizer``; ``settings`` are its keyword settings.
 
     ``uncertainty`` takes ``n``, ``p``, ``seed``, ``classifier``, ``max_distance`` and
-    ``target_fpr``; the rivals take their constructors' keywords (see :func:`settings_of`).
+    ``target_fpr``; the rivals and ``combined`` take their constructors' keywords (see :func:`settings_of`).
 
     Example:
         >>> make_detector("fast", None)  # doctest: +ELLIPSIS
@@ -77,7 +81,7 @@ def make_detector(kind: str, recognizer, **settings):
                                         else {}))
         return Detector(recognizer, extractor, make_classifier(settings.get("classifier", "char-svm4"), seed=seed),
                         target_fpr=float(settings.get("target_fpr", DEFAULT_TARGET_FPR)))
-    return RIVALS[kind](recognizer, **settings)
+    return FEATURE_DETECTORS[kind](recognizer, **settings)
 
 
 def saved_kind(directory: str | os.PathLike) -> str:
@@ -100,8 +104,8 @@ def saved_kind(directory: str | os.PathLike) -> str:
 def load_detector(directory: str | os.PathLike, recognizer, *, allow_unverified: bool = False):
     """A saved detector of any kind, for ``recognizer``, with every check of its class's ``load``."""
     kind = saved_kind(directory)
-    cls = Detector if kind == Detector.kind else RIVALS[kind]
+    cls = Detector if kind == Detector.kind else FEATURE_DETECTORS[kind]
     return cls.load(directory, recognizer, allow_unverified=allow_unverified)
 
 
-__all__ = ["KINDS", "RIVALS", "load_detector", "make_detector", "saved_kind", "settings_of"]
+__all__ = ["FEATURE_DETECTORS", "KINDS", "RIVALS", "load_detector", "make_detector", "saved_kind", "settings_of"]

@@ -107,8 +107,13 @@ class NoiseFloodDetector(RivalDetector):
             out.append(np.clip(x + noise, -1.0, 1.0).astype(np.float32))
         return out
 
+    copies_of = noisy_copies
+
     def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
-        transcripts = self.recognizer.transcribe([waveform] + self.noisy_copies(waveform))
+        return self.compare_transcripts(self.recognizer.transcribe([waveform] + self.noisy_copies(waveform)))
+
+    def compare_transcripts(self, transcripts: list[str]) -> tuple[np.ndarray, dict]:
+        """Features and evidence from the transcripts of the input and of :meth:`noisy_copies`, in that order."""
         normalize = self.recognizer.normalize_text
         reference = normalize(transcripts[0])
         compared = [{"what": f"snr {snr:g} dB, draw {d}", "snr_db": snr, "transcript": t,

@@ -93,9 +93,15 @@ class TransformDetector(RivalDetector):
             return quantize(waveform, rate, bits=self.bits)
         raise ConfigError(f"unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
 
+    def copies_of(self, waveform: np.ndarray) -> list[np.ndarray]:
+        """The transformed copies of ``waveform`` that are transcribed, in :attr:`feature_names` order."""
+        return [self.transform(name, waveform) for name in self.transforms]
+
     def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
-        copies = [waveform] + [self.transform(name, waveform) for name in self.transforms]
-        transcripts = self.recognizer.transcribe(copies)
+        return self.compare_transcripts(self.recognizer.transcribe([waveform] + self.copies_of(waveform)))
+
+    def compare_transcripts(self, transcripts: list[str]) -> tuple[np.ndarray, dict]:
+        """Features and evidence from the transcripts of the input and of :meth:`copies_of`, in that order."""
         normalize = self.recognizer.normalize_text
         reference = normalize(transcripts[0])
         distances = [transcript_distance(reference, normalize(t)) for t in transcripts[1:]]

@@ -47,8 +47,8 @@ from .report import tables_markdown
 
 log = logging.getLogger(__name__)
 
-#: The detectors compared by default: the paper's (dropout uncertainty) and the four rivals.
-DEFAULT_KINDS = ("uncertainty", "distribution", "transform", "temporal", "noise-flood")
+#: The detectors compared by default: the paper's (dropout uncertainty), the four rivals and the combined one.
+DEFAULT_KINDS = ("uncertainty", "distribution", "transform", "temporal", "noise-flood", "combined")
 TARGET_FPR = 0.05
 
 
@@ -155,7 +155,10 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
         run = sets.settings
         detector = (make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
                                   classifier=uncertainty_classifier, target_fpr=TARGET_FPR)
-                    if kind == "uncertainty" else make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
+                    if kind == "uncertainty" else
+                    make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
+                                  target_fpr=TARGET_FPR) if kind == "combined" else
+                    make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
         source = FeatureSource(detector, run_dir, out_dir, sets.settings)
         t0 = time.perf_counter()
         with ProgressBars(progress, stderr=True) as bars:

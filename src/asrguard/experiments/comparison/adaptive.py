@@ -6,13 +6,17 @@ its benign reference) but not its secret randomness: the dropout attacker draws 
 objective, so it works under CW's distortion bound; it attacks the test sources CW succeeded on,
 toward CW's own targets, so the two can be compared source by source.
 
-=================  ==================  ==========================================================
-detector           attack              what it adds to CW
-=================  ==================  ==========================================================
-``uncertainty``    ``eot-dropout``     target loss over its own dropout draws, and their disagreement
-``transform``      ``bpda-transform``  target loss on each transformed copy (BPDA where needed)
-``distribution``   ``stats-penalty``   a pull of the output statistics toward benign values
-=================  ==================  ==========================================================
+=================  ======================  =====================================================
+detector           attack                  what it adds to CW
+=================  ======================  =====================================================
+``uncertainty``    ``eot-dropout``         target loss over its own dropout draws, and their
+                                           disagreement
+``transform``      ``bpda-transform``      target loss on each transformed copy (BPDA where needed)
+``distribution``   ``stats-penalty``       a pull of the output statistics toward benign values
+``combined``       ``combined-evasion``    the dropout and transform terms above, and target loss
+                                           under fresh band-limited noise; success asks the
+                                           detector's verdict (with the attacker's own seed)
+=================  ======================  =====================================================
 
 ``temporal`` and ``noise-flood`` have no adaptive attacker yet.
 
@@ -26,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig
+from ...attacks.evasion import (BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack,
+                                CombinedEvasionConfig, EOTDropoutAttack, EOTDropoutConfig)
 from ...attacks.runner import run_attack
 from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
 from ...attacks.targets import FixedTargets
@@ -34,7 +39,8 @@ from ...data.records import Utterance
 from .inputs import ComparisonSets
 
 #: The adaptive attack made against each detector kind.
-ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty"}
+ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty",
+                    "combined": "combined-evasion"}
 #: Weight of the dropout attacker's disagreement penalty (the mutual information the detector reads).
 EOT_GAMMA = 1.0
 
@@ -57,6 +63,9 @@ def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max
         config = StatsPenaltyConfig(reference=tuple(map(float, np.mean(benign_rows, axis=0))),
                                     scale=tuple(map(float, detector.scale_)), seed=seed, max_iter=max_iter)
         return StatsPenaltyAttack(recognizer, config, detector=detector)
+    if kind == "combined":
+        config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=seed, max_iter=max_iter)
+        return CombinedEvasionAttack(recognizer, config, detector=detector)
     return None
 
 

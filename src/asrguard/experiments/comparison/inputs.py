@@ -26,6 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -169,14 +170,23 @@ class FeatureSource:
     """Features of entries for one detector, as the detector's ``fit_features`` / ``score_features`` take them.
 
     Uncertainty features come from (and go to) the run's own cache; rival rows from a
-    :class:`RowCache` under the comparison's folder.
+    :class:`RowCache` under the comparison's folder. The combined detector's rows are joined
+    from those of its parts (the run's uncertainty features and each member's rows), so they
+    share the separate detectors' caches.
     """
 
     def __init__(self, detector, run_dir, out_dir, settings: Settings, tick: Callable[[], None] = lambda: None):
         """``tick`` is called once per input measured (or read from the cache); reassign it between stages."""
         self.detector, self.tick = detector, tick
         self._seen: dict = {}  # (kind, id) -> features, so an input is read once per detector
-        if detector.kind == "uncertainty":
+        self._parts: dict[str, FeatureSource] = {}
+        if detector.kind == "combined":
+            uncertainty = SimpleNamespace(kind="uncertainty", recognizer=detector.recognizer)
+            self._parts = {"uncertainty": FeatureSource(uncertainty, run_dir, out_dir, settings),
+                           **{name: FeatureSource(member, run_dir, out_dir, settings)
+                              for name, member in detector.members.items()}}
+            self._cache = None
+        elif detector.kind == "uncertainty":
             extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
             self._cache = FeatureCache(Path(run_dir) / "features", detector.recognizer, extractor)
         else:
@@ -185,7 +195,10 @@ class FeatureSource:
     def one(self, entry: Entry):
         key = (entry.kind, entry.id)
         if key not in self._seen:
-            if isinstance(self._cache, FeatureCache):
+            if self._parts:
+                rows = {name: part.one(entry) for name, part in self._parts.items()}
+                self._seen[key] = self.detector.join(rows.pop("uncertainty"), rows)[0]
+            elif isinstance(self._cache, FeatureCache):
                 self._seen[key] = self._cache.get(entry.kind, entry.id, entry.load)
             else:
                 self._seen[key] = self._cache.get(entry)

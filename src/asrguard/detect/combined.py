@@ -1,0 +1,204 @@
+"""One detector over several kinds of evidence: dropout uncertainty and transcript consistency.
+
+Each kind of evidence misses what another catches. Dropout uncertainty is evaded by an
+attacker who makes the target survive dropout (``eot-dropout``); such an example still has to
+survive audio transformations and added noise, which the attacker did not optimise for, and
+the reverse holds for an attacker who fits the transforms (``bpda-transform``). The combined
+detector measures, per input:
+
+* the dropout-uncertainty features of the ``all-svm`` classifier (P^char and P^prob moments,
+  entropy, mutual information, variance, aKLD; ``n`` realisations at rate ``p``), ``log1p``-ed
+  as that classifier does;
+* the transcript distances of each member rival in ``members`` (``transform``: mel inversion,
+  LPC, resampling, quantisation; ``noise-flood``: band-limited noise), the input and all its
+  copies transcribed in one batch;
+
+and scores them with one linear SVM on standardised features, fitted on benign and adversarial
+examples (it needs both). The SVM is strongly regularised (``C = 0.03``) because the fitting
+sets are small (tens of examples a side) beside 21 features; docs/results/compare reports how
+``C`` and the members were chosen. Nothing is pickled: the scaler and the SVM's weights are
+saved as safetensors.
+
+Example:
+    >>> det = CombinedDetector(rec, members=("transform", "noise-flood")).fit(benign, adversarial)  # doctest: +SKIP
+    >>> det.explain("x.wav")["features"]["transform:distance_mel"]                                  # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+from sklearn.svm import LinearSVC
+
+from ..errors import ConfigError
+from ..uncertainty.distributions import N_MOMENTS
+from ..uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
+from ..uncertainty.realizations import DEFAULT_N, DEFAULT_P
+from .classifiers import SPECS
+from .detector import DEFAULT_TARGET_FPR
+from .rivals import NoiseFloodDetector, TransformDetector
+from .rivals.base import RivalDetector, transcript_distance
+
+#: The rivals a combined detector can take evidence from (each compares transcripts of copies).
+MEMBERS = {cls.kind: cls for cls in (TransformDetector, NoiseFloodDetector)}
+#: The uncertainty feature groups it reads: the ``all-svm`` classifier's.
+UNCERTAINTY_GROUPS = SPECS["all-svm"].groups
+DEFAULT_MEMBERS = ("transform", "noise-flood")
+DEFAULT_C = 0.03
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """``sign(x)·log(1 + |x|)``: tames the heavy tails of raw moments, as the ``log1p`` classifiers do."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class CombinedDetector(RivalDetector):
+    """Dropout-uncertainty features and member rivals' transcript distances, one linear SVM."""
+
+    kind = "combined"
+    needs = ("transcribe", "stochastic")
+
+    def __init__(self, recognizer, *, members: Sequence[str] | str = DEFAULT_MEMBERS, n: int = DEFAULT_N,
+                 p: float = DEFAULT_P, C: float = DEFAULT_C, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
+        super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
+        names = tuple(m.strip() for m in members.split(",")) if isinstance(members, str) else tuple(members)
+        unknown = [m for m in names if m not in MEMBERS]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(f"members must be distinct names from {', '.join(MEMBERS)}; got {', '.join(names)}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise ConfigError(f"n (dropout realisations) must be an integer >= 2, got {n!r}")
+        if not 0.0 < float(p) < 1.0:
+            raise ConfigError(f"p (dropout rate) must be in (0, 1), got {p}")
+        if not float(C) > 0:
+            raise ConfigError(f"C must be positive, got {C}")
+        self.n, self.p, self.C = int(n), float(p), float(C)
+        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed)
+        # the members share the seed: each derives its own streams from it under its own name
+        self.members = {name: MEMBERS[name](recognizer, seed=self.seed) for name in names}
+        uncertainty = [name for g in UNCERTAINTY_GROUPS for name in
+                       ([f"uncertainty:{g}_{k}" for k in range(1, N_MOMENTS + 1)] if g.endswith("_moments")
+                        else [f"uncertainty:{g}"])]
+        self.feature_names = uncertainty + [f"{name}:{f}" for name, member in self.members.items()
+                                                       for f in member.feature_names]
+        self.mean_ = self.scale_ = self.coef_ = None
+        self.intercept_: float | None = None
+
+    def settings(self) -> dict:
+        return {"members": list(self.members), "n": self.n, "p": self.p, "C": self.C, "seed": self.seed}
+
+    @property
+    def rule(self) -> str:
+        return "combined-svm"
+
+    @property
+    def passes(self) -> int:
+        # the dropout realisations, the input once, and every member's copies
+        return self.n + 1 + sum(member.passes - 1 for member in self.members.values())
+
+    def set_mask_seed(self, seed: int | str | None) -> "CombinedDetector":
+        """A new seed (``"random"``: a secret one) for the dropout masks and the members' noise alike."""
+        super().set_mask_seed(seed)
+        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed)
+        for member in self.members.values():
+            member.seed = self.seed
+        return self
+
+    def copy_with_seed(self, seed: int) -> "CombinedDetector":
+        """The same fitted detector drawing its masks and noise from ``seed`` (this one is left as it is).
+
+        Example:
+            >>> det.copy_with_seed(7).score(x) == det.score(x)   # doctest: +SKIP
+            False
+        """
+        self._check_fitted()
+        other = type(self)(self.recognizer, **{**self.settings(), "seed": seed}, target_fpr=self.target_fpr)
+        other.mean_, other.scale_, other.coef_, other.intercept_ = self.mean_, self.scale_, self.coef_, self.intercept_
+        other.threshold_, other.metadata = self.threshold_, dict(self.metadata)
+        return other
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the settings, the learned arrays and the threshold: equal for equal detectors."""
+        self._check_fitted()
+        digest = hashlib.sha256(json.dumps({"settings": self.settings(), "threshold": self.threshold_},
+                                           sort_keys=True).encode())
+        for array in (self.mean_, self.scale_, self.coef_, np.array([self.intercept_])):
+            digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        return digest.hexdigest()
+
+    # --- features ------------------------------------------------------------------------
+    def join(self, uncertainty: FeatureTable | UncertaintyFeatures, member_rows: Mapping[str, np.ndarray]
+             ) -> np.ndarray:
+        """Feature rows from uncertainty features and each member's rows (as the member measures them).
+
+        Lets features already measured by the separate detectors be combined without measuring again.
+
+        Example:
+            >>> rows = det.join(FeatureTable.stack(feats), {"transform": t_rows, "noise-flood": n_rows})  # doctest: +SKIP
+        """
+        table = FeatureTable.stack([uncertainty]) if isinstance(uncertainty, UncertaintyFeatures) else uncertainty
+        missing = [m for m in self.members if m not in member_rows]
+        if missing:
+            raise ConfigError(f"rows of member {missing[0]!r} are missing; the members are {', '.join(self.members)}")
+        parts = [signed_log1p(table.matrix(UNCERTAINTY_GROUPS))]
+        for name, member in self.members.items():
+            rows = np.asarray(member_rows[name], dtype=np.float64).reshape(table.n_rows, -1)
+            if rows.shape[1] != len(member.feature_names):
+                raise ConfigError(f"{name}: expected {len(member.feature_names)} columns, got {rows.shape[1]}")
+            parts.append(rows)
+        return np.hstack(parts)
+
+    def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
+        feats = self.extractor(self.recognizer, waveform)
+        copies = {name: member.copies_of(waveform) for name, member in self.members.items()}
+        transcripts = self.recognizer.transcribe([waveform] + [c for group in copies.values() for c in group])
+        member_rows, compared, start = {}, [], 1
+        for name, member in self.members.items():
+            end = start + len(copies[name])
+            member_rows[name], evidence = member.compare_transcripts([transcripts[0]] + transcripts[start:end])
+            compared += [{**c, "what": f"{name}: {c['what']}"} for c in evidence["compared"]]
+            start = end
+        normalize = self.recognizer.normalize_text
+        reference = normalize(transcripts[0])
+        dropout = [{"what": f"dropout realisation {i}", "transcript": t,
+                    "distance": transcript_distance(reference, normalize(t))}
+                   for i, t in enumerate(feats.transcripts)]
+        row = self.join(feats, member_rows)[0]
+        return row, {"transcript": transcripts[0], "medoid": feats.medoid, "compared": dropout + compared}
+
+    # --- the classifier ------------------------------------------------------------------
+    def _fit_rows(self, benign: np.ndarray, adversarial: np.ndarray | None) -> None:
+        if adversarial is None:
+            raise ConfigError("the combined detector needs adversarial examples to fit (e.g. an `asrguard "
+                              "attack` folder); fit the uncertainty detector for benign-only fitting")
+        rows = np.vstack([benign, adversarial])
+        self.mean_ = rows.mean(axis=0)
+        scale = rows.std(axis=0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant feature carries no information
+        labels = np.r_[np.zeros(len(benign), dtype=int), np.ones(len(adversarial), dtype=int)]
+        svm = LinearSVC(C=self.C, class_weight="balanced", max_iter=20_000, random_state=self.seed)
+        svm.fit((rows - self.mean_) / self.scale_, labels)
+        self.coef_, self.intercept_ = svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
+
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        if self.coef_ is None:
+            raise ConfigError("combined detector is not fitted; call fit() or load a saved detector")
+        return ((rows - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return {}, {"scale.mean": self.mean_, "scale.scale": self.scale_, "svm.coef": self.coef_,
+                    "svm.intercept": np.array([self.intercept_])}
+
+    def _restore(self, config: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        width = len(self.feature_names)
+        self.mean_, self.scale_ = np.asarray(arrays["scale.mean"]), np.asarray(arrays["scale.scale"])
+        self.coef_ = np.asarray(arrays["svm.coef"])
+        if any(a.shape != (width,) for a in (self.mean_, self.scale_, self.coef_)):
+            raise ConfigError(f"expected {width} feature means, scales and weights")
+        self.intercept_ = float(arrays["svm.intercept"][0])
+
+
+__all__ = ["CombinedDetector", "DEFAULT_C", "DEFAULT_MEMBERS", "MEMBERS", "UNCERTAINTY_GROUPS", "signed_log1p"]
