@@ -156,8 +156,11 @@ def tables_markdown(results: dict) -> str:
     lines += ["## Attacks", "",
               *markdown_table(["attack", "attempted", "successful", "success rate", "with dropout (p=0.1)",
                                "mean dB_x(δ)", "median SNR [dB]", "seconds"], attack_rows)]
-    lines += ["", f"Total time of this run: {results['timing']['total_seconds']:.0f} s "
-              f"(features {results['timing']['features_seconds']:.0f} s).", ""]
+    # a resumed run's call is short: the attacks' own time, summed from their manifests, says what they cost
+    attack_total = sum(a["attack_seconds"] for a in results["attacks"].values())
+    lines += ["", f"Time: {results['timing']['total_seconds']:.0f} s in this call (features "
+              f"{results['timing']['features_seconds']:.0f} s); the attacks took {attack_total:.0f} s in all, "
+              "summed over every call that crafted them (a resumed run's call is shorter).", ""]
     # the banner goes on top but needs every AUROC cell counted first
     return "\n".join(title + aurocs.banner(quick=bool(results["settings"]["quick"])) + lines)
 
