@@ -49,8 +49,10 @@ def test_fits_separates_and_survives_a_save_and_load(recognizer, tmp_path):
 
 
 def test_refuses_what_it_cannot_do(recognizer):
+    with pytest.raises(ConfigError, match="needs adversarial examples"):  # said before any audio is read
+        CombinedDetector(recognizer, n=4, p=0.3).fit(["no such file.wav"])
     with pytest.raises(ConfigError, match="needs adversarial examples"):
-        CombinedDetector(recognizer, n=4, p=0.3).fit(clips(3, 0))
+        CombinedDetector(recognizer, n=4, p=0.3).fit_features(np.zeros((3, 21)))
     with pytest.raises(ConfigError, match="members must be distinct names"):
         CombinedDetector(recognizer, members=("transform", "temporal"))
     with pytest.raises(ConfigError, match=r"p \(dropout rate\)"):

@@ -179,7 +179,7 @@ def test_bad_input_is_refused_with_a_clear_error(setup, kind, tmp_path):
     with pytest.raises(InvalidAudioError):
         make_detector(kind, recognizer).fit([bad], [BENIGN[0]])
     with pytest.raises(ConfigError, match="no benign examples"):
-        make_detector(kind, recognizer).fit([])
+        make_detector(kind, recognizer).fit([], [BENIGN[0]])
     with pytest.raises(ConfigError, match="not fitted"):
         make_detector(kind, recognizer).score(BENIGN[0])
 

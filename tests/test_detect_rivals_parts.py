@@ -151,6 +151,18 @@ def test_fit_detector_kind_then_detect(tiny_model, tmp_path):
     assert body["detector"] == "temporal" and body["file"] == str(wav) and len(body["features"]) == 2
     text = runner.invoke(app, detect)
     assert text.exit_code == 0 and "temporal detector" in text.output and "first 0.4" in text.output
+    # the combined detector from the command line: its settings, and a clear line without adversarial audio
+    combined = base[:-1] + [str(tmp_path / "combined"), "--detector-kind", "combined", "--setting", "n=6",
+                            "--setting", "members=transform", "--target-fpr", "0.25"]
+    result = runner.invoke(app, combined + ["--adversarial", str(adversarial)])
+    assert result.exit_code == 0 and "combined-svm detector" in result.output, result.output
+    saved = json.loads((tmp_path / "combined" / "detector.json").read_text())
+    assert saved["kind"] == "combined" and saved["settings"]["members"] == ["transform"] and saved["settings"]["n"] == 6
+    body = json.loads(runner.invoke(app, ["detect", str(wav), "--detector", str(tmp_path / "combined"), "--model",
+                                          str(tiny_model), "--json"]).output.strip().splitlines()[-1])
+    assert body["detector"] == "combined" and body["realizations"] == 6 + 1 + 4
+    result = runner.invoke(app, combined)
+    assert result.exit_code == 2 and "needs adversarial examples" in result.output
     # settings that belong to another family, or do not exist, are one clear line each
     for extra, message in ((["--detector-kind", "transform", "--classifier", "all-svm"], "--classifier is a setting"),
                            (["--detector-kind", "transform", "--setting", "blur=3"], "has no setting 'blur'"),

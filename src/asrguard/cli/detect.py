@@ -229,6 +229,8 @@ def _fit_rival(recognizer, kind: str, pairs: List[str], seed: int, target_fpr: f
 
     settings = {"seed": seed, "target_fpr": target_fpr, **parse_settings(pairs)}
     det = make_detector(kind, recognizer, **settings)
+    if not adversarial:
+        det.check_adversarial_given(None)  # refused before any benign features are measured
     _fit_and_save(det, np.stack, det.rule, benign, adversarial, calibration, out)
 
 

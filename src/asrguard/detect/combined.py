@@ -61,6 +61,7 @@ class CombinedDetector(RivalDetector):
 
     kind = "combined"
     needs = ("transcribe", "stochastic")
+    needs_adversarial = True
 
     def __init__(self, recognizer, *, members: Sequence[str] | str = DEFAULT_MEMBERS, n: int = DEFAULT_N,
                  p: float = DEFAULT_P, C: float = DEFAULT_C, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
@@ -170,10 +171,7 @@ class CombinedDetector(RivalDetector):
         return row, {"transcript": transcripts[0], "medoid": feats.medoid, "compared": dropout + compared}
 
     # --- the classifier ------------------------------------------------------------------
-    def _fit_rows(self, benign: np.ndarray, adversarial: np.ndarray | None) -> None:
-        if adversarial is None:
-            raise ConfigError("the combined detector needs adversarial examples to fit (e.g. an `asrguard "
-                              "attack` folder); fit the uncertainty detector for benign-only fitting")
+    def _fit_rows(self, benign: np.ndarray, adversarial: np.ndarray) -> None:
         rows = np.vstack([benign, adversarial])
         self.mean_ = rows.mean(axis=0)
         scale = rows.std(axis=0)

@@ -82,6 +82,8 @@ class RivalDetector:
 
     kind: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ("transcribe",)
+    #: True for a detector that cannot fit on benign audio alone (refused before anything is measured)
+    needs_adversarial: ClassVar[bool] = False
 
     def __init__(self, recognizer, *, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
         require(recognizer, *self.needs, user=f"the {self.kind} detector")
@@ -151,6 +153,7 @@ class RivalDetector:
 
         ``calibration`` (benign) sets the threshold when given, else the benign training set does.
         """
+        self.check_adversarial_given(adversarial)
         return self.fit_features(self.feature_matrix(benign, "benign"),
                                  None if adversarial is None else self.feature_matrix(adversarial, "adversarial"),
                                  None if calibration is None else self.feature_matrix(calibration, "calibration"))
@@ -158,6 +161,7 @@ class RivalDetector:
     def fit_features(self, benign: np.ndarray, adversarial: np.ndarray | None = None,
                      calibration: np.ndarray | None = None) -> "RivalDetector":
         """Like :meth:`fit`, on rows of :meth:`features` already measured with this detector."""
+        self.check_adversarial_given(adversarial)
         benign = self._rows(benign, "benign")
         adversarial = None if adversarial is None else self._rows(adversarial, "adversarial")
         reference = benign if calibration is None else self._rows(calibration, "calibration")
@@ -168,6 +172,13 @@ class RivalDetector:
             "calibrated_on": "calibration" if calibration is not None else "benign training set",
             "n_calibration": len(reference)})
         return self
+
+    def check_adversarial_given(self, adversarial) -> None:
+        """Refuse ``adversarial=None`` for a detector that cannot fit on benign audio alone."""
+        if self.needs_adversarial and adversarial is None:
+            raise ConfigError(f"the {self.kind} detector needs adversarial examples to fit (e.g. an `asrguard "
+                              "attack` folder); only the uncertainty and distribution detectors fit on benign "
+                              "audio alone")
 
     def calibrate(self, benign, target_fpr: float | None = None) -> float:
         """Re-choose the threshold on new benign audio; returns it."""
