@@ -18,6 +18,7 @@ from _detect_helpers import TranscribeOnly, clips, tiny_recognizer
 
 KINDS = list(FEATURE_DETECTORS)
 BENIGN, ADVERSARIAL = clips(6, 0), clips(6, 1, noisy=True)
+SMALL = {"combined": {"n": 8, "p": 0.3}}  # 8 dropout realisations keep its tests as fast as the others'
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def setup(tmp_path_factory):
     recognizer = tiny_recognizer(root)
     detectors, saved = {}, {}
     for kind in KINDS:
-        det = make_detector(kind, recognizer, target_fpr=0.2, seed=0)
+        det = make_detector(kind, recognizer, target_fpr=0.2, seed=0, **SMALL.get(kind, {}))
         assert det.fit(BENIGN, ADVERSARIAL) is det
         detectors[kind] = det
         saved[kind] = det.save(root / kind)
