@@ -264,6 +264,9 @@ def test_combined_evasion_checks_with_its_own_seed_and_asks_the_detector(rec, co
     attack = CombinedEvasionAttack(rec, CombinedEvasionConfig(**SHORT), detector=combined)
     assert attack.detector.seed != combined.seed and attack.detector is not combined
     assert attack.detector.threshold_ == combined.threshold_ and combined.seed == 0  # the detector is untouched
+    with torch.no_grad():  # the objective reseeds its transforms every step: its own, not the detector's
+        attack.objective(_batch(speechlike(0.5, seed=8)), [TARGET], 3)
+    assert all(m.seed == 0 for m in combined.members.values())
     x = speechlike(0.5, seed=8)
     said = rec.transcribe([x])[0]
     attack.detector.threshold_ = np.inf

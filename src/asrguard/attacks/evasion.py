@@ -392,7 +392,9 @@ class CombinedEvasionAttack(CWAttack):
             self.config = replace(self.config, detector=f"in memory, fingerprint {detector.fingerprint()}")
         # the attacker's own copy, whose masks and noise come from its own seeds
         self.detector = detector.copy_with_seed(derive(self.config.seed, "combined-check"))
-        self.transform = detector.members.get("transform")
+        member = detector.members.get("transform")
+        # its own transformer too: the objective reseeds it every step, which must not touch a detector in use
+        self.transform = None if member is None else TransformDetector(recognizer, **member.settings())
         self.noise = detector.members.get("noise-flood")
 
     def _flooded(self, batch: AudioBatch, step: int) -> list[AudioBatch]:

@@ -38,10 +38,10 @@ from ..errors import ConfigError
 from ..uncertainty.distributions import N_MOMENTS
 from ..uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
 from ..uncertainty.realizations import DEFAULT_N, DEFAULT_P
-from .classifiers import SPECS
+from .classifiers import SPECS, signed_log1p
 from .detector import DEFAULT_TARGET_FPR
 from .rivals import NoiseFloodDetector, TransformDetector
-from .rivals.base import RivalDetector, transcript_distance
+from .rivals.base import RivalDetector, standardisation, transcript_distance
 
 #: The rivals a combined detector can take evidence from (each compares transcripts of copies).
 MEMBERS = {cls.kind: cls for cls in (TransformDetector, NoiseFloodDetector)}
@@ -49,11 +49,6 @@ MEMBERS = {cls.kind: cls for cls in (TransformDetector, NoiseFloodDetector)}
 UNCERTAINTY_GROUPS = SPECS["all-svm"].groups
 DEFAULT_MEMBERS = ("transform", "noise-flood")
 DEFAULT_C = 0.03
-
-
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """``sign(x)·log(1 + |x|)``: tames the heavy tails of raw moments, as the ``log1p`` classifiers do."""
-    return np.sign(x) * np.log1p(np.abs(x))
 
 
 class CombinedDetector(RivalDetector):
@@ -173,9 +168,7 @@ class CombinedDetector(RivalDetector):
     # --- the classifier ------------------------------------------------------------------
     def _fit_rows(self, benign: np.ndarray, adversarial: np.ndarray) -> None:
         rows = np.vstack([benign, adversarial])
-        self.mean_ = rows.mean(axis=0)
-        scale = rows.std(axis=0)
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant feature carries no information
+        self.mean_, self.scale_ = standardisation(rows)
         labels = np.r_[np.zeros(len(benign), dtype=int), np.ones(len(adversarial), dtype=int)]
         svm = LinearSVC(C=self.C, class_weight="balanced", max_iter=20_000, random_state=self.seed)
         svm.fit((rows - self.mean_) / self.scale_, labels)

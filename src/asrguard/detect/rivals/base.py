@@ -71,6 +71,18 @@ def max_with_tie_break(rows: np.ndarray) -> np.ndarray:
     return rows.max(axis=1) + TIE_BREAK * rows.mean(axis=1)
 
 
+def standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the mean and the standard deviation, 1 for a constant column (it carries no information).
+
+    Example:
+        >>> mean, scale = standardisation(np.array([[1.0, 5.0], [3.0, 5.0]]))
+        >>> mean.tolist(), scale.tolist()
+        ([2.0, 5.0], [1.0, 1.0])
+    """
+    scale = rows.std(axis=0)
+    return rows.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
+
+
 def _check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -321,4 +333,4 @@ class RivalDetector:
         return detector
 
 
-__all__ = ["RivalDetector", "transcript_distance"]
+__all__ = ["RivalDetector", "standardisation", "transcript_distance"]

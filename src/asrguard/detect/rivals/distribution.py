@@ -37,7 +37,7 @@ from ...asr.base import AudioBatch
 from ...errors import ConfigError
 from ..detector import DEFAULT_TARGET_FPR
 from ..gaussian import OneClassGaussian
-from .base import RivalDetector
+from .base import RivalDetector, standardisation
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ class DistributionDetector(RivalDetector):
         if use != self.model:
             log.info("no adversarial examples: fitting the one-class Gaussian instead of logistic regression")
         rows = benign if use == "gaussian" else np.vstack([benign, adversarial])
-        self.mean_ = rows.mean(axis=0)
-        scale = rows.std(axis=0)
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant feature carries no information
+        self.mean_, self.scale_ = standardisation(rows)
         if use == "gaussian":
             if len(benign) < 2:
                 raise ConfigError("the one-class Gaussian needs at least 2 benign examples")

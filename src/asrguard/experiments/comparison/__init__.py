@@ -151,14 +151,7 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                                  sets.test_benign, sets.urban_test, *sets.attacks.values(),
                                                  *sets.held_out.values()) for e in group})
     for kind in kinds:
-        # the uncertainty detector draws the run's realisations, so the run's cached features are its own
-        run = sets.settings
-        detector = (make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
-                                  classifier=uncertainty_classifier, target_fpr=TARGET_FPR)
-                    if kind == "uncertainty" else
-                    make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
-                                  target_fpr=TARGET_FPR) if kind == "combined" else
-                    make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR))
+        detector = _fresh_detector(kind, recognizer, sets.settings, seed, uncertainty_classifier)
         source = FeatureSource(detector, run_dir, out_dir, sets.settings)
         t0 = time.perf_counter()
         with ProgressBars(progress, stderr=True) as bars:
@@ -200,6 +193,16 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "tables.md", tables_markdown(results))
     return results
+
+
+def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifier: str):
+    """An unfitted detector of ``kind``; the ones reading dropout draw the run's realisations, so the run's
+    cached features are their own."""
+    if kind in ("uncertainty", "combined"):
+        extra = {"classifier": uncertainty_classifier} if kind == "uncertainty" else {}
+        return make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
+                             target_fpr=TARGET_FPR, **extra)
+    return make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR)
 
 
 def _attempted(folder: Path, sources: set) -> int:
