@@ -43,14 +43,6 @@ def test_whisper_finds_its_shipped_detector_by_checksum(whisper):
     assert detector.classifier.name == "all-svm" and detector.recognizer is whisper
 
 
-def test_the_bundled_english_sentence_is_benign_to_the_whisper_detector(whisper):
-    profile = demo_profile("whisper:tiny.en")
-    assert profile.target == PAPER_TARGET
-    result = load_detector(recognizer=whisper).explain(profile.audio)
-    assert "rather selfish" in result["transcript"].lower()
-    assert result["verdict"] == "benign", result
-
-
 def test_the_whisper_demo_attacks_the_bundled_sentence_toward_the_papers_target(whisper, tmp_path):
     from asrguard.experiments.demo import run_demo
 
@@ -58,7 +50,10 @@ def test_the_whisper_demo_attacks_the_bundled_sentence_toward_the_papers_target(
     summary = run_demo(tmp_path, recognizer="whisper:tiny.en", attack_settings={"max_iter": 5})
     assert summary["target"] == PAPER_TARGET and summary["source"].endswith("0890.flac")
     assert summary["attack"]["iterations"] <= 5 and summary["attack"]["db_x_delta"] <= -25.0
-    assert summary["verdicts"]["benign"]["verdict"] == "benign"
+    # the bundled sentence, heard right and called benign by the shipped detector
+    assert demo_profile("whisper:tiny.en").target == PAPER_TARGET
+    assert "rather selfish" in summary["verdicts"]["benign"]["transcript"].lower()
+    assert summary["verdicts"]["benign"]["verdict"] == "benign", summary["verdicts"]["benign"]
     assert summary["detector"]["classifier"] == "all-svm"
     for name in ("benign.wav", "adversarial.wav", "uncertainty.png", "demo.json"):
         assert (tmp_path / name).stat().st_size > 0
