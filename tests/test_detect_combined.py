@@ -71,3 +71,27 @@ def test_a_new_seed_reaches_the_masks_and_the_members(recognizer):
     assert det.extractor.config.seed == 9 and all(m.seed == 9 for m in det.members.values())
     assert det.set_mask_seed("random").reported_mask_seed == "secret"
     assert det.extractor.config.seed == det.seed and all(m.seed == det.seed for m in det.members.values())
+
+
+def test_a_distance_only_ever_adds_to_the_score(recognizer):
+    # fitted on an attack whose examples change *less* under one transform than benign speech does,
+    # an unconstrained SVM weights that distance below zero, and an attack that changes a lot under
+    # it would then look benign; the detector drops such a distance and refits
+    det = CombinedDetector(recognizer, n=4, p=0.3, members=("transform",), seed=1)
+    names = det.feature_names
+    lower, higher = names.index("transform:distance_quantize"), names.index("transform:distance_lpc")
+    rng = np.random.default_rng(0)
+    benign, adversarial = rng.normal(0.0, 1.0, (40, len(names))), rng.normal(0.0, 1.0, (40, len(names)))
+    adversarial[:, 0] += 2.0  # an uncertainty feature that separates
+    adversarial[:, higher] += 2.0
+    adversarial[:, lower] -= 2.0  # lower distances under this transform on the fitting attack
+    det.fit_features(benign, adversarial)
+    distances = [j for j, name in enumerate(names) if not name.startswith("uncertainty:")]
+    assert all(det.coef_[j] >= 0 for j in distances)
+    assert det.coef_[lower] == 0 and "transform:distance_quantize" in det.metadata["distances_dropped"]
+    assert det.coef_[higher] > 0 and det.coef_[0] > 0
+    # an input far out on the dropped distance scores no lower for it
+    x = np.zeros(len(names))
+    far = x.copy()
+    far[lower] = 25.0
+    assert det.score_features(far[None])[0] == pytest.approx(det.score_features(x[None])[0])
