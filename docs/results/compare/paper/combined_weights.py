@@ -6,6 +6,10 @@ feature its weight and the mean of weight x standardised value over the IA test 
 benign sources and the DR fitting examples.
 
     python docs/results/compare/paper/combined_weights.py > docs/results/compare/paper/combined_weights.txt
+
+combined_weights_unconstrained.txt is its output before the distances were constrained to weights
+>= 0 (commit c498336): the 30 dB noise distances weighted below zero, and IA scored as benign.
+combined_weights.txt is its output with the rule (a weight of 0: a distance dropped).
 """
 import numpy as np
 from pathlib import Path
