@@ -273,6 +273,15 @@ def test_combined_evasion_checks_with_its_own_seed_and_asks_the_detector(rec, co
     assert attack.is_success(_batch(x), [said], 0).tolist() == [True]
     attack.detector.threshold_ = -np.inf  # the detector flags everything: the target alone no longer counts
     assert attack.is_success(_batch(x), [said], 0).tolist() == [False]
+    # with a margin, scoring just under the threshold is not enough
+    score = attack.detector.score(x)
+    attack.detector.threshold_ = score + 0.5
+    assert attack.is_success(_batch(x), [said], 0).tolist() == [True]
+    wary = CombinedEvasionAttack(rec, CombinedEvasionConfig(**SHORT, score_margin=1.0), detector=combined)
+    wary.detector.threshold_ = score + 0.5
+    assert wary.detector.score(x) == score and wary.is_success(_batch(x), [said], 0).tolist() == [False]
+    with pytest.raises(ConfigError, match="score_margin"):
+        CombinedEvasionConfig(score_margin=-0.1)
     # a detector in memory joins the config (and so the folder's hash); a saved one by its folder
     other = type(combined)(rec, n=4, p=0.3, C=1.0, target_fpr=0.2).fit(clips(4, 0), clips(4, 1, noisy=True))
     assert CombinedEvasionAttack(rec, detector=other).config_hash != CombinedEvasionAttack(rec, detector=combined).config_hash

@@ -350,6 +350,7 @@ class CombinedEvasionConfig(AdaptiveConfig):
         beta_dropout: weight of the draws' mean target loss; gamma: of their disagreement ``D``.
         beta: weight of the transformed copies' mean target loss (when the detector has ``transform``).
         beta_noise: weight of the flooded copies' mean target loss (when it has ``noise-flood``).
+        score_margin: success needs the attacker's copy of the detector this far below its threshold.
     """
 
     detector: str = ""
@@ -358,6 +359,7 @@ class CombinedEvasionConfig(AdaptiveConfig):
     gamma: float = 1.0
     beta: float = 1.0
     beta_noise: float = 1.0
+    score_margin: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -365,6 +367,8 @@ class CombinedEvasionConfig(AdaptiveConfig):
             raise ConfigError("masks_per_step must be >= 2 (the disagreement D needs two draws)")
         if min(self.beta_dropout, self.gamma, self.beta, self.beta_noise) < 0:
             raise ConfigError("the weights beta_dropout, gamma, beta and beta_noise must be >= 0")
+        if not self.score_margin >= 0:
+            raise ConfigError(f"score_margin must be >= 0, got {self.score_margin}")
 
 
 class CombinedEvasionAttack(CWAttack):
@@ -431,8 +435,9 @@ class CombinedEvasionAttack(CWAttack):
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         ok = super().is_success(batch, targets, step)
+        limit = self.detector.threshold_ - self.config.score_margin
         for i in np.flatnonzero(ok):
-            ok[i] = not self.detector.predict(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy())
+            ok[i] = self.detector.score(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy()) <= limit
         return ok
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
