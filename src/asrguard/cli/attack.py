@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         corpus: Optional[str] = typer.Option(
             None, help="Comma-separated held-out sets: fsdd-digits, speech-commands, sc-digits, fsdd-isolated, "
                        "english-speech, urbansound8k (default: urbansound8k for us, else fsdd-digits and speech-commands)."),
-        n: int = typer.Option(100, help="Utterances to attack (split evenly over the corpora)."),
+        n: int = typer.Option(100, help="Utterances to attack (split evenly over the corpora); with --input, "
+                                        "every file given is attacked."),
         batch_size: int = typer.Option(16, "--batch-size", help="Utterances optimised together."),
         seed: int = typer.Option(0, help="Seed for item selection, targets and the attack."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
