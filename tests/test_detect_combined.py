@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from asrguard.detect.combined import CombinedDetector, UNCERTAINTY_GROUPS, signed_log1p
+from asrguard.detect.classifiers import signed_log1p
+from asrguard.detect.combined import CombinedDetector, UNCERTAINTY_GROUPS
 from asrguard.detect.registry import load_detector, make_detector
 from asrguard.detect.rivals import NoiseFloodDetector, TransformDetector
 from asrguard.errors import ConfigError, MissingCapabilityError

@@ -211,4 +211,4 @@ class CombinedDetector(RivalDetector):
         self.intercept_ = float(arrays["svm.intercept"][0])
 
 
-__all__ = ["CombinedDetector", "DEFAULT_C", "DEFAULT_MEMBERS", "MEMBERS", "UNCERTAINTY_GROUPS", "signed_log1p"]
+__all__ = ["CombinedDetector", "DEFAULT_C", "DEFAULT_MEMBERS", "MEMBERS", "UNCERTAINTY_GROUPS"]

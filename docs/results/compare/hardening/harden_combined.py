@@ -22,12 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from asrguard.asr.registry import load_recognizer
-from asrguard.attacks.runner import run_attack
-from asrguard.attacks.targets import FixedTargets
-from asrguard.data.records import Utterance
 from asrguard.detect.combined import CombinedDetector
 from asrguard.experiments.comparison import adaptive_summary, cell_metrics
-from asrguard.experiments.comparison.adaptive import adaptive_attack
+from asrguard.experiments.comparison.adaptive import adaptive_attack, attack_toward_cw_targets
 from asrguard.experiments.comparison.inputs import FeatureSource, attack_entries, comparison_sets
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,11 +53,7 @@ def fitted(extra_adversarial=None):
 
 def craft(det, sources, cw_by_source, name):
     attack = adaptive_attack("combined", det, rec, None, s.seed, 600)
-    items = [Utterance.from_waveform(e.id, e.load(), rate, cw_by_source[e.id].get("reference", "")) for e in sources]
-    folder = out / f"{name}-{attack.name}-{attack.config_hash}"
-    run_attack(attack, items, folder, sampler=FixedTargets(by_id={e.id: cw_by_source[e.id]["target"] for e in sources}),
-               batch_size=8, progress=True)
-    return folder
+    return attack_toward_cw_targets(attack, sources, cw_by_source, out / f"{name}-{attack.name}-{attack.config_hash}")
 
 
 def report(det, src, label):

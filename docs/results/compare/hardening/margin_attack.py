@@ -12,12 +12,9 @@ from pathlib import Path
 
 from asrguard.asr.registry import load_recognizer
 from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
-from asrguard.attacks.runner import run_attack
-from asrguard.attacks.targets import FixedTargets
-from asrguard.data.records import Utterance
 from asrguard.detect.combined import CombinedDetector
 from asrguard.experiments.comparison import adaptive_summary
-from asrguard.experiments.comparison.adaptive import EOT_GAMMA
+from asrguard.experiments.comparison.adaptive import EOT_GAMMA, attack_toward_cw_targets
 from asrguard.experiments.comparison.inputs import FeatureSource, attack_entries, comparison_sets
 
 MARGIN, N = 0.3, 8
@@ -33,10 +30,7 @@ cw = {e.source: e.record for e in sets.attacks["cw"]}
 sources = [e for e in sets.test_benign if e.source in cw][:N]  # the same 8 as harden_combined.py's step 5
 config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=s.seed, max_iter=600, score_margin=MARGIN)
 attack = CombinedEvasionAttack(rec, config, detector=det)
-folder = features / "hardening" / f"margin-{attack.name}-{attack.config_hash}"
-items = [Utterance.from_waveform(e.id, e.load(), rate, cw[e.id].get("reference", "")) for e in sources]
-run_attack(attack, items, folder, sampler=FixedTargets(by_id={e.id: cw[e.id]["target"] for e in sources}),
-           batch_size=8, progress=True)
+folder = attack_toward_cw_targets(attack, sources, cw, features / "hardening" / f"margin-{attack.name}-{attack.config_hash}")
 
 entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rate,
                          kind=f"adaptive-{folder.name}")

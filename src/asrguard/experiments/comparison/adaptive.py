@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from ...attacks.runner import run_attack
 from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
 from ...attacks.targets import FixedTargets
 from ...data.records import Utterance
-from .inputs import ComparisonSets
+from .inputs import ComparisonSets, Entry
 
 #: The adaptive attack made against each detector kind.
 ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty",
@@ -77,12 +78,19 @@ def craft_adaptive(kind: str, detector, recognizer, sets: ComparisonSets, out_di
         return None
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
     sources = [e for e in sets.test_benign if e.source in cw_rows][:n]
-    items = [Utterance.from_waveform(e.id, e.load(), recognizer.sample_rate, cw_rows[e.id].get("reference", ""))
-             for e in sources]
     folder = Path(out_dir) / "adaptive" / f"{attack.name}-{attack.config_hash}"
+    return attack_toward_cw_targets(attack, sources, cw_rows, folder, progress=progress)
+
+
+def attack_toward_cw_targets(attack, sources: Sequence[Entry], cw_rows: Mapping[str, Mapping], folder, *,
+                             progress: bool = True) -> Path:
+    """Run ``attack`` on the benign ``sources``, each toward its CW example's target (``cw_rows`` by
+    source id), into ``folder`` (resumable); returns the folder."""
+    rate = attack.recognizer.sample_rate
+    items = [Utterance.from_waveform(e.id, e.load(), rate, cw_rows[e.id].get("reference", "")) for e in sources]
     sampler = FixedTargets(by_id={e.id: cw_rows[e.id]["target"] for e in sources})
-    run_attack(attack, items, folder, sampler=sampler, batch_size=8, progress=progress)
-    return folder
+    run_attack(attack, items, Path(folder), sampler=sampler, batch_size=8, progress=progress)
+    return Path(folder)
 
 
-__all__ = ["ADAPTIVE_ATTACKS", "EOT_GAMMA", "adaptive_attack", "craft_adaptive"]
+__all__ = ["ADAPTIVE_ATTACKS", "EOT_GAMMA", "adaptive_attack", "attack_toward_cw_targets", "craft_adaptive"]
