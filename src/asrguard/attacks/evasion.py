@@ -47,7 +47,7 @@ is the target and the detector, with dropout masks and noise from a seed of the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 import numpy as np
@@ -57,12 +57,13 @@ import torch.nn.functional as F
 from ..asr.base import AudioBatch, require
 from ..detect.combined import CombinedDetector
 from ..detect.rivals.distribution import LOG_FLOOR
-from ..detect.rivals.noise import band_noise
 from ..detect.rivals.transform import TransformDetector
 from ..detect.rivals.transforms import TRANSFORMS, down_up_torch
 from ..errors import ConfigError
 from ..rng import derive, generator
 from .cw import CWAttack, CWConfig
+from .losses import flooded
+from .verdict import DetectorVerdictAttack
 
 
 @dataclass
@@ -371,7 +372,7 @@ class CombinedEvasionConfig(AdaptiveConfig):
             raise ConfigError(f"score_margin must be >= 0, got {self.score_margin}")
 
 
-class CombinedEvasionAttack(CWAttack):
+class CombinedEvasionAttack(DetectorVerdictAttack):
     """CW toward the target against every kind of evidence a ``combined`` detector reads.
 
     Example (skipped: needs a recogniser and a fitted combined detector ``det``):
@@ -382,39 +383,22 @@ class CombinedEvasionAttack(CWAttack):
 
     name = "combined-evasion"
     config_class = CombinedEvasionConfig
+    detector_class, extra_key, check_key = CombinedDetector, "combined", "combined-check"
     requires = ("transcribe", "loss", "stochastic", "posteriors")
 
     def __init__(self, recognizer, config: CombinedEvasionConfig | None = None,
                  detector: CombinedDetector | None = None):
-        super().__init__(recognizer, config)
-        if detector is None and self.config.detector:
-            detector = CombinedDetector.load(self.config.detector, recognizer)
-        if not isinstance(detector, CombinedDetector) or detector.threshold_ is None:
-            raise ConfigError("the combined-evasion attack needs a fitted combined detector (detector= folder, "
-                              "or pass one to the attack)")
-        if not self.config.detector:  # a detector passed in memory: its identity joins the config hash
-            self.config = replace(self.config, detector=f"in memory, fingerprint {detector.fingerprint()}")
-        # the attacker's own copy, whose masks and noise come from its own seeds
-        self.detector = detector.copy_with_seed(derive(self.config.seed, "combined-check"))
+        super().__init__(recognizer, config, detector)  # self.detector: the attacker's own copy
+        detector = self.detector
         member = detector.members.get("transform")
         # its own transformer too: the objective reseeds it every step, which must not touch a detector in use
         self.transform = None if member is None else TransformDetector(recognizer, **member.settings())
         self.noise = detector.members.get("noise-flood")
 
     def _flooded(self, batch: AudioBatch, step: int) -> list[AudioBatch]:
-        rate, width = self.recognizer.sample_rate, batch.waveforms.shape[1]
-        out = []
-        for index, snr in enumerate(self.noise.snr_db):
-            rows = []
-            for i, n in enumerate(batch.lengths):
-                w = batch.waveforms[i, : int(n)]
-                rms = torch.sqrt(torch.mean(w.detach() ** 2))
-                unit = torch.from_numpy(band_noise(int(n), rate, self.noise.band_hz,
-                                                   generator(self.config.seed, "flood", step, index, i)))
-                noisy = torch.clamp(w + unit.to(w.dtype) * rms / 10 ** (snr / 20), -1.0, 1.0)
-                rows.append(F.pad(noisy, (0, width - int(n))))
-            out.append(batch.with_waveforms(torch.stack(rows)))
-        return out
+        return [flooded(batch, snr, self.noise.band_hz,
+                        [generator(self.config.seed, "flood", step, index, i) for i in range(len(batch.lengths))])
+                for index, snr in enumerate(self.noise.snr_db)]
 
     def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
         c = self.config
@@ -429,20 +413,9 @@ class CombinedEvasionAttack(CWAttack):
                       for name in self.transform.transforms]
             loss = loss + c.beta * torch.stack(copies).mean(0)
         if self.noise is not None and c.beta_noise > 0:
-            flooded = [self.target_loss(b, targets) for b in self._flooded(batch, step)]
-            loss = loss + c.beta_noise * torch.stack(flooded).mean(0)
+            noisy = [self.target_loss(b, targets) for b in self._flooded(batch, step)]
+            loss = loss + c.beta_noise * torch.stack(noisy).mean(0)
         return loss
-
-    def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
-        ok = super().is_success(batch, targets, step)
-        limit = self.detector.threshold_ - self.config.score_margin
-        for i in np.flatnonzero(ok):
-            ok[i] = self.detector.score(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy()) <= limit
-        return ok
-
-    def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
-        score = self.detector.score(adversarial)
-        return {"combined_score": score, "combined_flagged": bool(score > self.detector.threshold_)}
 
 
 __all__ = ["AdaptiveConfig", "BPDATransformAttack", "BPDATransformConfig", "CombinedEvasionAttack",

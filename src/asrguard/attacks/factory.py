@@ -13,7 +13,7 @@ import dataclasses
 from ..errors import ConfigError
 
 ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask", "pgd", "eot-dropout", "bpda-transform",
-           "stats-penalty", "combined-evasion")
+           "stats-penalty", "combined-evasion", "eot-noise", "prefix-consistent")
 
 
 def _setting_type(field: dataclasses.Field) -> type | None:
@@ -34,13 +34,15 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     from .evasion import BPDATransformAttack, CombinedEvasionAttack, EOTDropoutAttack
     from .imperceptible import ImperceptibleAttack
     from .pgd import PGDAttack
+    from .rival_evasion import FloodEvasionAttack, PrefixEvasionAttack
     from .stats_penalty import StatsPenaltyAttack
     from .universal import UniversalAttack
 
     classes = {"cw": CWAttack, "dr": DRAttack, "nrr": NRRAttack, "ia": ImperceptibleAttack, "us": USAttack,
                "universal": UniversalAttack, "known-mask": KnownMaskAttack, "pgd": PGDAttack,
                "eot-dropout": EOTDropoutAttack, "bpda-transform": BPDATransformAttack,
-               "stats-penalty": StatsPenaltyAttack, "combined-evasion": CombinedEvasionAttack}
+               "stats-penalty": StatsPenaltyAttack, "combined-evasion": CombinedEvasionAttack,
+               "eot-noise": FloodEvasionAttack, "prefix-consistent": PrefixEvasionAttack}
     if name not in classes:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     cls = classes[name]

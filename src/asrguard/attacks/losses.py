@@ -5,6 +5,7 @@
   recognisers whose outputs are the project's CTC characters;
 * :func:`dropout_robust_loss`: ``β·ℓ_pDR``, a loss averaged over seeded dropout draws (DR);
 * :func:`denoised_loss`: ``ℓ_ss``, a loss after a differentiable denoiser (NRR);
+* :func:`flooded`: the audio under band-limited noise, as the noise-flooding detector adds it;
 * :func:`masking_hinge`: how far a perturbation's PSD exceeds the masking threshold (IA).
 
 Example:
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..asr.base import AudioBatch, Posteriors
+from ..detect.rivals.noise import band_noise
 from ..text import CHARACTERS, encode
 
 #: ``loss(batch, targets) -> (B,)``, e.g. a bound :meth:`CWAttack.target_loss`.
@@ -129,6 +131,30 @@ def denoised_loss(loss: LossFn, batch: AudioBatch, targets: Sequence[str],
                   denoise: Callable[[AudioBatch], AudioBatch]) -> torch.Tensor:
     """``ℓ_ss``: ``loss`` toward ``targets`` after a differentiable denoiser (spectral subtraction), ``(B,)``."""
     return loss(denoise(batch), targets)
+
+
+def flooded(batch: AudioBatch, snr_db: float, band_hz: tuple[float, float],
+            rngs: Sequence[np.random.Generator]) -> AudioBatch:
+    """``batch`` plus band-limited Gaussian noise ``snr_db`` below each utterance's RMS, clipped to [-1, 1].
+
+    ``rngs``: one generator per utterance. The noise level follows the detached audio, so the
+    noise is a constant of the graph and the result is differentiable in the audio.
+
+    Example:
+        >>> b = AudioBatch.from_waveforms([np.full(1600, 0.1, np.float32)], 16000)
+        >>> noise = flooded(b, 20.0, (300.0, 4000.0), [np.random.default_rng(0)]).waveforms - b.waveforms
+        >>> round(float(10 * torch.log10(0.1 ** 2 / (noise ** 2).mean())), 1)
+        20.0
+    """
+    rate, width = batch.sample_rate, batch.waveforms.shape[1]
+    rows = []
+    for i, n in enumerate(batch.lengths):
+        w = batch.waveforms[i, : int(n)]
+        rms = torch.sqrt(torch.mean(w.detach() ** 2))
+        unit = torch.from_numpy(band_noise(int(n), rate, band_hz, rngs[i]))
+        noisy = torch.clamp(w + unit.to(w.dtype) * rms / 10 ** (snr_db / 20), -1.0, 1.0)
+        rows.append(F.pad(noisy, (0, width - int(n))))
+    return batch.with_waveforms(torch.stack(rows))
 
 
 def masking_hinge(psd_db: torch.Tensor, theta_db: torch.Tensor, frame_mask: torch.Tensor,

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
                                                                   "examples made against that detector (repeatable)."),
         craft_adaptive: int = typer.Option(30, "--adaptive-n", help="Run each detector's own adaptive attacker "
                                                                    "(eot-dropout, bpda-transform, stats-penalty, "
-                                                                   "combined-evasion) on "
+                                                                   "combined-evasion, eot-noise, prefix-consistent) on "
                                                                    "this many test sources (0: none)."),
         adaptive_max_iter: int = typer.Option(600, "--adaptive-max-iter", help="Steps at most per adaptive example."),
         quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),

@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 from collections import Counter
@@ -272,6 +274,29 @@ class RivalDetector:
             raise ConfigError(f"seed must be a non-negative integer or 'random', got {seed!r}") from None
         self.seed, self.seed_is_secret = _check_seed(value), False
         return self
+
+    def copy_with_seed(self, seed: int) -> "RivalDetector":
+        """The same fitted detector drawing its randomness from ``seed`` (this one is left as it is).
+
+        Example:
+            >>> det.copy_with_seed(7).threshold == det.threshold   # doctest: +SKIP
+            True
+        """
+        self._check_fitted()
+        other = type(self)(self.recognizer, **{**self.settings(), "seed": seed}, target_fpr=self.target_fpr)
+        other._restore(*self._state())
+        other.threshold_, other.metadata = self.threshold_, dict(self.metadata)
+        return other
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the kind, settings, learned arrays and threshold: equal for equal detectors."""
+        self._check_fitted()
+        config, arrays = self._state()
+        digest = hashlib.sha256(json.dumps({"kind": self.kind, "settings": self.settings(), "model": config,
+                                            "threshold": self.threshold_}, sort_keys=True).encode())
+        for name in sorted(arrays):
+            digest.update(np.ascontiguousarray(arrays[name], dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
     @property
     def reported_mask_seed(self) -> int | str:

@@ -37,6 +37,16 @@ def matching_prefix(whole: str, part: str, fraction: float) -> str:
     return whole[:length]
 
 
+def cut_samples(n_samples: int, fraction: float) -> int:
+    """How many samples "the first ``fraction``" of an input of ``n_samples`` is (at least one).
+
+    Example:
+        >>> cut_samples(16000, 0.5), cut_samples(1, 0.3)
+        (8000, 1)
+    """
+    return max(1, int(round(fraction * n_samples)))
+
+
 def _fractions(value) -> tuple[float, ...]:
     # a CLI setting arrives as "0.5,0.7" or 0.5; Python callers pass a sequence
     if isinstance(value, str):
@@ -75,7 +85,7 @@ class TemporalDetector(RivalDetector):
         return 1 + len(self.fractions)
 
     def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
-        cuts = [max(1, int(round(f * len(waveform)))) for f in self.fractions]
+        cuts = [cut_samples(len(waveform), f) for f in self.fractions]
         transcripts = self.recognizer.transcribe([waveform] + [waveform[:c] for c in cuts])
         normalize = self.recognizer.normalize_text
         whole = normalize(transcripts[0])
@@ -92,4 +102,4 @@ class TemporalDetector(RivalDetector):
         return max_with_tie_break(rows)
 
 
-__all__ = ["TemporalDetector", "matching_prefix"]
+__all__ = ["TemporalDetector", "cut_samples", "matching_prefix"]

@@ -16,9 +16,11 @@ detector           attack                  what it adds to CW
 ``combined``       ``combined-evasion``    the dropout and transform terms above, and target loss
                                            under fresh band-limited noise; success asks the
                                            detector's verdict (with the attacker's own seed)
+``noise-flood``    ``eot-noise``           target loss under fresh band-limited noise at the
+                                           detector's SNRs; success asks the detector's verdict
+``temporal``       ``prefix-consistent``   target loss of the audio's first part toward the
+                                           target's first characters; success asks the detector
 =================  ======================  =====================================================
-
-``temporal`` and ``noise-flood`` have no adaptive attacker yet.
 
 Example:
     >>> folder = craft_adaptive("transform", det, rec, sets, "runs/compare", n=30)   # doctest: +SKIP
@@ -33,6 +35,7 @@ import numpy as np
 
 from ...attacks.evasion import (BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack,
                                 CombinedEvasionConfig, EOTDropoutAttack, EOTDropoutConfig)
+from ...attacks.rival_evasion import FloodEvasionAttack, FloodEvasionConfig, PrefixEvasionAttack, RivalEvasionConfig
 from ...attacks.runner import run_attack
 from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
 from ...attacks.targets import FixedTargets
@@ -41,7 +44,7 @@ from .inputs import ComparisonSets, Entry
 
 #: The adaptive attack made against each detector kind.
 ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty",
-                    "combined": "combined-evasion"}
+                    "combined": "combined-evasion", "noise-flood": "eot-noise", "temporal": "prefix-consistent"}
 #: Weight of the dropout attacker's disagreement penalty (the mutual information the detector reads).
 EOT_GAMMA = 1.0
 
@@ -67,6 +70,10 @@ def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max
     if kind == "combined":
         config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=seed, max_iter=max_iter)
         return CombinedEvasionAttack(recognizer, config, detector=detector)
+    if kind == "noise-flood":
+        return FloodEvasionAttack(recognizer, FloodEvasionConfig(seed=seed, max_iter=max_iter), detector=detector)
+    if kind == "temporal":
+        return PrefixEvasionAttack(recognizer, RivalEvasionConfig(seed=seed, max_iter=max_iter), detector=detector)
     return None
 
 
