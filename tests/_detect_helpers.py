@@ -63,13 +63,16 @@ def finished_attack_folders(attacks_dir, recognizer, settings, items, names=("cw
     import json
 
     from asrguard.attacks.factory import make_attack
+    from asrguard.attacks.manifest import write_run_file
     from asrguard.audio import save_audio
     from asrguard.experiments.jayashankar2020 import attack_folder
 
     rng = np.random.default_rng(0)
     for name in names:
-        folder = attack_folder(attacks_dir, name, make_attack(name, recognizer, {"seed": "0"}).config_hash, settings)
+        attack = make_attack(name, recognizer, {"seed": "0"})
+        folder = attack_folder(attacks_dir, name, attack.config_hash, settings)
         (folder / "audio").mkdir(parents=True)
+        write_run_file(folder, attack, None)  # the attack's settings, as a real run keeps them
         rows = []
         for item in items:
             audio = f"audio/{item.id.replace(':', '_')}.wav"

@@ -7,6 +7,7 @@ import pytest
 
 from asrguard.errors import ConfigError
 from asrguard.experiments.comparison import adaptive_summary, cell_metrics, compare, distortion
+from asrguard.experiments.comparison.adaptive import SCHEDULE
 from asrguard.experiments.comparison.inputs import Entry
 from asrguard.experiments.comparison.report import tables_markdown
 from _detect_helpers import finished_attack_folders, tiny_recognizer
@@ -75,6 +76,8 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     assert results["detectors"]["distribution"]["passes"] == 1
     assert results["detectors"]["combined"]["passes"] == 8 + 1 + 4 + 4  # realisations, the input, the copies
     adaptive = results["adaptive"]["temporal"][cw_folder.name]
+    cw_config = {k: v for k, v in json.loads((cw_folder / "run.json").read_text())["config"].items() if k in SCHEDULE}
+    assert set(cw_config) == set(SCHEDULE)
     assert adaptive["attempted"] == adaptive["reached_target"] == n_test
     assert 0 <= adaptive["evaded"] <= n_test
     # each detector's own attacker ran on two test sources, toward CW's targets, under CW's bound
@@ -84,6 +87,10 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
         assert name.startswith(attack + "-") and crafted["attempted"] == 2
         rows = [json.loads(line) for line in (out / "adaptive" / name / "manifest.jsonl").read_text().splitlines()]
         assert {r["target"] for r in rows} == {"go"} and len(rows) == 2
+        # ... with CW's budget and schedule, but the steps asked for
+        config = json.loads((out / "adaptive" / name / "run.json").read_text())["config"]
+        assert {k: config[k] for k in cw_config if k != "max_iter"} == {k: v for k, v in cw_config.items() if k != "max_iter"}
+        assert config["max_iter"] == 3
     # temporal has the folder it was given and its own attacker's
     (name, crafted), = ((n, v) for n, v in results["adaptive"]["temporal"].items() if n != cw_folder.name)
     assert name.startswith("prefix-consistent-") and crafted["attempted"] == 2

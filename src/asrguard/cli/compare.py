@@ -45,7 +45,9 @@ def register(app: typer.Typer) -> None:
                                                                    "(eot-dropout, bpda-transform, stats-penalty, "
                                                                    "combined-evasion, eot-noise, prefix-consistent) on "
                                                                    "this many test sources (0: none)."),
-        adaptive_max_iter: int = typer.Option(600, "--adaptive-max-iter", help="Steps at most per adaptive example."),
+        adaptive_max_iter: Optional[int] = typer.Option(
+            None, "--adaptive-max-iter", help="Steps at most per adaptive example (default: CW's, which also gives "
+                                              "its bound and the rest of its schedule)."),
         quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),
         n_english: int = typer.Option(60, help="Held-out English sentences scored for false alarms (0: none)."),
         seed: int = typer.Option(0, help="Random seed (detectors, and the run made without --run)."),

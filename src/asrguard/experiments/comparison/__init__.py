@@ -114,7 +114,7 @@ def _adaptive_folders(adaptive: Mapping[str, Sequence[str | Path]] | None, kinds
 
 
 def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adaptive=None, craft_adaptive: int = 0,
-            adaptive_max_iter: int = 600, quick: bool = False, seed: int = 0, n_english: int = 60,
+            adaptive_max_iter: int | None = None, quick: bool = False, seed: int = 0, n_english: int = 60,
             n_calibration: int = 300, uncertainty_classifier: str = "all-svm", progress: bool = True) -> dict:
     """Run (or resume) the comparison; returns the results also written to ``OUT/results.json``.
 
@@ -124,7 +124,8 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
         kinds: the detector kinds to compare (:data:`asrguard.detect.registry.KINDS`).
         adaptive: ``{kind: [attack folders]}``: adaptive examples made against that detector.
         craft_adaptive: run each detector's own adaptive attacker (:mod:`.adaptive`) on this many
-            test sources CW succeeded on (0: none), at most ``adaptive_max_iter`` steps each.
+            test sources CW succeeded on (0: none), with CW's budget and schedule (``adaptive_max_iter``
+            overrides its steps).
         quick: when a run has to be made here, make the ``--quick`` one.
         n_english, n_calibration: sizes of the held-out English set and the extra calibration set.
         uncertainty_classifier: the dropout-uncertainty detector's classifier (the shipped one's).

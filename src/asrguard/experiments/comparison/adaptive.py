@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,6 +37,7 @@ import numpy as np
 from ...attacks.evasion import (BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack,
                                 CombinedEvasionConfig, EOTDropoutAttack, EOTDropoutConfig)
 from ...attacks.rival_evasion import FloodEvasionAttack, FloodEvasionConfig, PrefixEvasionAttack, RivalEvasionConfig
+from ...attacks.manifest import RUN_FILE
 from ...attacks.runner import run_attack
 from ...attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig
 from ...attacks.targets import FixedTargets
@@ -45,42 +47,58 @@ from .inputs import ComparisonSets, Entry
 #: The adaptive attack made against each detector kind.
 ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty",
                     "combined": "combined-evasion", "noise-flood": "eot-noise", "temporal": "prefix-consistent"}
+#: CW's settings each attacker copies from the run's CW examples, so that "the distortion it needed" is
+#: compared with CW's under the same budget and schedule (the attackers' own default stops after 4
+#: shrinks of the bound, at -32.7 dB, where CW may go on to -40.5 dB).
+SCHEDULE = ("tau_db", "shrink", "max_shrinks", "max_iter", "patience", "learning_rate", "lr_decay", "lr_floor",
+            "check_every")
 #: Weight of the dropout attacker's disagreement penalty (the mutual information the detector reads).
 EOT_GAMMA = 1.0
 
 
-def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max_iter: int):
+def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max_iter: int | None = None, *,
+                    schedule: Mapping | None = None):
     """The attack object made against a fitted ``detector`` of ``kind`` (``None`` when there is none).
 
     ``benign_rows``: the detector's features of its benign training audio (the statistics
-    penalty pulls toward their mean).
+    penalty pulls toward their mean). ``schedule``: CW settings (:data:`SCHEDULE`) every attacker
+    takes, e.g. :func:`cw_schedule`'s; ``max_iter`` overrides its step count. Without either, the
+    attackers' own shorter default (``AdaptiveConfig``).
     """
+    common = {**(schedule or {}), **({} if max_iter is None else {"max_iter": max_iter})}
     if kind == "uncertainty":
         config = EOTDropoutConfig(p=detector.feature_extractor.config.p, masks_per_step=4, gamma=EOT_GAMMA,
-                                  seed=seed, max_iter=max_iter)
+                                  seed=seed, **common)
         return EOTDropoutAttack(recognizer, config)
     if kind == "transform":
-        return BPDATransformAttack(recognizer, BPDATransformConfig.from_detector(detector, seed=seed,
-                                                                                 max_iter=max_iter))
+        return BPDATransformAttack(recognizer, BPDATransformConfig.from_detector(detector, seed=seed, **common))
     if kind == "distribution":
         # a logistic detector keeps no benign mean: the attacker takes it from the benign training rows
         config = StatsPenaltyConfig(reference=tuple(map(float, np.mean(benign_rows, axis=0))),
-                                    scale=tuple(map(float, detector.scale_)), seed=seed, max_iter=max_iter)
+                                    scale=tuple(map(float, detector.scale_)), seed=seed, **common)
         return StatsPenaltyAttack(recognizer, config, detector=detector)
     if kind == "combined":
-        config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=seed, max_iter=max_iter)
+        config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=seed, **common)
         return CombinedEvasionAttack(recognizer, config, detector=detector)
     if kind == "noise-flood":
-        return FloodEvasionAttack(recognizer, FloodEvasionConfig(seed=seed, max_iter=max_iter), detector=detector)
+        return FloodEvasionAttack(recognizer, FloodEvasionConfig(seed=seed, **common), detector=detector)
     if kind == "temporal":
-        return PrefixEvasionAttack(recognizer, RivalEvasionConfig(seed=seed, max_iter=max_iter), detector=detector)
+        return PrefixEvasionAttack(recognizer, RivalEvasionConfig(seed=seed, **common), detector=detector)
     return None
 
 
+def cw_schedule(sets: ComparisonSets) -> dict:
+    """The :data:`SCHEDULE` settings of the run's CW examples (empty when its folder keeps no config)."""
+    run_file = Path(sets.run["attacks"]["cw"]["folder"]) / RUN_FILE
+    config = json.loads(run_file.read_text()).get("config", {}) if run_file.is_file() else {}
+    return {key: config[key] for key in SCHEDULE if key in config}
+
+
 def craft_adaptive(kind: str, detector, recognizer, sets: ComparisonSets, out_dir, *, n: int, benign_rows=None,
-                   seed: int = 0, max_iter: int = 600, progress: bool = True) -> Path | None:
-    """Run ``kind``'s adaptive attack on ``n`` test sources CW succeeded on; returns its folder (resumable)."""
-    attack = adaptive_attack(kind, detector, recognizer, benign_rows, seed, max_iter)
+                   seed: int = 0, max_iter: int | None = None, progress: bool = True) -> Path | None:
+    """Run ``kind``'s adaptive attack on ``n`` test sources CW succeeded on, with CW's budget and schedule
+    (:func:`cw_schedule`; ``max_iter`` overrides its steps); returns its folder (resumable)."""
+    attack = adaptive_attack(kind, detector, recognizer, benign_rows, seed, max_iter, schedule=cw_schedule(sets))
     if attack is None or n <= 0:
         return None
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
@@ -100,4 +118,5 @@ def attack_toward_cw_targets(attack, sources: Sequence[Entry], cw_rows: Mapping[
     return Path(folder)
 
 
-__all__ = ["ADAPTIVE_ATTACKS", "EOT_GAMMA", "adaptive_attack", "attack_toward_cw_targets", "craft_adaptive"]
+__all__ = ["ADAPTIVE_ATTACKS", "EOT_GAMMA", "SCHEDULE", "adaptive_attack", "attack_toward_cw_targets", "craft_adaptive",
+           "cw_schedule"]
