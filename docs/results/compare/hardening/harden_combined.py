@@ -16,7 +16,8 @@ Issue 17 asks whether training on adaptive examples makes a detector hold. On th
 
 ``--margin`` gives both attackers a ``score_margin`` (success needs their copy of the detector
 that far below its threshold; see margin_attack.py), so the hardened detector also learns from
-examples that sit well inside its benign side.
+examples that sit well inside its benign side. Those attackers run with CW's budget and schedule
+(``cw_schedule``), as compare-detectors' do since session 14; the plain run keeps the short one.
 
 Crafted folders go to runs/compare/hardening/ (resumable); the summary is printed and written
 to docs/results/compare/hardening/results.json (results_margin<M>.json with --margin M).
@@ -31,7 +32,8 @@ from asrguard.asr.registry import load_recognizer
 from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
 from asrguard.detect.combined import CombinedDetector
 from asrguard.experiments.comparison import adaptive_summary, cell_metrics
-from asrguard.experiments.comparison.adaptive import EOT_GAMMA, adaptive_attack, attack_toward_cw_targets
+from asrguard.experiments.comparison.adaptive import (EOT_GAMMA, adaptive_attack, attack_toward_cw_targets,
+                                                     cw_schedule)
 from asrguard.experiments.comparison.inputs import FeatureSource, attack_entries, comparison_sets
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,8 +63,8 @@ def fitted(extra_adversarial=None):
 
 def craft(det, sources, cw_by_source, name):
     if args.margin:
-        config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=s.seed, max_iter=600,
-                                       score_margin=args.margin)
+        config = CombinedEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=s.seed, score_margin=args.margin,
+                                       **cw_schedule(sets))
         attack = CombinedEvasionAttack(rec, config, detector=det)
     else:
         attack = adaptive_attack("combined", det, rec, None, s.seed, 600)
