@@ -145,3 +145,16 @@ def test_the_combined_attack_floods_as_before(rec):
         unit = band_noise(len(x), 16000, attack.noise.band_hz, generator(0, "flood", 3, index, 0))
         expected = np.clip(x + unit.astype(np.float32) * rms / 10 ** (snr / 20), -1, 1)
         np.testing.assert_allclose(copies[index].waveforms[0].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["distribution", "transform", "temporal", "noise-flood"])
+def test_every_rival_copies_itself_under_another_seed(rec, kind):
+    from asrguard.detect.registry import make_detector
+    settings = {"transforms": "resample,quantize"} if kind == "transform" else {}
+    det = make_detector(kind, rec, seed=3, target_fpr=0.2, **settings)
+    det.fit(clips(4, 0), clips(4, 1, noisy=True) if det.needs_adversarial else None)
+    other, same = det.copy_with_seed(11), det.copy_with_seed(3)
+    assert (other.seed, other.threshold_, det.seed) == (11, det.threshold_, 3)
+    assert same.fingerprint() == det.fingerprint() and other.fingerprint() != det.fingerprint()
+    x = clips(1, 5, noisy=True)[0]
+    assert same.score(x) == det.score(x)
