@@ -40,8 +40,9 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--n", type=int, default=8, help="sources to attack, on each side")
 parser.add_argument("--run", type=Path, default=Path("runs/j_mixed"))
 parser.add_argument("--features", type=Path, default=Path("runs/compare"))
-parser.add_argument("--transfer", type=Path, default=Path("runs/compare/adaptive/combined-evasion-f326042ca101"),
-                    help="combined-evasion examples made against the first detector on test sources")
+parser.add_argument("--transfer", type=Path, action="append",
+                    help="combined-evasion examples made against the first detector on test sources (repeatable; "
+                         "default: runs/compare/adaptive/combined-evasion-f326042ca101)")
 parser.add_argument("--margin", type=float, default=0.0, help="both attackers' score_margin (0: the plain attacker)")
 args = parser.parse_args()
 out = args.features / "hardening"
@@ -113,8 +114,10 @@ fit_entries = attack_entries(on_fit.name, {"folder": on_fit, "config_hash": ""},
                              kind=f"adaptive-{on_fit.name}")
 hardened, hsrc = fitted(fit_entries)
 results["hardened"] = report(hardened, hsrc, f"hardened (benign + DR + {len(fit_entries)} adaptive)")
-if args.transfer.exists():
-    results["transfer"] = adaptive(hardened, hsrc, args.transfer, "first detector's attacker vs hardened")
+for folder in args.transfer or [Path("runs/compare/adaptive/combined-evasion-f326042ca101")]:
+    if folder.exists():
+        results.setdefault("transfer", {})[folder.name] = adaptive(hardened, hsrc, folder,
+                                                                   f"{folder.name} (made against the first) vs hardened")
 test_sources = [e for e in sets.test_benign if e.source in cw_test][:args.n]
 again = craft(hardened, test_sources, cw_test, "test")
 results["adaptive_against_hardened"] = adaptive(hardened, hsrc, again, "combined-evasion against hardened")
