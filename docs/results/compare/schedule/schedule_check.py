@@ -48,14 +48,15 @@ for label, schedule in (("adaptive schedule", {}), ("CW's schedule", cw_schedule
     attack = adaptive_attack(args.kind, detector, rec, benign_rows, 0, 600)
     if schedule or args.margin:
         extra = {"score_margin": args.margin} if args.margin else {}
-        attack = type(attack)(rec, dataclasses.replace(attack.config, **schedule, **extra), detector=detector)
+        held = {"detector": detector} if hasattr(attack, "detector") else {}  # the attacks that ask a detector
+        attack = type(attack)(rec, dataclasses.replace(attack.config, **schedule, **extra), **held)
     if args.short_folder and not schedule:
         folder = args.short_folder
     else:
         folder = attack_toward_cw_targets(attack, sources, cw,
                                           args.out / "adaptive" / f"{attack.name}-{attack.config_hash}")
-    entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rec.sample_rate,
-                             kind=f"adaptive-{folder.name}")
+    entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, {e.source for e in sources},
+                             rec.sample_rate, kind=f"adaptive-{folder.name}")  # only the sources asked for
     scores = detector.score_features(source.table(entries))
     benign = detector.score_features(source.table([e for e in sets.test_benign if e.source in {x.source for x in entries}]))
     s = adaptive_summary(scores, entries, len(sources), detector.threshold, benign, cw)
