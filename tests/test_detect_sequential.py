@@ -38,3 +38,18 @@ def test_calibrated_margins_never_flip_a_calibration_verdict():
 def test_calibration_needs_paths_of_one_length():
     with pytest.raises(ConfigError):
         calibrate_margins([[0.1, 0.2], [0.3]], 0.0)
+
+
+def test_the_experiment_scores_with_another_mask_seed_without_touching_the_detector():
+    from asrguard.experiments.sequential import parse_seeds, with_mask_seed
+    detector = load_detector()
+    waveform, _ = load_audio(EXAMPLE_AUDIO, detector.recognizer.sample_rate)
+    own = detector.feature_extractor.config.seed
+    other = with_mask_seed(detector, own + 1)
+    assert other.feature_extractor.config.seed == own + 1 and detector.feature_extractor.config.seed == own
+    assert other.classifier is detector.classifier and other.threshold == detector.threshold
+    assert other.score(waveform) != pytest.approx(detector.score(waveform), abs=1e-6)
+    assert parse_seeds(None, own) == [own] and parse_seeds("0, 3,5", own) == [0, 3, 5]
+    for bad in ("1,1", "a,2", ""):
+        with pytest.raises(ConfigError, match="mask-seeds"):
+            parse_seeds(bad, own)

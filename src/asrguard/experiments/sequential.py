@@ -14,12 +14,20 @@ Stages (resumable in ``--out``):
    number of realisations, and the mean cost of scoring an input as a ratio to one transcription
    of it, timed in this run.
 
+``--mask-seeds`` repeats stages 3-5 with the detector's realisations drawn from other mask seeds
+(as ``--mask-seed random`` deploys it; the classifier stays the shipped one). The fixed-I AUROC
+itself moves from seed to seed, so one seed's "AUROC drop" mixes the stopping rule with that
+noise; the per-seed table and the mean drop over seeds separate them. Costs are timed with the
+first seed only.
+
     python -m asrguard.experiments.sequential --out runs/sequential --json
+    python -m asrguard.experiments.sequential --out runs/sequential --threads 2 --mask-seeds 0,1,2,3,4,5
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -35,8 +43,10 @@ from ..attacks.targets import TargetSampler
 from ..audio import load_audio
 from ..defaults import load_detector
 from ..detect.sequential import calibrate_margins, chunk_scores, decide
+from ..errors import ConfigError
 from ..evaluate.detection import auroc, auroc_interval, split_by_source
 from ..fileio import atomic_write_text
+from ..uncertainty.features import FeatureExtractor
 
 CORPORA = ["fsdd-digits", "speech-commands"]
 
@@ -67,6 +77,67 @@ def timed_ratio(detector, waveform, margins, chunk: int, repeats: int = 3) -> tu
     return sequential / transcribe, fixed / transcribe
 
 
+def with_mask_seed(detector, seed: int):
+    """A shallow copy of ``detector`` that draws its realisations from mask seed ``seed``."""
+    other = copy.copy(detector)
+    c = detector.feature_extractor.config
+    other.feature_extractor = FeatureExtractor(n=c.n, p=c.p, seed=seed, max_distance=c.max_distance)
+    return other
+
+
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    if text is None:
+        return [default]
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--mask-seeds takes comma-separated integers, not {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--mask-seeds needs distinct integers, got {text!r}")
+    return seeds
+
+
+def score_paths(detector, inputs, chunk: int, cache_path: Path) -> dict:
+    """Every input's score after each chunk (stage 3), cached in ``cache_path``."""
+    n = detector.feature_extractor.config.n
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for key, waveform, label in inputs:
+        name = f"{label}:{key}"
+        if name not in cache:
+            score = chunk_scores(detector, waveform, chunk)
+            cache[name] = [score(k) for k in range(1, n // chunk + 1)]
+    atomic_write_text(cache_path, json.dumps(cache))
+    return cache
+
+
+def evaluate_seed(detector, inputs, paths, labels, calibrate, test, chunk: int, timed: bool) -> dict:
+    """Stages 4-5 for one mask seed's score paths."""
+    margins = calibrate_margins([p for p, c in zip(paths, calibrate) if c], detector.threshold)
+    test_rows = [i for i in range(len(inputs)) if test[i]]
+    decided = [decide(paths[i], margins, detector.threshold) for i in test_rows]
+    seq_scores = np.array([s for s, _ in decided])
+    fixed_scores = np.array([paths[i][-1] for i in test_rows])
+    y = labels[test_rows]
+    used = np.array([k * chunk for _, k in decided])
+    result = {
+        "mask_seed": detector.feature_extractor.config.seed,
+        "margins": margins,
+        "auroc_sequential": auroc(y, seq_scores), "auroc_sequential_ci": list(auroc_interval(y, seq_scores)),
+        "auroc_fixed": auroc(y, fixed_scores), "auroc_fixed_ci": list(auroc_interval(y, fixed_scores)),
+        "verdicts_differing_from_fixed": int(np.sum((seq_scores > detector.threshold)
+                                                    != (fixed_scores > detector.threshold))),
+        "mean_realizations": float(used.mean()),
+        "mean_realizations_benign": float(used[y == 0].mean()),
+        "mean_realizations_adversarial": float(used[y == 1].mean()),
+    }
+    result["auroc_drop"] = result["auroc_fixed"] - result["auroc_sequential"]
+    if timed:
+        ratios = [timed_ratio(detector, inputs[i][1], margins, chunk) for i in test_rows]
+        result["mean_cost_sequential_over_transcription"] = float(np.mean([r[0] for r in ratios]))
+        result["mean_cost_fixed_over_transcription"] = float(np.mean([r[1] for r in ratios]))
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -75,6 +146,8 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (timings are ratios in one run)")
+    parser.add_argument("--mask-seeds", default=None,
+                        help="comma-separated realisation seeds to score with (default: the detector's own)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -82,7 +155,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     detector = load_detector()
     rec = detector.recognizer
-    n = detector.feature_extractor.config.n
+    own_seed = detector.feature_extractor.config.seed
+    seeds = parse_seeds(args.mask_seeds, own_seed)
 
     # 1-2. inputs: CW examples of held-out sources, and other held-out benign utterances
     items = load_items(CORPORA, args.n_attack + args.n_benign, args.seed, None, rec.sample_rate)
@@ -95,49 +169,37 @@ def main(argv=None) -> int:
     inputs = [(it.id, it.waveform, 0) for it in benign]
     inputs += [(r["id"], load_audio(folder / r["audio"], rec.sample_rate)[0], 1)
                for r in read_records(folder) if r.get("success")]
+    labels = np.array([label for _, _, label in inputs])
 
-    # 3. score paths, cached
-    cache_path = out / f"paths_chunk{args.chunk}.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    for key, waveform, label in inputs:
-        name = f"{label}:{key}"
-        if name not in cache:
-            score = chunk_scores(detector, waveform, args.chunk)
-            cache[name] = [score(k) for k in range(1, n // args.chunk + 1)]
-    atomic_write_text(cache_path, json.dumps(cache))
-
-    # 4. speaker split: half the speakers calibrate the margins
+    # 4. speaker split: half the speakers calibrate the margins (the same split for every seed)
     speakers = [speaker_of(key) for key, _, _ in inputs]
     calibrate, test = split_by_source(speakers, 0.5, seed=args.seed)
-    paths = [cache[f"{label}:{key}"] for key, _, label in inputs]
-    labels = np.array([label for _, _, label in inputs])
-    margins = calibrate_margins([p for p, c in zip(paths, calibrate) if c], detector.threshold)
 
-    # 5. the test half
-    test_rows = [i for i in range(len(inputs)) if test[i]]
-    decided = [decide(paths[i], margins, detector.threshold) for i in test_rows]
-    seq_scores = np.array([s for s, _ in decided])
-    fixed_scores = np.array([paths[i][-1] for i in test_rows])
-    y = labels[test_rows]
-    ratios = [timed_ratio(detector, inputs[i][1], margins, args.chunk) for i in test_rows]
+    per_seed = []
+    for index, seed in enumerate(seeds):
+        scorer = detector if seed == own_seed else with_mask_seed(detector, seed)
+        suffix = "" if seed == own_seed else f"_mask{seed}"  # the detector's own seed keeps the old cache
+        cache = score_paths(scorer, inputs, args.chunk, out / f"paths_chunk{args.chunk}{suffix}.json")
+        paths = [cache[f"{label}:{key}"] for key, _, label in inputs]
+        per_seed.append(evaluate_seed(scorer, inputs, paths, labels, calibrate, test, args.chunk, timed=index == 0))
+
+    y = labels[test]
     result = {
-        "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "out": str(out), "realizations": n,
+        "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "out": str(out),
+                     "realizations": detector.feature_extractor.config.n,
                      "threshold": detector.threshold, "classifier": detector.classifier.name},
-        "n_calibration": int(calibrate.sum()), "n_test": len(test_rows),
+        "n_calibration": int(calibrate.sum()), "n_test": int(test.sum()),
         "n_test_benign": int((y == 0).sum()), "n_test_adversarial": int((y == 1).sum()),
-        "margins": margins,
-        "auroc_sequential": auroc(y, seq_scores), "auroc_sequential_ci": list(auroc_interval(y, seq_scores)),
-        "auroc_fixed": auroc(y, fixed_scores), "auroc_fixed_ci": list(auroc_interval(y, fixed_scores)),
-        "verdicts_differing_from_fixed": int(np.sum((seq_scores > detector.threshold)
-                                                    != (fixed_scores > detector.threshold))),
-        "mean_realizations": float(np.mean([k * args.chunk for _, k in decided])),
-        "mean_realizations_benign": float(np.mean([k * args.chunk for (_, k), l in zip(decided, y) if l == 0])),
-        "mean_realizations_adversarial": float(np.mean([k * args.chunk for (_, k), l in zip(decided, y) if l == 1])),
-        "mean_cost_sequential_over_transcription": float(np.mean([r[0] for r in ratios])),
-        "mean_cost_fixed_over_transcription": float(np.mean([r[1] for r in ratios])),
+        **per_seed[0],
     }
-    result["auroc_drop"] = result["auroc_fixed"] - result["auroc_sequential"]
-    atomic_write_text(out / f"results_chunk{args.chunk}.json", json.dumps(result, indent=1))
+    if len(seeds) > 1:
+        result["per_mask_seed"] = per_seed
+        for key in ("auroc_fixed", "auroc_sequential", "auroc_drop", "mean_realizations"):
+            values = np.array([r[key] for r in per_seed])
+            result[f"{key}_mean_over_seeds"] = float(values.mean())
+            result[f"{key}_sd_over_seeds"] = float(values.std(ddof=1))
+    name = f"results_chunk{args.chunk}" + ("" if seeds == [own_seed] else f"_seeds{len(seeds)}")
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=None if args.json else 1))
     return 0
 
