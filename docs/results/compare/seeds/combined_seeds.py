@@ -1,0 +1,62 @@
+"""The combined and uncertainty detectors' non-adaptive cells with the dropout masks drawn from other seeds.
+
+Reuses the uncertainty features that docs/results/sequential/realisation_sweep.py computed for
+mask seeds 0-5 at I = 50 (SWEEP/I50_seed{S}/run/features) and the rival detectors' cached rows
+(runs/compare/features, through a link, so nothing there is rewritten). For each seed both detectors
+are refitted and scored exactly as `compare-detectors` does; only the masks move. Seed 0
+reproduces docs/results/compare/tables.md. Writes seeds.json beside this file and prints mean,
+sd, minimum and maximum per cell.
+
+    python docs/results/sequential/realisation_sweep.py --out runs/realisation_sweep --n 50 --seeds 0,1,2,3,4,5
+    python docs/results/compare/seeds/combined_seeds.py --sweep runs/realisation_sweep
+"""
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import asrguard.experiments.comparison.inputs as inputs
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--sweep", type=Path, default=Path("runs/realisation_sweep"))
+parser.add_argument("--features", type=Path, default=Path("runs/compare/features"))
+parser.add_argument("--seeds", default="0,1,2,3,4,5")
+args = parser.parse_args()
+Extractor = inputs.FeatureExtractor
+from asrguard.experiments.comparison import compare  # noqa: E402
+
+rows = []
+for seed in map(int, args.seeds.split(",")):
+    run = args.sweep / f"I50_seed{seed}" / "run"
+    if not (run / "results.json").is_file():
+        raise SystemExit(f"{run}: run realisation_sweep.py for seed {seed} with I = 50 first")
+    inputs.FeatureExtractor = lambda n, p, seed, _s=seed: Extractor(n=n, p=p, seed=_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.symlink(args.features.resolve(), Path(tmp) / "features")
+        res = compare(Path(tmp), run_dir=run, kinds=("uncertainty", "combined"), progress=False)
+    for kind in ("uncertainty", "combined"):
+        rows.append({"seed": seed, "detector": kind,
+                     "cells": {a: {"auroc": v["auroc"], "tpr_at_1pct_fpr": v["tpr_at_1pct_fpr"]}
+                               for a, v in res["cells"][kind].items()},
+                     "false_alarms": {k: v["rate"] for k, v in res["false_alarms"][kind].items()}})
+        print(json.dumps(rows[-1]), flush=True)
+
+summary = {}
+for kind in ("uncertainty", "combined"):
+    mine = [r for r in rows if r["detector"] == kind]
+    summary[kind] = {}
+    for a in mine[0]["cells"]:
+        for m in ("auroc", "tpr_at_1pct_fpr"):
+            v = np.array([r["cells"][a][m] for r in mine])
+            summary[kind][f"{a}_{m}"] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                                         "min": float(v.min()), "max": float(v.max())}
+    for k in mine[0]["false_alarms"]:
+        v = np.array([r["false_alarms"][k] for r in mine])
+        summary[kind][f"false_alarms_{k}"] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+out = {"rows": rows, "summary": summary}
+Path(__file__).with_name("seeds.json").write_text(json.dumps(out, indent=1) + "\n")
+for kind, cells in summary.items():
+    print(kind, {k: (round(v["mean"], 3), round(v["min"], 3), round(v["max"], 3)) for k, v in cells.items()})
