@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from asrguard.asr.base import AudioBatch
 from asrguard.asr.ctc import CTCConfig, CTCRecognizer
 from asrguard.attacks.base import config_hash, required_frames
 from asrguard.attacks.cw import CWAttack, CWConfig, DRAttack, DRConfig, NRRAttack, NRRConfig, USAttack
