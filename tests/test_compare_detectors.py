@@ -34,6 +34,12 @@ def test_adaptive_summary_counts_evasions_and_compares_distortion_with_cw_on_the
     assert summary["distortion_evading"] == {"mean_db_x_delta": -30.0, "median_snr_db": 20.0, "n": 1}
     assert summary["distortion_cw_same_sources"]["mean_db_x_delta"] == -34.0
     assert distortion([]) == {"mean_db_x_delta": None, "median_snr_db": None, "n": 0}
+    assert "vs_held_out_auroc" not in summary
+    # against every held-out benign utterance: 0.2 is above one of the three, 0.9 above all
+    wider = adaptive_summary(np.array([0.2, 0.9]), entries, attempted=4, threshold=0.5, benign=np.array([0.0, 0.1]),
+                             cw_rows=cw, held_out=np.array([0.0, 0.3, 0.4]))
+    assert wider["vs_benign_auroc"] == 1.0 and wider["vs_held_out_auroc"] == pytest.approx(4 / 6)
+    assert wider["vs_held_out_n_benign"] == 3
 
 
 def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(tmp_path):

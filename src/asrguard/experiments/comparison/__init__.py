@@ -76,13 +76,20 @@ def distortion(rows: Sequence[Mapping]) -> dict:
 
 
 def adaptive_summary(scores: np.ndarray, entries: list[Entry], attempted: int, threshold: float,
-                     benign: np.ndarray, cw_rows: Mapping[str, Mapping]) -> dict:
-    """How an adaptive attack folder fared against one detector at its calibrated threshold."""
+                     benign: np.ndarray, cw_rows: Mapping[str, Mapping], held_out: np.ndarray | None = None) -> dict:
+    """How an adaptive attack folder fared against one detector at its calibrated threshold.
+
+    ``benign``: the scores of the examples' own sources (``vs_benign_*``). ``held_out``: of every
+    held-out benign test utterance (``vs_held_out_*``), the fairer AUROC when an attacker pushes
+    scores into the benign range: the sources themselves are often easy inputs.
+    """
     evading = [e for e, s in zip(entries, scores) if s <= threshold]
     same_sources = [cw_rows[e.source] for e in entries if e.source in cw_rows]
+    against = {} if held_out is None else {f"vs_held_out_{k}": v
+                                           for k, v in cell_metrics(held_out, scores, threshold).items()}
     return {"attempted": attempted, "reached_target": len(entries), "evaded": len(evading),
             "evasion_rate": len(evading) / attempted if attempted else float("nan"),
-            **{f"vs_benign_{k}": v for k, v in cell_metrics(benign, scores, threshold).items()},
+            **{f"vs_benign_{k}": v for k, v in cell_metrics(benign, scores, threshold).items()}, **against,
             "distortion_evading": distortion([e.record for e in evading]),
             "distortion_all": distortion([e.record for e in entries]),
             "distortion_cw_same_sources": distortion(same_sources)}
@@ -188,7 +195,8 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                 benign = scores_of([e for e in sets.test_benign + sets.urban_test
                                     if e.source in {x.source for x in entries}])
                 results["adaptive"].setdefault(kind, {})[folder.name] = adaptive_summary(
-                    scores_of(entries), entries, _attempted(folder, sets.test_sources()), threshold, benign, cw_rows)
+                    scores_of(entries), entries, _attempted(folder, sets.test_sources()), threshold, benign, cw_rows,
+                    held_out=scores_of(sets.test_benign))
     results["seconds"] = time.perf_counter() - t_start
     results = without_nan(results)
     write_json(out_dir / "results.json", results)
