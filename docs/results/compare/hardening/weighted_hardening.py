@@ -88,10 +88,12 @@ if args.attack is not None:
     entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, {e.source for e in sources}, rate,
                              kind=f"adaptive-{folder.name}")
     own = target.score_features(src.table([e for e in sets.test_benign if e.source in {x.source for x in entries}]))
-    summary = adaptive_summary(target.score_features(src.table(entries)), entries, len(sources), target.threshold, own, cw)
+    summary = adaptive_summary(target.score_features(src.table(entries)), entries, len(sources), target.threshold, own, cw,
+                               held_out=target.score_features(src.table(sets.test_benign)))
     results["fresh_attack"] = {"repeats": args.attack, "folder": folder.name, "margin": MARGIN, **summary}
     d, c = summary["distortion_evading"], summary["distortion_cw_same_sources"]
     print(f"fresh margin attacker against K = {args.attack} ({folder.name}): {summary['evaded']} of {len(sources)} evade "
-          f"(reached target {summary['reached_target']}); AUROC against their sources {summary['vs_benign_auroc']:.3f}; "
+          f"(reached target {summary['reached_target']}); AUROC against their sources {summary['vs_benign_auroc']:.3f}, "
+          f"against every held-out benign test utterance {summary['vs_held_out_auroc']:.3f}; "
           f"evading at {d['mean_db_x_delta']} dB (n={d['n']}), CW on the same sources {c['mean_db_x_delta']} dB")
 Path(__file__).with_name("weighted.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
