@@ -46,7 +46,6 @@ from ..detect.sequential import calibrate_margins, chunk_scores, decide
 from ..errors import ConfigError
 from ..evaluate.detection import auroc, auroc_interval, split_by_source
 from ..fileio import atomic_write_text
-from ..uncertainty.features import FeatureExtractor
 
 CORPORA = ["fsdd-digits", "speech-commands"]
 
@@ -79,10 +78,7 @@ def timed_ratio(detector, waveform, margins, chunk: int, repeats: int = 3) -> tu
 
 def with_mask_seed(detector, seed: int):
     """A shallow copy of ``detector`` that draws its realisations from mask seed ``seed``."""
-    other = copy.copy(detector)
-    c = detector.feature_extractor.config
-    other.feature_extractor = FeatureExtractor(n=c.n, p=c.p, seed=seed, max_distance=c.max_distance)
-    return other
+    return copy.copy(detector).set_mask_seed(seed)  # replaces the copy's extractor only
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:

@@ -187,6 +187,7 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                               benign_rows=fit_benign, seed=seed, max_iter=adaptive_max_iter,
                                               progress=progress)
             folders += [crafted] if crafted is not None else []
+        held_out = None  # every held-out benign test utterance, scored once for all folders
         for folder in folders:
             entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, sets.test_sources(), rate,
                                      kind=f"adaptive-{folder.name}")
@@ -194,9 +195,10 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                 source.tick = bars.task(f"{kind}: features of {folder.name}", len(entries))
                 benign = scores_of([e for e in sets.test_benign + sets.urban_test
                                     if e.source in {x.source for x in entries}])
+                held_out = scores_of(sets.test_benign) if held_out is None else held_out
                 results["adaptive"].setdefault(kind, {})[folder.name] = adaptive_summary(
                     scores_of(entries), entries, _attempted(folder, sets.test_sources()), threshold, benign, cw_rows,
-                    held_out=scores_of(sets.test_benign))
+                    held_out=held_out)
     results["seconds"] = time.perf_counter() - t_start
     results = without_nan(results)
     write_json(out_dir / "results.json", results)
