@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="utterance length")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the project runs on 2 cores)")
+    parser.add_argument("--realizations", type=int, default=None,
+                        help="score with this many realisations instead of the detector's own I (cost only: "
+                             "the classifier was fitted at its own I)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,6 +67,10 @@ def main() -> None:
     else:
         recognizer = CTCRecognizer.load() if shipped_model else CTCRecognizer()
         detector = synthetic_detector(recognizer, 50, 0.1)
+    if args.realizations is not None:
+        c = detector.feature_extractor.config
+        detector.feature_extractor = FeatureExtractor(n=args.realizations, p=c.p, seed=c.seed,
+                                                      max_distance=c.max_distance)
     waveform = two_second_utterance(recognizer.sample_rate, args.seconds)
 
     transcribe_s = median_seconds(lambda: recognizer.transcribe([waveform]), args.repeats)
