@@ -50,6 +50,8 @@ def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(t
     with pytest.raises(ConfigError, match="not compared"):
         compare(tmp_path / "out", run_dir=tmp_path, kinds=("temporal",), adaptive={"transform": [tmp_path]},
                 progress=False)
+    with pytest.raises(ConfigError, match="mask_seed"):
+        compare(tmp_path / "out", run_dir=tmp_path, craft_adaptive=2, mask_seed=1, progress=False)
 
 
 def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, shared_data, monkeypatch):
@@ -112,6 +114,16 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
                     craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
     assert again["cells"] == results["cells"] and again["false_alarms"] == results["false_alarms"]
     assert again["adaptive"] == results["adaptive"]
+
+    # other dropout masks: only the uncertainty features move (drawn into the run's cache under that seed;
+    # the combined detector's other members are still read from the cache)
+    other = compare(out, run_dir=tmp_path / "run", kinds=("uncertainty", "combined"),
+                    n_english=2, n_calibration=4, mask_seed=7, progress=False)
+    assert results["mask_seed"] == settings.seed and other["mask_seed"] == 7
+    assert other["detectors"]["uncertainty"]["settings"]["seed"] == 7
+    assert any((tmp_path / "run" / "features").glob("*/n8-p*-s7-*"))
+    assert other["detectors"]["uncertainty"]["threshold"] != results["detectors"]["uncertainty"]["threshold"]
+    assert "mask seed 7" in (out / "tables.md").read_text()
 
 
 def test_the_report_shows_every_detector_and_attack():

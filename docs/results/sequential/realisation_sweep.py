@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-import asrguard.experiments.comparison.inputs as inputs
+from asrguard.experiments.comparison import compare
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, required=True)
@@ -29,15 +29,10 @@ args = parser.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
 log = args.out / "sweep.jsonl"
 done = {(r["I"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
-Extractor = inputs.FeatureExtractor
-from asrguard.experiments.comparison import compare  # noqa: E402
-
 for seed in map(int, args.seeds.split(",")):
     for n in map(int, args.n.split(",")):
         if (n, seed) in done:
             continue
-        # the comparison draws features with the run's seed, which also splits its data: only the masks move
-        inputs.FeatureExtractor = lambda n, p, seed, _s=seed: Extractor(n=n, p=p, seed=_s)
         run = args.out / f"I{n}_seed{seed}" / "run"
         run.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "setup.json"):
@@ -45,7 +40,7 @@ for seed in map(int, args.seeds.split(",")):
         results = json.loads((run / "results.json").read_text())
         results["settings"]["n_realizations"] = n
         (run / "results.json").write_text(json.dumps(results))
-        res = compare(run.parent / "cmp", run_dir=run, kinds=("uncertainty",), progress=False)
+        res = compare(run.parent / "cmp", run_dir=run, kinds=("uncertainty",), mask_seed=seed, progress=False)
         row = {"I": n, "seed": seed,
                "cells": {a: {"auroc": v["auroc"], "tpr_at_1pct_fpr": v["tpr_at_1pct_fpr"]}
                          for a, v in res["cells"]["uncertainty"].items()},

@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),
         n_english: int = typer.Option(60, help="Held-out English sentences scored for false alarms (0: none)."),
         seed: int = typer.Option(0, help="Random seed (detectors, and the run made without --run)."),
+        mask_seed: Optional[int] = typer.Option(
+            None, "--mask-seed", help="Draw the dropout realisations from this seed instead of the run's (nothing "
+                                      "else moves): a fixed-I detector's cells are one draw of its masks. Needs "
+                                      "--adaptive-n 0."),
     ):
         """Compare every detector on the same attacks: AUROC, TPR at 1 % FPR, false alarms, cost, adaptive."""
         from ..experiments.comparison import DEFAULT_KINDS, compare
@@ -59,7 +63,8 @@ def register(app: typer.Typer) -> None:
         chosen = DEFAULT_KINDS if kinds.strip() == "all" else [k.strip() for k in kinds.split(",") if k.strip()]
         compare(out_dir, run_dir=run_dir, kinds=chosen,
                 adaptive=_adaptive_option(adaptive), craft_adaptive=craft_adaptive,
-                adaptive_max_iter=adaptive_max_iter, quick=quick, seed=seed, n_english=n_english)
+                adaptive_max_iter=adaptive_max_iter, quick=quick, seed=seed, n_english=n_english,
+                mask_seed=mask_seed)
         console = Console()
         console.print((out_dir / "tables.md").read_text(encoding="utf-8"), markup=False, highlight=False,
                       soft_wrap=True, emoji=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-import asrguard.experiments.comparison.inputs as inputs
+from asrguard.experiments.comparison import compare
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--sweep", type=Path, default=Path("runs/realisation_sweep"))
@@ -27,18 +27,15 @@ parser.add_argument("--features", type=Path, default=Path("runs/compare/features
 parser.add_argument("--seeds", default="0,1,2,3,4,5")
 parser.add_argument("--n", type=int, default=50, help="realisations I (the sweep must hold I{N}_seed{S})")
 args = parser.parse_args()
-Extractor = inputs.FeatureExtractor
-from asrguard.experiments.comparison import compare  # noqa: E402
 
 rows = []
 for seed in map(int, args.seeds.split(",")):
     run = args.sweep / f"I{args.n}_seed{seed}" / "run"
     if not (run / "results.json").is_file():
         raise SystemExit(f"{run}: run realisation_sweep.py for seed {seed} with I = {args.n} first")
-    inputs.FeatureExtractor = lambda n, p, seed, _s=seed: Extractor(n=n, p=p, seed=_s)
     with tempfile.TemporaryDirectory() as tmp:
         os.symlink(args.features.resolve(), Path(tmp) / "features")
-        res = compare(Path(tmp), run_dir=run, kinds=("uncertainty", "combined"), progress=False)
+        res = compare(Path(tmp), run_dir=run, kinds=("uncertainty", "combined"), mask_seed=seed, progress=False)
     for kind in ("uncertainty", "combined"):
         rows.append({"seed": seed, "detector": kind,
                      "cells": {a: {"auroc": v["auroc"], "tpr_at_1pct_fpr": v["tpr_at_1pct_fpr"]}

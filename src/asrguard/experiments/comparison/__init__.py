@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -122,7 +123,8 @@ def _adaptive_folders(adaptive: Mapping[str, Sequence[str | Path]] | None, kinds
 
 def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adaptive=None, craft_adaptive: int = 0,
             adaptive_max_iter: int | None = None, quick: bool = False, seed: int = 0, n_english: int = 60,
-            n_calibration: int = 300, uncertainty_classifier: str = "all-svm", progress: bool = True) -> dict:
+            n_calibration: int = 300, uncertainty_classifier: str = "all-svm", mask_seed: int | None = None,
+            progress: bool = True) -> dict:
     """Run (or resume) the comparison; returns the results also written to ``OUT/results.json``.
 
     Args:
@@ -136,11 +138,18 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
         quick: when a run has to be made here, make the ``--quick`` one.
         n_english, n_calibration: sizes of the held-out English set and the extra calibration set.
         uncertainty_classifier: the dropout-uncertainty detector's classifier (the shipped one's).
+        mask_seed: draw the dropout realisations (of the uncertainty detector and the combined
+            detector's uncertainty part) from this seed instead of the run's; nothing else moves (the
+            split, the data, the transforms' and noise's seeds). A fixed-I detector's cells are one draw
+            of its masks: other seeds show their spread. Features go to the run's cache under this seed.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"unknown detector kind(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
     chosen_adaptive = _adaptive_folders(adaptive, kinds)
+    if mask_seed is not None and craft_adaptive > 0 and {"uncertainty", "combined"} & set(kinds):
+        raise ConfigError("mask_seed moves the dropout masks the cells are scored with; craft adaptive examples "
+                          "against the run's own masks (craft_adaptive=0 with a mask seed)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = _ensure_run(None if run_dir is None else Path(run_dir), out_dir, quick, seed, progress)
@@ -149,7 +158,9 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     recognizer = load_recognizer(None if model in (None, "shipped") else model)
     sets = comparison_sets(run_dir, recognizer, n_english=n_english, n_calibration=n_calibration)
     rate = recognizer.sample_rate
+    masks = sets.settings if mask_seed is None else dataclasses.replace(sets.settings, seed=int(mask_seed))
     results: dict = {"run": str(run_dir), "recognizer": recognizer.fingerprint(), "seed": seed,
+                     "mask_seed": masks.seed,
                      "target_fpr": TARGET_FPR, "sizes": _sizes(sets), "detectors": {}, "cells": {},
                      "false_alarms": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
                      "attacks": list(sets.attacks)}
@@ -160,7 +171,9 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                                  *sets.held_out.values()) for e in group})
     for kind in kinds:
         detector = _fresh_detector(kind, recognizer, sets.settings, seed, uncertainty_classifier)
-        source = FeatureSource(detector, run_dir, out_dir, sets.settings)
+        if kind == "uncertainty":
+            detector.set_mask_seed(masks.seed)
+        source = FeatureSource(detector, run_dir, out_dir, masks)  # its seed only draws the uncertainty features
         t0 = time.perf_counter()
         with ProgressBars(progress, stderr=True) as bars:
             source.tick = bars.task(f"{kind}: features", n_inputs)
