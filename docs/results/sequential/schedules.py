@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from asrguard.defaults import load_detector
-from asrguard.detect.sequential import calibrate_margins
+from asrguard.detect.sequential import calibrate_margins, decide
 from asrguard.evaluate.detection import auroc, split_by_source
 from asrguard.experiments.sequential import speaker_of
 
@@ -46,15 +46,12 @@ def evaluate(scores, labels, calibrate, test, checks, step, threshold, mapped):
         fits.append(np.polyfit(early[stops], final[stops], 1) if mapped and stops.sum() >= 2 else None)
     decided, used = [], []
     for row in q[test]:
-        for j, k in enumerate(checks):
-            if j == len(checks) - 1:
-                decided.append(row[j])
-                break
-            if abs(row[j] - threshold) >= margins[j]:
-                s = row[j] if fits[j] is None else float(np.polyval(fits[j], row[j]))
-                decided.append(max(s, np.nextafter(threshold, np.inf)) if row[j] > threshold else min(s, threshold))
-                break
-        used.append(k)
+        score, k = decide(row.tolist(), margins, threshold)  # the detector's own stopping rule
+        if k <= len(margins) and fits[k - 1] is not None:  # stopped early: the fit's estimate, on the same side
+            estimate = float(np.polyval(fits[k - 1], score))
+            score = max(estimate, np.nextafter(threshold, np.inf)) if score > threshold else min(estimate, threshold)
+        decided.append(score)
+        used.append(checks[k - 1])
     y = labels[test]
     return {"drop": auroc(y, q[test][:, -1]) - auroc(y, np.array(decided)), "mean_realizations": float(np.mean(used)),
             "margins": [round(m, 4) for m in margins]}

@@ -99,9 +99,9 @@ if args.attack is not None:
     entries = attack_entries(folder.name, {"folder": folder, "config_hash": ""}, {e.source for e in sources}, rate,
                              kind=f"adaptive-{folder.name}")
     own = target.score_features(src.table([e for e in sets.test_benign if e.source in {x.source for x in entries}]))
-    summary = adaptive_summary(target.score_features(src.table(entries)), entries, len(sources), target.threshold, own, cw,
-                               held_out=held_out)
-    summary["scores"] = target.score_features(src.table(entries)).tolist()
+    scores = target.score_features(src.table(entries))
+    summary = adaptive_summary(scores, entries, len(sources), target.threshold, own, cw, held_out=held_out)
+    summary["scores"] = scores.tolist()
     results["fresh_attack_deep" if args.deep else "fresh_attack"] = {"repeats": args.attack, "folder": folder.name,
                                                                      "margin": margin, **summary}
     d, c = summary["distortion_evading"], summary["distortion_cw_same_sources"]
