@@ -1,6 +1,7 @@
 """`asrguard compare-detectors`: metrics, the report, and a whole comparison on a tiny finished run."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -124,6 +125,21 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     assert any((tmp_path / "run" / "features").glob("*/n8-p*-s7-*"))
     assert other["detectors"]["uncertainty"]["threshold"] != results["detectors"]["uncertainty"]["threshold"]
     assert "mask seed 7" in (out / "tables.md").read_text()
+
+    # balanced masks: a copy of the run with I = 10 (blocks of 10 at p = 0.1) draws into its own cache
+    balanced_run = tmp_path / "run_balanced"
+    balanced_run.mkdir()
+    document = json.loads((tmp_path / "run" / "results.json").read_text())
+    document["settings"].update(n_realizations=10, masks="balanced")
+    (balanced_run / "results.json").write_text(json.dumps(document))
+    shutil.copy(tmp_path / "run" / "setup.json", balanced_run / "setup.json")
+    with pytest.raises(ConfigError, match="balanced dropout masks"):
+        compare(out, run_dir=balanced_run, kinds=("uncertainty",), craft_adaptive=2, progress=False)
+    balanced = compare(out, run_dir=balanced_run, kinds=("uncertainty", "combined"),  # members' rows: cached
+                       n_english=2, n_calibration=4, progress=False)
+    assert balanced["masks"] == "balanced" and balanced["detectors"]["uncertainty"]["settings"]["masks"] == "balanced"
+    assert any((balanced_run / "features").glob("*/n10-p*-balanced*"))
+    assert "masks are balanced" in (out / "tables.md").read_text()
 
 
 def test_the_report_shows_every_detector_and_attack():

@@ -80,6 +80,16 @@ def test_fit_detector_from_folders_and_an_attack_run_then_detect(saved, tmp_path
     detected = runner.invoke(app, ["detect", str(wav), "--detector", str(out), "--model", str(root / "model0"),
                                    "--json"])
     assert detected.exit_code == 0, detected.output
+    # balanced masks: recorded in the saved detector; a rival kind refuses the dropout option
+    balanced = tmp_path / "balanced"
+    result = runner.invoke(app, ["fit-detector", "--benign", str(benign), "--adversarial", str(adversarial),
+                                 "--out", str(balanced), "--model", str(root / "model0"), "--realizations", "10",
+                                 "--masks", "balanced"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((balanced / DOCUMENT_NAME).read_text())["features"]["masks"] == "balanced"
+    refused = runner.invoke(app, ["fit-detector", "--benign", str(benign), "--out", str(tmp_path / "r"),
+                                  "--model", str(root / "model0"), "--detector-kind", "temporal", "--masks", "balanced"])
+    assert refused.exit_code != 0 and "--masks is a setting of the uncertainty detector" in refused.output
 
 
 def test_fit_detector_names_a_missing_folder(saved, tmp_path):

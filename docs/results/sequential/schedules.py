@@ -11,6 +11,11 @@ kept on its side of the threshold: does a better estimate of the final score shr
 No timing here: a schedule's cost follows its realisations (see README).
 
     python docs/results/sequential/schedules.py --out runs/sequential > docs/results/sequential/schedules.json
+
+``--masks balanced`` reads the paths the experiment drew with ``--masks balanced`` (``*_balanced.json``; no
+chunks of 5). Both report ``fixed``: the mean AUROC over seeds of the score after k draws, no stopping.
+
+    python docs/results/sequential/schedules.py --out runs/sequential --masks balanced > docs/results/sequential/schedules_balanced.json
 """
 import argparse
 import json
@@ -61,11 +66,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/sequential"))
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
+    parser.add_argument("--masks", choices=["iid", "balanced"], default="iid")
     args = parser.parse_args()
     threshold = load_detector().threshold
     seeds = [int(s) for s in args.seeds.split(",")]
-    result = {"threshold": threshold, "chunk10": [], "chunk5_seed0": []}
-    data = [load(args.out / ("paths_chunk10.json" if s == 0 else f"paths_chunk10_mask{s}.json")) for s in seeds]
+    suffix = "" if args.masks == "iid" else f"_{args.masks}"
+    result = {"threshold": threshold, "masks": args.masks, "fixed": {}, "chunk10": [], "chunk5_seed0": []}
+    data = [load(args.out / (("paths_chunk10" if s == 0 else f"paths_chunk10_mask{s}") + suffix + ".json"))
+            for s in seeds]
+    for k in range(data[0][0].shape[1]):
+        values = [auroc(labels[test], scores[test][:, k]) for scores, labels, _, test in data]
+        result["fixed"][f"I{10 * (k + 1)}"] = {"auroc_mean": float(np.mean(values)),
+                                              "auroc_sd": float(np.std(values, ddof=1)), "per_seed": values}
     for checks in SCHEDULES_10:
         for mapped in (False, True):
             rows = [evaluate(*d, checks, 10, threshold, mapped) for d in data]
@@ -73,8 +85,8 @@ def main() -> None:
             result["chunk10"].append({"checks": checks, "mapped": mapped, "drop_per_seed": drops,
                                       "drop_mean": float(np.mean(drops)),
                                       "mean_realizations": float(np.mean([r["mean_realizations"] for r in rows]))})
-    five = load(args.out / "paths_chunk5.json")
-    for checks in SCHEDULES_5:
+    five = load(args.out / "paths_chunk5.json") if args.masks == "iid" else None
+    for checks in SCHEDULES_5 if five is not None else ():
         for mapped in (False, True):
             result["chunk5_seed0"].append({"checks": checks, "mapped": mapped,
                                            **evaluate(*five, checks, 5, threshold, mapped)})

@@ -91,6 +91,11 @@ class AudioBatch:
         return [self.waveforms[i, : int(n)].detach().cpu().numpy() for i, n in enumerate(self.lengths)]
 
 
+#: How the masks of a recogniser's ``n`` realisations relate (:mod:`asrguard.asr.ctc.masks` has both):
+#: independent draws, or balanced blocks in which each unit is dropped equally often.
+MASK_SCHEMES = ("iid", "balanced")
+
+
 @dataclass
 class Realizations:
     """``n`` stochastic passes over one input: transcripts and posteriors ``(n, T, C)``."""
@@ -100,6 +105,7 @@ class Realizations:
     length: int
     p: float | None
     seed: int
+    masks: str = "iid"
 
 
 @runtime_checkable
@@ -214,6 +220,9 @@ class Recognizer(abc.ABC):
     """Abstract recogniser. Subclasses set ``sample_rate`` and implement the abstract methods."""
 
     sample_rate: int
+    #: The :data:`MASK_SCHEMES` that :meth:`realizations` takes as ``masks=``; "iid" alone means no
+    #: ``masks`` argument at all (draw through :func:`asrguard.uncertainty.realizations.draw_realizations`).
+    mask_schemes: tuple[str, ...] = ("iid",)
 
     @abc.abstractmethod
     def log_probs(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:

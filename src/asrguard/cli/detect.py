@@ -166,6 +166,8 @@ def register(app: typer.Typer) -> None:
         realizations: int = typer.Option(50, help="Dropout realisations I."),
         p: float = typer.Option(0.1, help="Dropout rate at inference."),
         seed: int = typer.Option(0, help="Seed of the dropout masks."),
+        masks: str = typer.Option("iid", help="iid (independent masks, the paper's) or balanced (each unit dropped "
+                                              "equally often in every block of realisations; the CTC model)."),
         model: Optional[Path] = typer.Option(None, help="Model directory (default: the shipped model)."),
         recognizer_spec: Optional[str] = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP),
     ):
@@ -179,11 +181,12 @@ def register(app: typer.Typer) -> None:
         from ..detect.classifiers import make_classifier
         from ..detect.detector import Detector
         from ..uncertainty.features import FeatureExtractor, FeatureTable
+        from ..uncertainty.realizations import mask_options
 
         recognizer = load_recognizer(model, recognizer_spec)
         if kind != "uncertainty":
             dropout_only = {"--classifier": classifier != "char-svm4", "--realizations": realizations != 50,
-                            "--p": p != 0.1}
+                            "--p": p != 0.1, "--masks": masks != "iid"}
             given = [name for name, changed in dropout_only.items() if changed]
             if given:
                 raise ConfigError(f"{given[0]} is a setting of the uncertainty detector; a {kind} detector takes "
@@ -192,8 +195,10 @@ def register(app: typer.Typer) -> None:
             return
         if setting:
             raise ConfigError("--setting is for the rival detectors (--detector-kind); the uncertainty detector "
-                              "takes --classifier, --realizations, --p and --seed")
-        det = Detector(recognizer, FeatureExtractor(n=realizations, p=p, seed=seed),
+                              "takes --classifier, --realizations, --p, --seed and --masks")
+        extractor = FeatureExtractor(n=realizations, p=p, seed=seed, masks=masks)
+        mask_options(recognizer, masks)  # refused before any audio is read
+        det = Detector(recognizer, extractor,
                        make_classifier(classifier, seed=seed), target_fpr=target_fpr)
         _fit_and_save(det, FeatureTable.stack, det.classifier.name, benign, adversarial, calibration, out)
 

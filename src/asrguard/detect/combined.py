@@ -66,7 +66,8 @@ class CombinedDetector(RivalDetector):
     needs_adversarial = True
 
     def __init__(self, recognizer, *, members: Sequence[str] | str = DEFAULT_MEMBERS, n: int = DEFAULT_N,
-                 p: float = DEFAULT_P, C: float = DEFAULT_C, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
+                 p: float = DEFAULT_P, C: float = DEFAULT_C, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0,
+                 masks: str = "iid"):
         super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
         names = tuple(m.strip() for m in members.split(",")) if isinstance(members, str) else tuple(members)
         unknown = [m for m in names if m not in MEMBERS]
@@ -79,7 +80,8 @@ class CombinedDetector(RivalDetector):
         if not float(C) > 0:
             raise ConfigError(f"C must be positive, got {C}")
         self.n, self.p, self.C = int(n), float(p), float(C)
-        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed)
+        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed, masks=masks)
+        self.masks = masks
         # the members share the seed: each derives its own streams from it under its own name
         self.members = {name: MEMBERS[name](recognizer, seed=self.seed) for name in names}
         uncertainty = [name for g in UNCERTAINTY_GROUPS for name in
@@ -91,7 +93,8 @@ class CombinedDetector(RivalDetector):
         self.intercept_: float | None = None
 
     def settings(self) -> dict:
-        return {"members": list(self.members), "n": self.n, "p": self.p, "C": self.C, "seed": self.seed}
+        return {"members": list(self.members), "n": self.n, "p": self.p, "C": self.C, "seed": self.seed,
+                **({"masks": self.masks} if self.masks != "iid" else {})}
 
     @property
     def rule(self) -> str:
@@ -105,7 +108,7 @@ class CombinedDetector(RivalDetector):
     def set_mask_seed(self, seed: int | str | None) -> "CombinedDetector":
         """A new seed (``"random"``: a secret one) for the dropout masks and the members' noise alike."""
         super().set_mask_seed(seed)
-        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed)
+        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed, masks=self.masks)
         for member in self.members.values():
             member.seed = self.seed
         return self

@@ -242,8 +242,7 @@ class Detector:
                 raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}") from None
             if value < 0:
                 raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}")
-        c = self.feature_extractor.config
-        self.feature_extractor = FeatureExtractor(n=c.n, p=c.p, seed=value, max_distance=c.max_distance)
+        self.feature_extractor = FeatureExtractor.from_dict({**self.feature_extractor.to_dict(), "seed": value})
         self.mask_seed_is_secret = secret
         return self
 

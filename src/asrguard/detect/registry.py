@@ -40,7 +40,7 @@ RIVALS = {cls.kind: cls for cls in (DistributionDetector, TransformDetector, Tem
 #: Every kind built from features on the rivals' base class: the rivals and the combined detector.
 FEATURE_DETECTORS = {**RIVALS, CombinedDetector.kind: CombinedDetector}
 KINDS = (Detector.kind, *FEATURE_DETECTORS)
-UNCERTAINTY_SETTINGS = ("n", "p", "seed", "classifier", "max_distance", "target_fpr")
+UNCERTAINTY_SETTINGS = ("n", "p", "seed", "classifier", "max_distance", "target_fpr", "masks")
 
 
 def settings_of(kind: str) -> tuple[str, ...]:
@@ -61,8 +61,8 @@ def settings_of(kind: str) -> tuple[str, ...]:
 def make_detector(kind: str, recognizer, **settings):
     """A fresh (unfitted) detector of ``kind`` for ``recognizer``; ``settings`` are its keyword settings.
 
-    ``uncertainty`` takes ``n``, ``p``, ``seed``, ``classifier``, ``max_distance`` and
-    ``target_fpr``; the rivals and ``combined`` take their constructors' keywords (see :func:`settings_of`).
+    ``uncertainty`` takes ``n``, ``p``, ``seed``, ``classifier``, ``max_distance``, ``target_fpr``
+    and ``masks``; the rivals and ``combined`` take their constructors' keywords (see :func:`settings_of`).
 
     Example:
         >>> make_detector("fast", None)  # doctest: +ELLIPSIS
@@ -77,6 +77,7 @@ def make_detector(kind: str, recognizer, **settings):
     if kind == Detector.kind:
         seed = int(settings.get("seed", DEFAULT_SEED))
         extractor = FeatureExtractor(n=settings.get("n", DEFAULT_N), p=settings.get("p", DEFAULT_P), seed=seed,
+                                     masks=settings.get("masks", "iid"),
                                      **({"max_distance": settings["max_distance"]} if "max_distance" in settings
                                         else {}))
         return Detector(recognizer, extractor, make_classifier(settings.get("classifier", "char-svm4"), seed=seed),

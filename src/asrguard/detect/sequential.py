@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ConfigError
 from ..uncertainty.features import FeatureTable
-from ..uncertainty.realizations import Realizations
+from ..uncertainty.realizations import Realizations, mask_options
 
 DEFAULT_CHUNK = 10
 
@@ -50,6 +50,7 @@ def chunk_scores(detector, waveform: np.ndarray, chunk: int = DEFAULT_CHUNK, *, 
     rec = detector.recognizer
     x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
     normalize = getattr(rec, "normalize_text", None)
+    options = mask_options(rec, c.masks)
     drawn: list = []
 
     def draw(k: int) -> None:
@@ -58,10 +59,10 @@ def chunk_scores(detector, waveform: np.ndarray, chunk: int = DEFAULT_CHUNK, *, 
                 index = list(range(len(drawn) * chunk, (len(drawn) + 1) * chunk))
                 with torch.no_grad():
                     log_probs, frames = rec.realization_log_probs(x, c.n, c.seed, p=c.p, precision=precision,
-                                                                  indices=index)
+                                                                  indices=index, **options)
                 drawn.append((log_probs.float().cpu(), frames))
         elif not drawn:  # no subset pass: all I at once, scored chunk by chunk
-            full = rec.realizations(waveform, c.n, c.seed, p=c.p)
+            full = rec.realizations(waveform, c.n, c.seed, p=c.p, **options)
             drawn.extend((full.log_probs[j:j + chunk], full.length) for j in range(0, c.n, chunk))
 
     def score(k: int) -> float:
@@ -71,7 +72,7 @@ def chunk_scores(detector, waveform: np.ndarray, chunk: int = DEFAULT_CHUNK, *, 
         transcripts = rec.decode(log_probs, torch.full((log_probs.shape[0],), length))
         if normalize is not None:
             transcripts = [normalize(t) for t in transcripts]
-        realizations = Realizations(transcripts, log_probs, length, c.p, c.seed)
+        realizations = Realizations(transcripts, log_probs, length, c.p, c.seed, c.masks)
         features = detector.feature_extractor.from_realizations(realizations)
         return float(detector.classifier.decision_function(FeatureTable.stack([features]))[0])
 

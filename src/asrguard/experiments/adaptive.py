@@ -30,7 +30,6 @@ from ..data import read_jsonl
 from ..defaults import load_detector
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from ..uncertainty.features import FeatureExtractor
 from .jayashankar2020 import (CLASSIFIERS, SPEECH_ATTACKS, FeatureCache, evaluate_classifiers, feature_set,
                               finished_run, fit_default_detector, paired, successful_examples, train_classifiers)
 from .mask_seeds import add_run_arguments, parse_seeds, seed_sweep
@@ -82,7 +81,7 @@ def classifier_table(run_dir, recognizer, attack_sets: dict[str, tuple[str, Path
     """
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate = recognizer.sample_rate
-    extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
+    extractor = settings.extractor()
     cache = FeatureCache(Path(run_dir) / "features", recognizer, extractor)
 
     def features(kind: str, folder: Path, rows: list[dict]):

@@ -14,6 +14,9 @@ Stages (resumable in ``--out``):
    number of realisations, and the mean cost of scoring an input as a ratio to one transcription
    of it, timed in this run.
 
+``--masks balanced`` draws the realisations' masks in balanced blocks (:mod:`asrguard.asr.ctc.masks`)
+instead of independently, with the same shipped classifier; its caches and results carry ``_balanced``.
+
 ``--mask-seeds`` repeats stages 3-5 with the detector's realisations drawn from other mask seeds
 (as ``--mask-seed random`` deploys it; the classifier stays the shipped one). The fixed-I AUROC
 itself moves from seed to seed, so one seed's "AUROC drop" mixes the stopping rule with that
@@ -22,6 +25,7 @@ first seed only.
 
     python -m asrguard.experiments.sequential --out runs/sequential --json
     python -m asrguard.experiments.sequential --out runs/sequential --threads 2 --mask-seeds 0,1,2,3,4,5
+    python -m asrguard.experiments.sequential --out runs/sequential --threads 2 --mask-seeds 0,1,2,3,4,5 --masks balanced
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..detect.sequential import calibrate_margins, chunk_scores, decide
 from ..errors import ConfigError
 from ..evaluate.detection import auroc, auroc_interval, split_by_source
 from ..fileio import atomic_write_text
+from ..uncertainty.features import FeatureExtractor
 
 CORPORA = ["fsdd-digits", "speech-commands"]
 
@@ -79,6 +84,13 @@ def timed_ratio(detector, waveform, margins, chunk: int, repeats: int = 3) -> tu
 def with_mask_seed(detector, seed: int):
     """A shallow copy of ``detector`` that draws its realisations from mask seed ``seed``."""
     return copy.copy(detector).set_mask_seed(seed)  # replaces the copy's extractor only
+
+
+def with_masks(detector, masks: str):
+    """A shallow copy of ``detector`` whose realisations' masks follow scheme ``masks``."""
+    scorer = copy.copy(detector)
+    scorer.feature_extractor = FeatureExtractor.from_dict({**detector.feature_extractor.to_dict(), "masks": masks})
+    return scorer
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:
@@ -116,7 +128,7 @@ def evaluate_seed(detector, inputs, paths, labels, calibrate, test, chunk: int, 
     y = labels[test_rows]
     used = np.array([k * chunk for _, k in decided])
     result = {
-        "mask_seed": detector.feature_extractor.config.seed,
+        "mask_seed": detector.feature_extractor.config.seed, "masks": detector.feature_extractor.config.masks,
         "margins": margins,
         "auroc_sequential": auroc(y, seq_scores), "auroc_sequential_ci": list(auroc_interval(y, seq_scores)),
         "auroc_fixed": auroc(y, fixed_scores), "auroc_fixed_ci": list(auroc_interval(y, fixed_scores)),
@@ -144,12 +156,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (timings are ratios in one run)")
     parser.add_argument("--mask-seeds", default=None,
                         help="comma-separated realisation seeds to score with (default: the detector's own)")
+    parser.add_argument("--masks", choices=["iid", "balanced"], default="iid",
+                        help="how the realisations' masks relate (default: the shipped detector's, iid)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     detector = load_detector()
+    if args.masks != detector.feature_extractor.config.masks:
+        detector = with_masks(detector, args.masks)
     rec = detector.recognizer
     own_seed = detector.feature_extractor.config.seed
     seeds = parse_seeds(args.mask_seeds, own_seed)
@@ -175,6 +191,7 @@ def main(argv=None) -> int:
     for index, seed in enumerate(seeds):
         scorer = detector if seed == own_seed else with_mask_seed(detector, seed)
         suffix = "" if seed == own_seed else f"_mask{seed}"  # the detector's own seed keeps the old cache
+        suffix += "" if args.masks == "iid" else f"_{args.masks}"
         cache = score_paths(scorer, inputs, args.chunk, out / f"paths_chunk{args.chunk}{suffix}.json")
         paths = [cache[f"{label}:{key}"] for key, _, label in inputs]
         per_seed.append(evaluate_seed(scorer, inputs, paths, labels, calibrate, test, args.chunk, timed=index == 0))
@@ -194,7 +211,8 @@ def main(argv=None) -> int:
             values = np.array([r[key] for r in per_seed])
             result[f"{key}_mean_over_seeds"] = float(values.mean())
             result[f"{key}_sd_over_seeds"] = float(values.std(ddof=1))
-    name = f"results_chunk{args.chunk}" + ("" if seeds == [own_seed] else f"_seeds{len(seeds)}")
+    name = (f"results_chunk{args.chunk}" + ("" if seeds == [own_seed] else f"_seeds{len(seeds)}")
+            + ("" if args.masks == "iid" else f"_{args.masks}"))
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=None if args.json else 1))
     return 0

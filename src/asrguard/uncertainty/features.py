@@ -153,9 +153,10 @@ class FeatureConfig:
     p: float = DEFAULT_P
     seed: int = DEFAULT_SEED
     max_distance: int = DEFAULT_MAX_DISTANCE
+    masks: str = "iid"  # "balanced": stratified masks, less seed noise at the same I (asrguard.asr.ctc.masks)
 
     def __post_init__(self):
-        check_settings(self.n, self.p)
+        check_settings(self.n, self.p, self.masks)
         if self.max_distance < 1:
             raise ConfigError(f"max_distance must be >= 1, got {self.max_distance}")
 
@@ -164,8 +165,8 @@ class FeatureExtractor:
     """Compute all features of :mod:`asrguard.uncertainty.features` from one realisation pass."""
 
     def __init__(self, n: int = DEFAULT_N, p: float = DEFAULT_P, seed: int = DEFAULT_SEED,
-                 max_distance: int = DEFAULT_MAX_DISTANCE):
-        self.config = FeatureConfig(int(n), float(p), int(seed), int(max_distance))
+                 max_distance: int = DEFAULT_MAX_DISTANCE, masks: str = "iid"):
+        self.config = FeatureConfig(int(n), float(p), int(seed), int(max_distance), str(masks))
 
     @property
     def n(self) -> int:
@@ -177,22 +178,24 @@ class FeatureExtractor:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"FeatureExtractor(n={c.n}, p={c.p}, seed={c.seed}, max_distance={c.max_distance})"
+        masks = "" if c.masks == "iid" else f", masks={c.masks!r}"
+        return f"FeatureExtractor(n={c.n}, p={c.p}, seed={c.seed}, max_distance={c.max_distance}{masks})"
 
     def to_dict(self) -> dict:
-        return asdict(self.config)
+        # "iid" is left out, so configs (and the cache keys made from them) written before masks existed stay valid
+        return {k: v for k, v in asdict(self.config).items() if k != "masks" or v != "iid"}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "FeatureExtractor":
         try:
-            return cls(**{k: data[k] for k in ("n", "p", "seed", "max_distance")})
+            return cls(**{k: data[k] for k in ("n", "p", "seed", "max_distance")}, masks=data.get("masks", "iid"))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"not a valid feature-extractor config ({exc})") from None
 
     def realizations(self, recognizer: Recognizer, audio, *, name: str = "audio") -> Realizations:
         require(recognizer, "stochastic", user="uncertainty features (dropout realisations)")
         c = self.config
-        return draw_realizations(recognizer, audio, c.n, p=c.p, seed=c.seed, name=name)
+        return draw_realizations(recognizer, audio, c.n, p=c.p, seed=c.seed, name=name, masks=c.masks)
 
     def __call__(self, recognizer: Recognizer, audio, *, name: str = "audio") -> UncertaintyFeatures:
         return self._features(recognizer, self.realizations(recognizer, audio, name=name))
@@ -207,7 +210,7 @@ class FeatureExtractor:
         """
         require(recognizer, "stochastic", user="uncertainty features (dropout realisations)")
         c = self.config
-        drawn = draw_realizations_batch(recognizer, audios, c.n, p=c.p, seed=c.seed, names=names)
+        drawn = draw_realizations_batch(recognizer, audios, c.n, p=c.p, seed=c.seed, names=names, masks=c.masks)
         return [self._features(recognizer, r) for r in drawn]
 
     def _features(self, recognizer: Recognizer, drawn: Realizations) -> UncertaintyFeatures:

@@ -6,7 +6,8 @@ mask seeds 0-5 at I = 50 (SWEEP/I50_seed{S}/run/features) and the rival detector
 are refitted and scored exactly as `compare-detectors` does; only the masks move. Seed 0
 reproduces docs/results/compare/tables.md. Writes seeds.json beside this file and prints mean,
 sd, minimum and maximum per cell. ``--n 100`` reads the sweep's I = 100 features instead (and
-writes seeds_I100.json); ``--p 0.2`` reads the sweep's runs at dropout rate 0.2 (seeds_p0.2.json).
+writes seeds_I100.json); ``--p 0.2`` reads the sweep's runs at dropout rate 0.2 (seeds_p0.2.json);
+``--masks balanced`` its runs with balanced masks (seeds_balanced.json, or seeds_I10_balanced.json with --n 10).
 
     python docs/results/sequential/realisation_sweep.py --out runs/realisation_sweep --n 50 --seeds 0,1,2,3,4,5
     python docs/results/compare/seeds/combined_seeds.py --sweep runs/realisation_sweep
@@ -27,11 +28,13 @@ parser.add_argument("--features", type=Path, default=Path("runs/compare/features
 parser.add_argument("--seeds", default="0,1,2,3,4,5")
 parser.add_argument("--n", type=int, default=50, help="realisations I (the sweep must hold I{N}_seed{S})")
 parser.add_argument("--p", type=float, default=None, help="dropout rate of the sweep's --p runs (I{N}_seed{S}_p{P})")
+parser.add_argument("--masks", choices=["iid", "balanced"], default="iid", help="the sweep's --masks runs")
 args = parser.parse_args()
+suffix = ("" if args.p is None else f"_p{args.p:g}") + ("" if args.masks == "iid" else f"_{args.masks}")
 
 rows = []
 for seed in map(int, args.seeds.split(",")):
-    run = args.sweep / (f"I{args.n}_seed{seed}" + ("" if args.p is None else f"_p{args.p:g}")) / "run"
+    run = args.sweep / f"I{args.n}_seed{seed}{suffix}" / "run"
     if not (run / "results.json").is_file():
         raise SystemExit(f"{run}: run realisation_sweep.py for seed {seed} with I = {args.n} first")
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +60,6 @@ for kind in ("uncertainty", "combined"):
         v = np.array([r["false_alarms"][k] for r in mine])
         summary[kind][f"false_alarms_{k}"] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
 out = {"rows": rows, "summary": summary}
-Path(__file__).with_name("seeds" + ("" if args.n == 50 else f"_I{args.n}")
-                         + ("" if args.p is None else f"_p{args.p:g}") + ".json").write_text(json.dumps(out, indent=1) + "\n")
+Path(__file__).with_name("seeds" + ("" if args.n == 50 else f"_I{args.n}") + suffix + ".json").write_text(json.dumps(out, indent=1) + "\n")
 for kind, cells in summary.items():
     print(kind, {k: (round(v["mean"], 3), round(v["min"], 3), round(v["max"], 3)) for k, v in cells.items()})

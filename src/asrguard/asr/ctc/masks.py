@@ -3,6 +3,14 @@
 Masks come from fast seeded bit streams (16-bit draws per 64-bit word, several times faster
 than ``torch.rand``) and are cached across calls and lengths (:func:`realization_keep_masks`),
 so the detector's I realisations of any utterance are reproducible from their seed.
+
+Two schemes draw the I realisations' masks (:data:`MASK_SCHEMES`):
+
+* ``"iid"``: every unit of every realisation is dropped independently with probability ``p``;
+* ``"balanced"``: the realisations come in blocks of B (the smallest B with ``p·B`` whole, e.g.
+  10 at p = 0.1), and within a block each unit is dropped in exactly ``p·B`` of them, chosen at
+  random. Each realisation alone is still dropout at rate ``p``; across a block the masks are
+  stratified, so averages over the block (the detector's features) vary less from seed to seed.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ..base import MASK_SCHEMES
 
 #: Dropout draws are 16-bit integers: a unit is dropped when its draw is below round(p * 2**16).
 MASK_RESOLUTION = 1 << 16
@@ -63,6 +72,40 @@ def _keep_rows(seed: int, stream: int, row_size: int, start: int, stop: int, thr
     return draws[first % 4: first % 4 + last - first] >= threshold
 
 
+#: Largest block a balanced scheme uses (p must be a multiple of 1/B for some B up to this).
+MAX_BALANCED_BLOCK = 100
+
+
+def balanced_block(p: float, n: int) -> tuple[int, int]:
+    """``(B, m)`` for balanced masks: the smallest block B dividing ``n`` in which ``m = p·B``
+    units' draws are whole; ConfigError if there is none.
+
+    Example:
+        >>> balanced_block(0.1, 50), balanced_block(0.2, 50), balanced_block(0.05, 60)
+        ((10, 1), (5, 1), (20, 1))
+    """
+    for block in range(2, min(n, MAX_BALANCED_BLOCK) + 1):
+        dropped = round(p * block)
+        if n % block == 0 and 0 < dropped < block and abs(dropped - p * block) < 1e-9:
+            return block, dropped
+    raise ConfigError(f"balanced masks need I divisible by a block B with p·B whole; I = {n}, p = {p} has none "
+                      "(use masks='iid')")
+
+
+def _balanced_rows(seed: int, stream: int, n: int, width: int, start: int, stop: int, block: int,
+                   dropped: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of a balanced keep mask ``(frames, n, width)``: in each block of ``block``
+    realisations, each unit is dropped in the ``dropped`` of them whose 32-bit draws rank lowest."""
+    per_row = n * width
+    bits = np.random.PCG64([seed, stream, block])  # its own streams: never the iid scheme's draws
+    bits.advance(start * per_row // 2)
+    first = start * per_row % 2
+    draws = bits.random_raw(-(-(first + (stop - start) * per_row) // 2)).view(np.uint32)
+    draws = draws[first: first + (stop - start) * per_row].reshape(stop - start, n // block, width, block)
+    ranks = draws.argsort(axis=-1, kind="stable").argsort(axis=-1, kind="stable")
+    return (ranks >= dropped).transpose(0, 1, 3, 2).reshape(-1)
+
+
 #: Cached realisation masks are capped at this many bytes in all (about 25 s of audio at I = 50).
 MASK_CACHE_BYTES = 64 << 20
 _mask_cache: dict[tuple, list[torch.Tensor]] = {}
@@ -70,8 +113,10 @@ _mask_cache_lock = threading.Lock()
 
 
 def realization_keep_masks(n_frames: int, n: int, widths: Sequence[int], p: float,
-                           seed: int, dtype: torch.dtype = torch.bool) -> tuple[list[torch.Tensor], float]:
-    """``dropout_keep_masks([(n_frames, n, w) for w in widths], p, seed)``, served from a cache.
+                           seed: int, dtype: torch.dtype = torch.bool, scheme: str = "iid"
+                           ) -> tuple[list[torch.Tensor], float]:
+    """``dropout_keep_masks([(n_frames, n, w) for w in widths], p, seed)``, served from a cache;
+    with ``scheme="balanced"``, balanced masks of the same shapes (module docstring).
 
     A detector scores every input with one seed, and masks for a shorter utterance are a
     prefix of those for a longer one, so after the first call masks cost a slice: ~3 ms of a
@@ -85,9 +130,23 @@ def realization_keep_masks(n_frames: int, n: int, widths: Sequence[int], p: floa
         >>> long, _ = realization_keep_masks(30, 4, [8], 0.1, seed=0)
         >>> torch.equal(short[0], long[0][:10])
         True
+        >>> balanced, keep = realization_keep_masks(30, 20, [8], 0.1, seed=0, scheme="balanced")
+        >>> keep, (~balanced[0]).view(30, 2, 10, 8).sum(dim=2).unique().tolist()  # one drop per block of 10
+        (0.9, [1])
     """
+    if scheme not in MASK_SCHEMES:
+        raise ConfigError(f"mask scheme must be one of {MASK_SCHEMES}, got {scheme!r}")
     threshold, keep_probability = _mask_threshold(p, seed)
-    key = (seed, threshold, n, tuple(widths), dtype)
+    if scheme == "balanced":
+        block, dropped = balanced_block(p, n)
+        keep_probability = 1.0 - dropped / block
+
+        def rows(stream: int, width: int, start: int, stop: int) -> np.ndarray:
+            return _balanced_rows(seed, stream, n, width, start, stop, block, dropped)
+    else:
+        def rows(stream: int, width: int, start: int, stop: int) -> np.ndarray:
+            return _keep_rows(seed, stream, n * width, start, stop, threshold)
+    key = (seed, threshold, n, tuple(widths), dtype, scheme)
     with _mask_cache_lock:
         cached = _mask_cache.pop(key, None)  # re-inserted below: the dict's order is the LRU order
         have = cached[0].shape[0] if cached else 0
@@ -95,9 +154,8 @@ def realization_keep_masks(n_frames: int, n: int, widths: Sequence[int], p: floa
             # doubling keeps growth amortised; past the cap, draw only what this call needs
             cap_frames = MASK_CACHE_BYTES // (n * sum(widths) * _itemsize(dtype))
             grow_to = max(n_frames, min(2 * have, cap_frames))
-            rows = [torch.from_numpy(_keep_rows(seed, k, n * w, have, grow_to, threshold)).view(-1, n, w).to(dtype)
-                    for k, w in enumerate(widths)]
-            cached = rows if not cached else [torch.cat([old, new]) for old, new in zip(cached, rows)]
+            new = [torch.from_numpy(rows(k, w, have, grow_to)).view(-1, n, w).to(dtype) for k, w in enumerate(widths)]
+            cached = new if not cached else [torch.cat([old, more]) for old, more in zip(cached, new)]
         masks = [m[:n_frames] for m in cached]
         if _nbytes(cached) <= MASK_CACHE_BYTES:
             _mask_cache[key] = cached

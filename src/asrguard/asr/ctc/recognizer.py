@@ -29,7 +29,7 @@ from ...errors import ConfigError, ModelFileError
 from ...fileio import atomic_write, atomic_write_text, sha256_file
 from ...rng import require_seed
 from ...text import CHARACTERS, encode
-from ..base import AudioBatch, Realizations, Recognizer
+from ..base import MASK_SCHEMES, AudioBatch, Realizations, Recognizer
 from .masks import realization_keep_masks
 from .model import CTCConfig, DeepSpeechCTC
 
@@ -91,6 +91,8 @@ class CTCRecognizer(Recognizer):
         ['okay google']
         >>> r = rec.realizations(waveform, n=50, seed=0)     # doctest: +SKIP
     """
+
+    mask_schemes = MASK_SCHEMES  # iid and balanced realisation masks (asrguard.asr.ctc.masks)
 
     def __init__(self, config: CTCConfig | None = None, model: DeepSpeechCTC | None = None,
                  metadata: dict | None = None):
@@ -192,24 +194,25 @@ class CTCRecognizer(Recognizer):
             self.model.inference_p, self.model.generator = previous
 
     def realizations(self, audio, n: int = 50, seed: int = 0, *, p: float | None = 0.1,
-                     precision: str = "auto") -> Realizations:
+                     precision: str = "auto", masks: str = "iid") -> Realizations:
         """``n`` dropout realisations of one waveform in one batched, gradient-free pass.
 
         The front end and the first dense layer run once; only the layers after the first
         dropout run ``n`` times. ``precision``: ``"float32"``, ``"bfloat16"``, or ``"auto"``
         (bfloat16 where the CPU has it natively, see :func:`native_bfloat16`). Reproducible
-        from ``seed`` (:func:`dropout_keep_masks`).
+        from ``seed`` (:func:`dropout_keep_masks`); ``masks``: ``"iid"`` or ``"balanced"``
+        (:func:`~asrguard.asr.ctc.masks.realization_keep_masks`).
         """
         p = self.config.dropout if p is None else float(p)
         waveform = torch.from_numpy(validate_waveform(audio, self.sample_rate))
         with torch.no_grad():
-            log_probs, length = self.realization_log_probs(waveform, n, seed, p=p, precision=precision)
+            log_probs, length = self.realization_log_probs(waveform, n, seed, p=p, precision=precision, masks=masks)
         log_probs = log_probs.cpu()
         transcripts = greedy_decode(log_probs, torch.tensor([length]).expand(n))
-        return Realizations(transcripts, log_probs, length, p, seed)
+        return Realizations(transcripts, log_probs, length, p, seed, masks)
 
     def realizations_batch(self, audios: Sequence, n: int = 50, seed: int = 0, *, p: float | None = 0.1,
-                           precision: str = "auto") -> list[Realizations]:
+                           precision: str = "auto", masks: str = "iid") -> list[Realizations]:
         """:meth:`realizations` of several waveforms in one pass: one :class:`Realizations` per waveform.
 
         Each utterance gets the masks it gets alone and the same transcripts; its posteriors
@@ -242,17 +245,17 @@ class CTCRecognizer(Recognizer):
                 shared.append(self.model.first_layer(features)[0])
                 frames.append(int(lengths[0]))
             padded = torch.nn.utils.rnn.pad_sequence(shared, batch_first=True)
-            kept, keep = realization_keep_masks(padded.shape[1], n, self.model.dropout_widths(), p, seed, dtype)
+            kept, keep = realization_keep_masks(padded.shape[1], n, self.model.dropout_widths(), p, seed, dtype, masks)
             log_probs = self.model.rest_realizations_batch(padded, torch.tensor(frames, device=device), kept, keep,
                                                            dtype).cpu()
         drawn = []
         for i, length in enumerate(frames):
             own = log_probs[i, :, :length].contiguous()  # a copy: one result never pins the whole batch
-            drawn.append(Realizations(greedy_decode(own, torch.tensor([length]).expand(n)), own, length, p, seed))
+            drawn.append(Realizations(greedy_decode(own, torch.tensor([length]).expand(n)), own, length, p, seed, masks))
         return drawn
 
     def realization_log_probs(self, waveform: torch.Tensor, n: int = 50, seed: int = 0, *, p: float = 0.1,
-                              precision: str = "auto", indices: Sequence[int] | None = None
+                              precision: str = "auto", indices: Sequence[int] | None = None, masks: str = "iid"
                               ) -> tuple[torch.Tensor, int]:
         """Log-posteriors ``(n, T', C)`` and frame count of the realisations :meth:`realizations` draws.
 
@@ -278,7 +281,7 @@ class CTCRecognizer(Recognizer):
         waveform = waveform.to(device)
         features, lengths = self.model.features(waveform[None], torch.tensor([waveform.shape[-1]], device=device))
         shared = self.model.first_layer(features)
-        kept, keep = realization_keep_masks(shared.shape[1], n, self.model.dropout_widths(), p, seed, dtype)
+        kept, keep = realization_keep_masks(shared.shape[1], n, self.model.dropout_widths(), p, seed, dtype, masks)
         if indices is not None:
             index = torch.as_tensor(list(indices), dtype=torch.long)
             if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
@@ -287,7 +290,7 @@ class CTCRecognizer(Recognizer):
         return self.model.rest_realizations(shared, kept, keep, dtype).cpu(), int(lengths[0])
 
     def realization_loss(self, waveform: torch.Tensor, target: str, n: int = 50, seed: int = 0, *, p: float = 0.1,
-                         indices: Sequence[int] | None = None) -> torch.Tensor:
+                         indices: Sequence[int] | None = None, masks: str = "iid") -> torch.Tensor:
         """CTC loss toward ``target`` of each realisation :meth:`realizations` draws (or ``indices`` of them): ``(k,)``.
 
         Example:
@@ -295,7 +298,7 @@ class CTCRecognizer(Recognizer):
             >>> rec.realization_loss(torch.full((3200,), 0.1), "hi", 4, seed=1, indices=[0, 2]).shape
             torch.Size([2])
         """
-        log_probs, frames = self.realization_log_probs(waveform, n, seed, p=p, indices=indices)
+        log_probs, frames = self.realization_log_probs(waveform, n, seed, p=p, indices=indices, masks=masks)
         label = torch.tensor(encode(target), dtype=torch.long)
         k = log_probs.shape[0]
         return F.ctc_loss(log_probs.float().transpose(0, 1), label.repeat(k), torch.full((k,), frames),

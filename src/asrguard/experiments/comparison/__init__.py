@@ -157,10 +157,13 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     model = json.loads((run_dir / "results.json").read_text()).get("model")
     recognizer = load_recognizer(None if model in (None, "shipped") else model)
     sets = comparison_sets(run_dir, recognizer, n_english=n_english, n_calibration=n_calibration)
+    if sets.settings.masks != "iid" and craft_adaptive > 0 and {"uncertainty", "combined"} & set(kinds):
+        raise ConfigError(f"the run draws {sets.settings.masks} dropout masks, and the dropout attackers know only "
+                          "iid ones; score it with craft_adaptive=0 (--adaptive-n 0)")
     rate = recognizer.sample_rate
     masks = sets.settings if mask_seed is None else dataclasses.replace(sets.settings, seed=int(mask_seed))
     results: dict = {"run": str(run_dir), "recognizer": recognizer.fingerprint(), "seed": seed,
-                     "mask_seed": masks.seed,
+                     "mask_seed": masks.seed, **({"masks": masks.masks} if masks.masks != "iid" else {}),
                      "target_fpr": TARGET_FPR, "sizes": _sizes(sets), "detectors": {}, "cells": {},
                      "false_alarms": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
                      "attacks": list(sets.attacks)}
@@ -224,7 +227,7 @@ def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifie
     cached features are their own."""
     if kind in ("uncertainty", "combined"):
         extra = {"classifier": uncertainty_classifier} if kind == "uncertainty" else {}
-        return make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed,
+        return make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed, masks=run.masks,
                              target_fpr=TARGET_FPR, **extra)
     return make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR)
 
@@ -237,7 +240,8 @@ def _attempted(folder: Path, sources: set) -> int:
 def _settings(detector) -> dict:
     if detector.kind == "uncertainty":
         c = detector.feature_extractor.config
-        return {"n": c.n, "p": c.p, "seed": c.seed, "classifier": detector.classifier.name}
+        return {"n": c.n, "p": c.p, "seed": c.seed, "classifier": detector.classifier.name,
+                **({"masks": c.masks} if c.masks != "iid" else {})}
     return detector.settings()
 
 

@@ -36,7 +36,7 @@ from ...attacks.sources import load_items
 from ...audio import load_audio
 from ...errors import AsrguardError
 from ...evaluate.detection import split_by_source
-from ...uncertainty.features import FeatureExtractor, FeatureTable
+from ...uncertainty.features import FeatureTable
 from ..common import write_json
 from ..jayashankar2020.attacks import successful_examples
 from ..jayashankar2020.config import Settings
@@ -187,7 +187,7 @@ class FeatureSource:
                               for name, member in detector.members.items()}}
             self._cache = None
         elif detector.kind == "uncertainty":
-            extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
+            extractor = settings.extractor()
             self._cache = FeatureCache(Path(run_dir) / "features", detector.recognizer, extractor)
         else:
             self._cache = RowCache(Path(out_dir) / "features", detector)

@@ -42,7 +42,8 @@ def tables_markdown(results: Mapping) -> str:
              f"Test cells: the successful examples of the run's held-out test sources against their own benign "
              f"sources (US: UrbanSound test clips). Nothing here is adaptive unless the last table says so."
              + (f" Dropout realisations drawn from mask seed {results['mask_seed']}."
-                if results.get("mask_seed") is not None else ""), ""]
+                if results.get("mask_seed") is not None else "")
+             + (f" Their masks are {results['masks']} (asrguard.asr.ctc.masks)." if results.get("masks") else ""), ""]
     body = ["## AUROC", "", *markdown_table(["detector", *(ATTACK_LABELS.get(a, a) for a in attacks)], auroc_rows), "",
             "## TPR at 1 % FPR / detection rate at the calibrated threshold [%]", "",
             *markdown_table(["detector", *(ATTACK_LABELS.get(a, a) for a in attacks)], tpr_rows), "",

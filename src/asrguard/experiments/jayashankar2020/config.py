@@ -15,6 +15,7 @@ from ...asr.ctc import seconds_for_target
 from ...attacks.targets import PAPER_TARGET
 from ...errors import ConfigError
 from ...evaluate.tables import AUROC_INTERVAL
+from ...uncertainty.features import FeatureExtractor
 
 NAME = "jayashankar2020"
 SPEECH_ATTACKS = ("cw", "dr", "nrr", "ia")
@@ -72,6 +73,7 @@ class Settings:
     attack_overrides: dict = field(default_factory=dict)
     min_seconds: float | None = None
     setup: str = "mixed"
+    masks: str = "iid"  # how the I dropout masks relate: "iid" (the paper's) or "balanced" (asrguard.asr.ctc.masks)
 
     @classmethod
     def make(cls, quick: bool, seed: int = 0, setup: str = "mixed") -> "Settings":
@@ -97,6 +99,11 @@ class Settings:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def extractor(self, p: float | None = None) -> FeatureExtractor:
+        """The uncertainty features' extractor these settings draw with (at ``p``, default ``p_main``)."""
+        return FeatureExtractor(n=self.n_realizations, p=self.p_main if p is None else p, seed=self.seed,
+                                masks=self.masks)
 
 
 __all__ = ["AUROC_INTERVAL", "CLASSIFIERS", "COLUMNS", "EXTRA_ROWS", "METRICS", "NAME", "PAPER", "PAPER_MAX_FILL",

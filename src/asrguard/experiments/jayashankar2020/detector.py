@@ -20,7 +20,7 @@ from ...detect.classifiers import make_classifier
 from ...detect.detector import Detector
 from ...errors import ConfigError
 from ...evaluate.detection import detection_metrics, split_by_source
-from ...uncertainty.features import FeatureExtractor, FeatureTable, UncertaintyFeatures
+from ...uncertainty.features import FeatureTable, UncertaintyFeatures
 from ..common import ProgressBars, without_nan
 from .attacks import successful_examples
 from .classifiers import evaluate_classifiers, labelled, paired, train_classifiers
@@ -115,7 +115,7 @@ def fit_default_detector(run_dir, detector_dir, *,
     ids = [i.id for i in speech]
     fit_sources, val_sources = fit_validation_split(train_ids, validation_fraction, settings)
 
-    extractor = FeatureExtractor(n=settings.n_realizations, p=settings.p_main, seed=settings.seed)
+    extractor = settings.extractor()
     cache = FeatureCache(run_dir / "features", recognizer, extractor)
 
     def cached(kind: str, item_ids) -> FeatureSet:

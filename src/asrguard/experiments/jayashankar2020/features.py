@@ -42,6 +42,8 @@ class FeatureCache:
         c = extractor.config
         checksum = (getattr(recognizer, "checksum", None) or "unsaved")[:12]
         settings = f"n{c.n}-p{c.p:g}-s{c.seed}-C{c.max_distance}"
+        if c.masks != "iid":
+            settings += f"-{c.masks}"
         scheme = recognizer.realization_scheme()
         if scheme is not None:  # features drawn another way are not reused
             settings += "-" + scheme.replace("/", "-")
@@ -144,7 +146,7 @@ def feature_stage(out_dir: Path, recognizer, settings: Settings, speech: list, u
     with ProgressBars(progress, stderr=True) as bars:
         tick = bars.task("uncertainty features", total)
         for key, kind, p, entries in plan:
-            extractor = FeatureExtractor(n=settings.n_realizations, p=p, seed=settings.seed)
+            extractor = settings.extractor(p)
             cache = FeatureCache(out_dir / "features", recognizer, extractor)
             sets[key] = feature_set(cache, kind, entries, tick)
     return sets
