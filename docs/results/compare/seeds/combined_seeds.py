@@ -29,6 +29,8 @@ parser.add_argument("--seeds", default="0,1,2,3,4,5")
 parser.add_argument("--n", type=int, default=50, help="realisations I (the sweep must hold I{N}_seed{S})")
 parser.add_argument("--p", type=float, default=None, help="dropout rate of the sweep's --p runs (I{N}_seed{S}_p{P})")
 parser.add_argument("--masks", choices=["iid", "balanced"], default="iid", help="the sweep's --masks runs")
+parser.add_argument("--output", type=Path, default=None, help="where the JSON goes (default: beside this file, "
+                                                              "named after --n, --p and --masks)")
 args = parser.parse_args()
 suffix = ("" if args.p is None else f"_p{args.p:g}") + ("" if args.masks == "iid" else f"_{args.masks}")
 
@@ -60,6 +62,7 @@ for kind in ("uncertainty", "combined"):
         v = np.array([r["false_alarms"][k] for r in mine])
         summary[kind][f"false_alarms_{k}"] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
 out = {"rows": rows, "summary": summary}
-Path(__file__).with_name("seeds" + ("" if args.n == 50 else f"_I{args.n}") + suffix + ".json").write_text(json.dumps(out, indent=1) + "\n")
+output = args.output or Path(__file__).with_name("seeds" + ("" if args.n == 50 else f"_I{args.n}") + suffix + ".json")
+output.write_text(json.dumps(out, indent=1) + "\n")
 for kind, cells in summary.items():
     print(kind, {k: (round(v["mean"], 3), round(v["min"], 3), round(v["max"], 3)) for k, v in cells.items()})
