@@ -9,7 +9,11 @@ the false-alarm rates. The choice was made on these test cells, so the chosen ce
 the paper-setup comparison (docs/results/compare/README.md) is the check on fresh sources.
 
     python docs/results/compare/choose_combined.py > docs/results/compare/choose_combined.md
+
+``--run``/``--compare`` grid another run's cached comparison (adaptive columns only where its folders exist),
+e.g. the fresh-source run: ``--run runs/j_mixed_s1 --compare runs/compare_s1``.
 """
+import argparse
 
 from pathlib import Path
 
@@ -28,19 +32,24 @@ C_VALUES = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=RUN)
+    parser.add_argument("--compare", type=Path, default=OUT)
+    args = parser.parse_args()
+    run, out = args.run, args.compare
     recognizer = load_recognizer(None)
-    sets = comparison_sets(RUN, recognizer, n_english=60, n_calibration=300)
+    sets = comparison_sets(run, recognizer, n_english=60, n_calibration=300)
     s = sets.settings
-    adaptive = {name: attack_entries(folder, {"folder": OUT / "adaptive" / folder, "config_hash": ""},
+    adaptive = {name: attack_entries(folder, {"folder": out / "adaptive" / folder, "config_hash": ""},
                                      sets.test_sources(), recognizer.sample_rate, kind=f"adaptive-{folder}")
-                for name, folder in ADAPTIVE.items()}
+                for name, folder in ADAPTIVE.items() if (out / "adaptive" / folder).is_dir()}
     print("| members | C | " + " | ".join(list(sets.attacks) + list(adaptive)) + " | false alarms |")
     print("|---|---:|" + "---|" * (len(sets.attacks) + len(adaptive)) + "---|")
     for members in MEMBER_SETS:
         for C in C_VALUES:
             # members=() is the uncertainty features alone, through the same SVM
             det = CombinedDetector(recognizer, members=members, n=s.n_realizations, p=s.p_main, C=C, seed=s.seed)
-            source = FeatureSource(det, RUN, OUT, s)
+            source = FeatureSource(det, run, out, s)
             det.fit_features(source.table(sets.fit_benign), source.table(sets.fit_adversarial),
                              source.table(sets.calibration))
 
