@@ -3,7 +3,7 @@ sources, cached features): corpus, score and target, against the highest benign 
 
     python docs/results/compare/fresh/misses.py
 """
-import sys, numpy as np
+import sys
 sys.path.insert(0, 'docs/results/compare/fresh')
 import pooled_fit as pf
 from asrguard.asr.registry import load_recognizer
