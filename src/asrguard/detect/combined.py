@@ -81,7 +81,6 @@ class CombinedDetector(RivalDetector):
             raise ConfigError(f"C must be positive, got {C}")
         self.n, self.p, self.C = int(n), float(p), float(C)
         self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed, masks=masks)
-        self.masks = masks
         # the members share the seed: each derives its own streams from it under its own name
         self.members = {name: MEMBERS[name](recognizer, seed=self.seed) for name in names}
         uncertainty = [name for g in UNCERTAINTY_GROUPS for name in
@@ -93,8 +92,9 @@ class CombinedDetector(RivalDetector):
         self.intercept_: float | None = None
 
     def settings(self) -> dict:
+        masks = self.extractor.config.masks
         return {"members": list(self.members), "n": self.n, "p": self.p, "C": self.C, "seed": self.seed,
-                **({"masks": self.masks} if self.masks != "iid" else {})}
+                **({"masks": masks} if masks != "iid" else {})}
 
     @property
     def rule(self) -> str:
@@ -108,7 +108,7 @@ class CombinedDetector(RivalDetector):
     def set_mask_seed(self, seed: int | str | None) -> "CombinedDetector":
         """A new seed (``"random"``: a secret one) for the dropout masks and the members' noise alike."""
         super().set_mask_seed(seed)
-        self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed, masks=self.masks)
+        self.extractor = self.extractor.replace(seed=self.seed)
         for member in self.members.values():
             member.seed = self.seed
         return self

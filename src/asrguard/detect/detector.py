@@ -242,7 +242,7 @@ class Detector:
                 raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}") from None
             if value < 0:
                 raise ConfigError(f"mask seed must be a non-negative integer or 'random', got {seed!r}")
-        self.feature_extractor = FeatureExtractor.from_dict({**self.feature_extractor.to_dict(), "seed": value})
+        self.feature_extractor = self.feature_extractor.replace(seed=value)
         self.mask_seed_is_secret = secret
         return self
 

@@ -50,7 +50,6 @@ from ..detect.sequential import calibrate_margins, chunk_scores, decide
 from ..errors import ConfigError
 from ..evaluate.detection import auroc, auroc_interval, split_by_source
 from ..fileio import atomic_write_text
-from ..uncertainty.features import FeatureExtractor
 
 CORPORA = ["fsdd-digits", "speech-commands"]
 
@@ -89,7 +88,7 @@ def with_mask_seed(detector, seed: int):
 def with_masks(detector, masks: str):
     """A shallow copy of ``detector`` whose realisations' masks follow scheme ``masks``."""
     scorer = copy.copy(detector)
-    scorer.feature_extractor = FeatureExtractor.from_dict({**detector.feature_extractor.to_dict(), "masks": masks})
+    scorer.feature_extractor = detector.feature_extractor.replace(masks=masks)
     return scorer
 
 

@@ -181,6 +181,15 @@ class FeatureExtractor:
         masks = "" if c.masks == "iid" else f", masks={c.masks!r}"
         return f"FeatureExtractor(n={c.n}, p={c.p}, seed={c.seed}, max_distance={c.max_distance}{masks})"
 
+    def replace(self, **changes) -> "FeatureExtractor":
+        """A new extractor with ``changes`` to the config (validated like any other).
+
+        Example:
+            >>> FeatureExtractor(n=20).replace(seed=3, masks="balanced")
+            FeatureExtractor(n=20, p=0.1, seed=3, max_distance=19, masks='balanced')
+        """
+        return FeatureExtractor(**{**asdict(self.config), **changes})
+
     def to_dict(self) -> dict:
         # "iid" is left out, so configs (and the cache keys made from them) written before masks existed stay valid
         return {k: v for k, v in asdict(self.config).items() if k != "masks" or v != "iid"}

@@ -7,13 +7,10 @@ import sys
 sys.path.insert(0, 'docs/results/compare/fresh')
 import pooled_fit as pf
 from asrguard.asr.registry import load_recognizer
-from asrguard.detect.combined import CombinedDetector
-from asrguard.experiments.comparison.inputs import FeatureSource, comparison_sets
 rec = load_recognizer(None)
 for name, (run, out) in pf.RUNS.items():
-    sets = comparison_sets(run, rec, n_english=60, n_calibration=300); s = sets.settings
-    det = CombinedDetector(rec, n=s.n_realizations, p=s.p_main, seed=s.seed)
-    src = FeatureSource(det, run, out, s)
+    sets, src = pf.combined_rows(rec, run, out)
+    det = src.detector
     det.fit_features(src.table(sets.fit_benign), src.table(sets.fit_adversarial), src.table(sets.calibration))
     for attack in ("dr", "ia"):
         ben = sets.benign_for(attack); adv = sets.attacks[attack]

@@ -22,16 +22,21 @@ RUNS = {"first": (Path("runs/j_mixed"), Path("runs/compare")),
         "fresh": (Path("runs/j_mixed_s1"), Path("runs/compare_s1"))}
 
 
+def combined_rows(recognizer, run: Path, out: Path):
+    """The run's comparison sets and a reader of the combined detector's cached rows for them: with the run's
+    own seed, as compare-detectors uses, so its cached rows are read, not measured."""
+    sets = comparison_sets(run, recognizer, n_english=60, n_calibration=300)
+    s = sets.settings
+    reader = CombinedDetector(recognizer, n=s.n_realizations, p=s.p_main, seed=s.seed)
+    return sets, FeatureSource(reader, run, out, s)
+
+
 def main() -> None:
     recognizer = load_recognizer(None)
     runs = {}
     for name, (run, out) in RUNS.items():
-        sets = comparison_sets(run, recognizer, n_english=60, n_calibration=300)
-        s = sets.settings
-        # the run's own seed, as compare-detectors uses: its cached rows are read, not measured
-        reader = CombinedDetector(recognizer, n=s.n_realizations, p=s.p_main, seed=s.seed)
-        source = FeatureSource(reader, run, out, s)
-        runs[name] = {"sets": sets, "table": source.table, "seed": s.seed}
+        sets, source = combined_rows(recognizer, run, out)
+        runs[name] = {"sets": sets, "table": source.table}
 
     def fitted(names):
         det = CombinedDetector(recognizer, seed=0)

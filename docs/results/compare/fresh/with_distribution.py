@@ -19,10 +19,10 @@ from asrguard.asr.registry import load_recognizer
 from asrguard.detect.combined import CombinedDetector
 from asrguard.detect.registry import make_detector
 from asrguard.experiments.comparison import cell_metrics
-from asrguard.experiments.comparison.inputs import FeatureSource, comparison_sets
+from asrguard.experiments.comparison.inputs import FeatureSource
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pooled_fit import RUNS  # noqa: E402
+from pooled_fit import RUNS, combined_rows  # noqa: E402
 
 C_VALUES = (0.01, 0.03, 0.1, 0.3)
 
@@ -31,10 +31,9 @@ def main() -> None:
     recognizer = load_recognizer(None)
     data = {}
     for name, (run, out) in RUNS.items():
-        sets = comparison_sets(run, recognizer, n_english=60, n_calibration=300)
-        s = sets.settings
-        combined = FeatureSource(CombinedDetector(recognizer, n=s.n_realizations, p=s.p_main, seed=s.seed), run, out, s)
-        stats = FeatureSource(make_detector("distribution", recognizer, seed=0, target_fpr=0.05), run, out, s)
+        sets, combined = combined_rows(recognizer, run, out)
+        stats = FeatureSource(make_detector("distribution", recognizer, seed=0, target_fpr=0.05), run, out,
+                              sets.settings)
         data[name] = (sets, lambda entries, c=combined, d=stats: np.hstack([c.table(entries), d.table(entries)]))
     names = make_detector("distribution", recognizer).feature_names
     result = {"with_distribution": {}, "without": {}}
