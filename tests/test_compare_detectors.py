@@ -90,7 +90,7 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     assert adaptive["attempted"] == adaptive["reached_target"] == n_test
     assert 0 <= adaptive["evaded"] <= n_test
     # each detector's own attacker ran on two test sources, toward CW's targets, under CW's bound
-    for kind, attack in (("uncertainty", "eot-dropout"), ("distribution", "stats-penalty"),
+    for kind, attack in (("uncertainty", "dropout-evasion"), ("distribution", "stats-penalty"),
                          ("combined", "combined-evasion")):
         (name, crafted), = results["adaptive"][kind].items()
         assert name.startswith(attack + "-") and crafted["attempted"] == 2

@@ -13,7 +13,7 @@ import dataclasses
 from ..errors import ConfigError
 
 ATTACKS = ("cw", "dr", "nrr", "ia", "us", "universal", "known-mask", "pgd", "eot-dropout", "bpda-transform",
-           "stats-penalty", "combined-evasion", "eot-noise", "prefix-consistent")
+           "stats-penalty", "combined-evasion", "eot-noise", "prefix-consistent", "dropout-evasion")
 
 
 def _setting_type(field: dataclasses.Field) -> type | None:
@@ -31,6 +31,7 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     # keeps asrguard --help fast: the attacks import torch, and cli/attack.py imports this module at startup
     from .adaptive import KnownMaskAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
+    from .dropout_evasion import DropoutEvasionAttack
     from .evasion import BPDATransformAttack, CombinedEvasionAttack, EOTDropoutAttack
     from .imperceptible import ImperceptibleAttack
     from .pgd import PGDAttack
@@ -42,7 +43,8 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
                "universal": UniversalAttack, "known-mask": KnownMaskAttack, "pgd": PGDAttack,
                "eot-dropout": EOTDropoutAttack, "bpda-transform": BPDATransformAttack,
                "stats-penalty": StatsPenaltyAttack, "combined-evasion": CombinedEvasionAttack,
-               "eot-noise": FloodEvasionAttack, "prefix-consistent": PrefixEvasionAttack}
+               "eot-noise": FloodEvasionAttack, "prefix-consistent": PrefixEvasionAttack,
+               "dropout-evasion": DropoutEvasionAttack}
     if name not in classes:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     cls = classes[name]

@@ -30,7 +30,8 @@ class DetectorVerdictAttack(CWAttack):
 
     A subclass names ``detector_class``, the prefix ``extra_key`` of the result's
     ``<key>_score`` and ``<key>_flagged``, and ``check_key``, from which the copy's seed is derived.
-    Its config has ``detector`` (a folder or "") and ``score_margin``.
+    Its config has ``detector`` (a folder or "") and ``score_margin``. The detector class needs
+    ``kind``, ``load``, ``threshold``, ``score``, ``copy_with_seed`` and ``fingerprint``.
     """
 
     detector_class: ClassVar[type]
@@ -42,7 +43,7 @@ class DetectorVerdictAttack(CWAttack):
         kind = self.detector_class.kind
         if detector is None and self.config.detector:
             detector = self.detector_class.load(self.config.detector, recognizer)
-        if getattr(detector, "kind", None) != kind or detector.threshold_ is None:
+        if getattr(detector, "kind", None) != kind or detector.threshold is None:
             raise ConfigError(f"the {self.name} attack needs a fitted {kind} detector (detector= folder, "
                               "or pass one to the attack)")
         if not self.config.detector:  # a detector passed in memory: its identity joins the config hash
@@ -51,14 +52,14 @@ class DetectorVerdictAttack(CWAttack):
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         ok = super().is_success(batch, targets, step)
-        limit = self.detector.threshold_ - self.config.score_margin
+        limit = self.detector.threshold - self.config.score_margin
         for i in np.flatnonzero(ok):
             ok[i] = self.detector.score(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy()) <= limit
         return ok
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
         score = self.detector.score(adversarial)
-        return {f"{self.extra_key}_score": score, f"{self.extra_key}_flagged": bool(score > self.detector.threshold_)}
+        return {f"{self.extra_key}_score": score, f"{self.extra_key}_flagged": bool(score > self.detector.threshold)}
 
 
 __all__ = ["DetectorVerdictAttack"]

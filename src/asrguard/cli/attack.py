@@ -41,8 +41,10 @@ def register(app: typer.Typer) -> None:
     def attack_command(
         attack: str = typer.Option(..., "--attack", help="cw | dr | nrr | ia | us | universal | known-mask "
                                                           "(adaptive: knows the detector's dropout seed) | "
-                                                          "eot-dropout | bpda-transform | stats-penalty "
-                                                          "(adaptive to the other detector families) | pgd "
+                                                          "eot-dropout | dropout-evasion (--set detector=DIR) | "
+                                                          "bpda-transform | stats-penalty | combined-evasion | "
+                                                          "eot-noise | prefix-consistent (adaptive to the other "
+                                                          "detector families) | pgd "
                                                           "(hybrid recognisers; --set eps, step_size, iterations)"),
         out: Path = typer.Option(..., "--out", help="Output folder (re-running resumes it)."),
         corpus: Optional[str] = typer.Option(

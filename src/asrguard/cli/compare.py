@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         adaptive: List[str] = typer.Option([], "--adaptive", metavar="KIND=FOLDER", help="KIND=FOLDER: an attack folder of adaptive "
                                                                   "examples made against that detector (repeatable)."),
         craft_adaptive: int = typer.Option(30, "--adaptive-n", help="Run each detector's own adaptive attacker "
-                                                                   "(eot-dropout, bpda-transform, stats-penalty, "
+                                                                   "(dropout-evasion, bpda-transform, stats-penalty, "
                                                                    "combined-evasion, eot-noise, prefix-consistent) on "
                                                                    "this many test sources (0: none)."),
         adaptive_max_iter: Optional[int] = typer.Option(

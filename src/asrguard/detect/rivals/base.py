@@ -40,8 +40,8 @@ from rapidfuzz.distance import Levenshtein
 from ...asr.base import require
 from ...errors import AsrguardError, ConfigError, ModelFileError
 from ...uncertainty.distributions import DEFAULT_MAX_DISTANCE, char_histogram
-from ..detector import (DEFAULT_TARGET_FPR, DOCUMENT_NAME, FORMAT, FORMAT_VERSION, check_recognizer, input_waveform,
-                        read_document, threshold_for_fpr, write_document)
+from ..detector import DEFAULT_TARGET_FPR, input_waveform, threshold_for_fpr
+from ..document import DOCUMENT_NAME, FORMAT, FORMAT_VERSION, check_recognizer, read_document, write_document
 
 
 def transcript_distance(a: str, b: str) -> float:

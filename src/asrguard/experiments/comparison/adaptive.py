@@ -9,8 +9,9 @@ toward CW's own targets, so the two can be compared source by source.
 =================  ======================  =====================================================
 detector           attack                  what it adds to CW
 =================  ======================  =====================================================
-``uncertainty``    ``eot-dropout``         target loss over its own dropout draws, and their
-                                           disagreement
+``uncertainty``    ``dropout-evasion``     target loss over its own dropout draws, and their
+                                           disagreement; success asks the detector's verdict
+                                           (``eot-dropout``, which does not ask, is the older one)
 ``transform``      ``bpda-transform``      target loss on each transformed copy (BPDA where needed)
 ``distribution``   ``stats-penalty``       a pull of the output statistics toward benign values
 ``combined``       ``combined-evasion``    the dropout and transform terms above, and target loss
@@ -34,8 +35,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ...attacks.evasion import (BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack,
-                                CombinedEvasionConfig, EOTDropoutAttack, EOTDropoutConfig)
+from ...attacks.dropout_evasion import DropoutEvasionAttack, DropoutEvasionConfig
+from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack, CombinedEvasionConfig
 from ...attacks.rival_evasion import FloodEvasionAttack, FloodEvasionConfig, PrefixEvasionAttack, RivalEvasionConfig
 from ...attacks.manifest import RUN_FILE
 from ...attacks.runner import run_attack
@@ -45,7 +46,7 @@ from ...data.records import Utterance
 from .inputs import ComparisonSets, Entry
 
 #: The adaptive attack made against each detector kind.
-ADAPTIVE_ATTACKS = {"uncertainty": "eot-dropout", "transform": "bpda-transform", "distribution": "stats-penalty",
+ADAPTIVE_ATTACKS = {"uncertainty": "dropout-evasion", "transform": "bpda-transform", "distribution": "stats-penalty",
                     "combined": "combined-evasion", "noise-flood": "eot-noise", "temporal": "prefix-consistent"}
 #: CW's settings each attacker copies from the run's CW examples, so that "the distortion it needed" is
 #: compared with CW's under the same budget and schedule (the attackers' own default stops after 4
@@ -67,9 +68,8 @@ def adaptive_attack(kind: str, detector, recognizer, benign_rows, seed: int, max
     """
     common = {**(schedule or {}), **({} if max_iter is None else {"max_iter": max_iter})}
     if kind == "uncertainty":
-        config = EOTDropoutConfig(p=detector.feature_extractor.config.p, masks_per_step=4, gamma=EOT_GAMMA,
-                                  seed=seed, **common)
-        return EOTDropoutAttack(recognizer, config)
+        config = DropoutEvasionConfig(masks_per_step=4, gamma=EOT_GAMMA, seed=seed, **common)
+        return DropoutEvasionAttack(recognizer, config, detector=detector)
     if kind == "transform":
         return BPDATransformAttack(recognizer, BPDATransformConfig.from_detector(detector, seed=seed, **common))
     if kind == "distribution":
