@@ -34,6 +34,11 @@ def test_adaptive_summary_counts_evasions_and_compares_distortion_with_cw_on_the
     assert summary["evasion_rate"] == 0.25
     assert summary["distortion_evading"] == {"mean_db_x_delta": -30.0, "median_snr_db": 20.0, "n": 1}
     assert summary["distortion_cw_same_sources"]["mean_db_x_delta"] == -34.0
+    # what evading cost, paired by source: s0 evades at -30 dB where CW needed -35 dB
+    assert summary["extra_db_evading_paired"] == {"mean": 5.0, "median": 5.0, "n": 1}
+    none = adaptive_summary(np.array([0.9, 0.9]), entries, attempted=4, threshold=0.5, benign=np.array([0.0, 0.1]),
+                            cw_rows=cw)
+    assert none["extra_db_evading_paired"] == {"mean": None, "median": None, "n": 0}
     assert distortion([]) == {"mean_db_x_delta": None, "median_snr_db": None, "n": 0}
     assert "vs_held_out_auroc" not in summary
     # against every held-out benign utterance: 0.2 is above one of the three, 0.9 above all
@@ -153,3 +158,12 @@ def test_the_report_shows_every_detector_and_attack():
     tables = tables_markdown(results)
     assert "| transform (max distance) | 0.900 (0.80–1.00, n=30/30) | 0.900" in tables
     assert "| transform | 5 | 0.0 (n=15) |" in tables and "| CW | US |" in tables
+    # an adaptive row shows what evading cost, paired by source, and "–" where an older results.json lacks it
+    row = {"attempted": 27, "reached_target": 27, "evaded": 11, "evasion_rate": 11 / 27,
+           "distortion_evading": {"mean_db_x_delta": -31.6, "median_snr_db": 18.3, "n": 11},
+           "distortion_cw_same_sources": {"mean_db_x_delta": -35.9, "median_snr_db": 21.6, "n": 27},
+           "extra_db_evading_paired": {"mean": 5.2, "median": 1.9, "n": 11}}
+    older = {k: v for k, v in row.items() if k != "extra_db_evading_paired"}
+    tables = tables_markdown({**results, "adaptive": {"transform": {"new": row, "old": older}}})
+    assert "| -31.6 dB / 18.3 dB | -35.9 dB / 21.6 dB | +5.2 dB (n=11) |" in tables
+    assert "| -31.6 dB / 18.3 dB | -35.9 dB / 21.6 dB | – |" in tables

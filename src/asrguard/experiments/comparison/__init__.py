@@ -12,7 +12,8 @@ Stages (each resumable in ``--out``):
    detection rate at the calibrated threshold; per detector: the false-alarm rate on every
    held-out benign set and the recogniser passes per input; per adaptive attack folder given
    (``--adaptive KIND=FOLDER``): how many of its examples reach the target, how many of those
-   the detector misses, and the distortion they needed against CW's on the same sources;
+   the detector misses, and the distortion they needed against CW's on the same sources (also
+   paired: each evading example over CW's example of its own source);
 6. ``results.json`` and ``tables.md``.
 
 Example:
@@ -80,12 +81,17 @@ def adaptive_summary(scores: np.ndarray, entries: list[Entry], attempted: int, t
                      benign: np.ndarray, cw_rows: Mapping[str, Mapping], held_out: np.ndarray | None = None) -> dict:
     """How an adaptive attack folder fared against one detector at its calibrated threshold.
 
-    ``benign``: the scores of the examples' own sources (``vs_benign_*``). ``held_out``: of every
+    ``extra_db_evading_paired``: each evading example's dB_x(δ) minus CW's on the same source, the
+    distortion evading cost. ``benign``: the scores of the examples' own sources (``vs_benign_*``). ``held_out``: of every
     held-out benign test utterance (``vs_held_out_*``), the fairer AUROC when an attacker pushes
     scores into the benign range: the sources themselves are often easy inputs.
     """
     evading = [e for e, s in zip(entries, scores) if s <= threshold]
     same_sources = [cw_rows[e.source] for e in entries if e.source in cw_rows]
+    # what evading cost: each evading example's dB_x(δ) over CW's on its own source
+    extra = [e.record["db_x_delta"] - cw_rows[e.source]["db_x_delta"] for e in evading
+             if e.source in cw_rows and e.record.get("db_x_delta") is not None
+             and cw_rows[e.source].get("db_x_delta") is not None]
     against = {} if held_out is None else {f"vs_held_out_{k}": v
                                            for k, v in cell_metrics(held_out, scores, threshold).items()}
     return {"attempted": attempted, "reached_target": len(entries), "evaded": len(evading),
@@ -93,7 +99,9 @@ def adaptive_summary(scores: np.ndarray, entries: list[Entry], attempted: int, t
             **{f"vs_benign_{k}": v for k, v in cell_metrics(benign, scores, threshold).items()}, **against,
             "distortion_evading": distortion([e.record for e in evading]),
             "distortion_all": distortion([e.record for e in entries]),
-            "distortion_cw_same_sources": distortion(same_sources)}
+            "distortion_cw_same_sources": distortion(same_sources),
+            "extra_db_evading_paired": {"mean": float(np.mean(extra)) if extra else None,
+                                        "median": float(np.median(extra)) if extra else None, "n": len(extra)}}
 
 
 def _ensure_run(run_dir: Path | None, out_dir: Path, quick: bool, seed: int, progress: bool) -> Path:

@@ -19,6 +19,13 @@ def _db(summary: Mapping | None) -> str:
     return f"{summary['mean_db_x_delta']:.1f} dB / {summary['median_snr_db']:.1f} dB"
 
 
+def _extra(paired: Mapping | None) -> str:
+    """``+5.2 dB (n=11)``; "–" for results written before the paired figure existed, or with none evading."""
+    if not paired or paired.get("mean") is None:
+        return "–"
+    return f"{paired['mean']:+.1f} dB (n={paired['n']})"
+
+
 def tables_markdown(results: Mapping) -> str:
     """The comparison's Markdown report."""
     attacks = list(results["attacks"])
@@ -61,16 +68,19 @@ def tables_markdown(results: Mapping) -> str:
                              cells.cell(a.get("vs_held_out_auroc"), a.get("vs_held_out_auroc_ci"),
                                         a.get("vs_held_out_n_adversarial"), a.get("vs_held_out_n_benign"))
                              if "vs_held_out_auroc" in a else "–",
-                             _db(a["distortion_evading"]), _db(a["distortion_cw_same_sources"])])
+                             _db(a["distortion_evading"]), _db(a["distortion_cw_same_sources"]),
+                             _extra(a.get("extra_db_evading_paired"))])
         body += ["## Adaptive attackers", "",
                  "Each against the detector it was made for, at that detector's calibrated threshold. Evaded: "
                  "reached the target and scored at or below the threshold. AUROC vs benign: against the "
                  "examples' own sources; vs held-out: against every held-out benign test utterance (the sources "
                  "are often easy inputs, so the first flatters a detector whose attacker pushes scores into the "
-                 "benign range). Distortion: mean dB_x(δ) / median SNR.",
+                 "benign range). Distortion: mean dB_x(δ) / median SNR. Extra: each evading example's "
+                 "dB_x(δ) over CW's on the same source, mean (n).",
                  "", *markdown_table(["detector", "attack folder", "attempted", "reached target", "evaded",
                                       "evasion rate", "AUROC vs benign", "AUROC vs held-out",
-                                      "distortion (evading)", "CW on the same sources"], rows), ""]
+                                      "distortion (evading)", "CW on the same sources", "extra (evading)"], rows),
+                 ""]
         without = [k for k in kinds if k not in results["adaptive"]]
         if without:
             body += [f"No adaptive attacker was run against: {', '.join(without)}.", ""]
