@@ -41,11 +41,11 @@ def test_calibration_needs_paths_of_one_length():
 
 
 def test_the_experiment_scores_with_another_mask_seed_without_touching_the_detector():
-    from asrguard.experiments.sequential import parse_seeds, with_mask_seed
+    from asrguard.experiments.sequential import parse_seeds
     detector = load_detector()
     waveform, _ = load_audio(EXAMPLE_AUDIO, detector.recognizer.sample_rate)
     own = detector.feature_extractor.config.seed
-    other = with_mask_seed(detector, own + 1)
+    other = detector.copy_with_seed(own + 1)
     assert other.feature_extractor.config.seed == own + 1 and detector.feature_extractor.config.seed == own
     assert other.classifier is detector.classifier and other.threshold == detector.threshold
     assert other.score(waveform) != pytest.approx(detector.score(waveform), abs=1e-6)

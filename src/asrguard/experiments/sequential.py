@@ -80,11 +80,6 @@ def timed_ratio(detector, waveform, margins, chunk: int, repeats: int = 3) -> tu
     return sequential / transcribe, fixed / transcribe
 
 
-def with_mask_seed(detector, seed: int):
-    """A shallow copy of ``detector`` that draws its realisations from mask seed ``seed``."""
-    return copy.copy(detector).set_mask_seed(seed)  # replaces the copy's extractor only
-
-
 def with_masks(detector, masks: str):
     """A shallow copy of ``detector`` whose realisations' masks follow scheme ``masks``."""
     scorer = copy.copy(detector)
@@ -188,7 +183,7 @@ def main(argv=None) -> int:
 
     per_seed = []
     for index, seed in enumerate(seeds):
-        scorer = detector if seed == own_seed else with_mask_seed(detector, seed)
+        scorer = detector if seed == own_seed else detector.copy_with_seed(seed)
         suffix = "" if seed == own_seed else f"_mask{seed}"  # the detector's own seed keeps the old cache
         suffix += "" if args.masks == "iid" else f"_{args.masks}"
         cache = score_paths(scorer, inputs, args.chunk, out / f"paths_chunk{args.chunk}{suffix}.json")
