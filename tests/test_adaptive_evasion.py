@@ -16,6 +16,7 @@ from asrguard.detect.rivals import DistributionDetector, TransformDetector
 from asrguard.detect.rivals.distribution import utterance_features
 from asrguard.detect.rivals.transforms import down_up, down_up_torch
 from asrguard.errors import ConfigError, MissingCapabilityError
+from asrguard.rng import derive
 from _detect_helpers import clips, tiny_recognizer
 from attack_helpers import ToyRecognizer, speechlike
 
@@ -153,7 +154,19 @@ def test_bpda_helper_and_settings_from_a_detector(rec):
     config = BPDATransformConfig.from_detector(det, beta=2.0)
     assert (config.transforms, config.bits, config.transform_seed, config.beta, config.seed) == (
         "lpc,quantize", 6, 9, 2.0, 0)
-    assert BPDATransformConfig.from_detector(det.set_mask_seed("random")).fresh_seeds
+    secret = BPDATransformConfig.from_detector(det.set_mask_seed("random"), seed=3)
+    assert secret.fresh_seeds
+    # a secret seed is never used: success is checked under a seed of the attacker's own
+    attack = BPDATransformAttack(rec, secret)
+    assert attack.check_seed() == derive(3, "bpda-check") != secret.transform_seed
+    x = speechlike(0.3, seed=2)
+    batch = AudioBatch.from_waveforms([x], 16000)
+    attack.transformed(batch, "lpc")
+    assert attack.transformer.seed == attack.check_seed()
+    own = TransformDetector(rec, transforms=("lpc", "quantize"), bits=6, seed=attack.check_seed())
+    assert np.array_equal(attack.transformed(batch, "lpc").waveforms[0].detach().numpy(), own.transform("lpc", x))
+    known = BPDATransformAttack(rec, BPDATransformConfig.from_detector(det.set_mask_seed(9)))
+    assert known.check_seed() == 9
     for bad in ("mel,mel", "mel,echo", ""):
         with pytest.raises(ConfigError):
             BPDATransformConfig(transforms=bad)

@@ -206,8 +206,9 @@ class BPDATransformConfig(AdaptiveConfig):
         n_mels, griffin_lim_iterations, lpc_order, lpc_cutoff_hz, low_rate, bits: the transforms'
             settings, named and defaulted as :class:`~asrguard.detect.rivals.TransformDetector`'s.
         transform_seed: the detector's seed (its Griffin-Lim phase and LPC noise); success checks use it.
-        fresh_seeds: draw the randomised transforms' seeds afresh every step (an expectation over
-            them, for a detector whose seed is secret) instead of using ``transform_seed``.
+        fresh_seeds: for a detector whose seed is secret: draw the randomised transforms' seeds afresh
+            every step (an expectation over them) and check success under a seed derived from the
+            attack's own ``seed``; ``transform_seed`` is then unused.
     """
 
     transforms: str = "mel,lpc,resample,quantize"
@@ -313,10 +314,16 @@ class BPDATransformAttack(CWAttack):
     def transformed(self, batch: AudioBatch, name: str, seed: int | None = None) -> AudioBatch:
         """``batch`` after transformation ``name`` (each utterance on its own samples), BPDA-wrapped.
 
-        ``seed`` replaces ``transform_seed`` for the randomised transforms.
+        ``seed`` replaces :meth:`check_seed` for the randomised transforms.
         """
-        self.transformer.set_mask_seed(self.config.transform_seed if seed is None else seed)
+        self.transformer.set_mask_seed(self.check_seed() if seed is None else seed)
         return transformed_batch(batch, self.transformer, name)
+
+    def check_seed(self) -> int:
+        """The randomised transforms' seed in success checks: the detector's, or the attack's own when it is secret."""
+        c = self.config
+        # never one of the objective's per-step seeds, and never the deployed detector's
+        return derive(c.seed, "bpda-check") if c.fresh_seeds else c.transform_seed
 
     def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
         c = self.config
