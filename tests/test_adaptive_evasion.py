@@ -1,6 +1,8 @@
 """Adaptive attackers of the other detector families: EOT over secret dropout masks, BPDA through the
 transformation detector's transforms, and a penalty on the distribution detector's statistics."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,13 +10,14 @@ import torch
 from asrguard.asr.base import AudioBatch
 from asrguard.attacks.evasion import (BPDATransformAttack, BPDATransformConfig, EOTDropoutAttack, EOTDropoutConfig,
                                       bpda, realization_disagreement)
+from asrguard.attacks.base import config_hash
 from asrguard.attacks.cw import CWAttack, CWConfig
 from asrguard.attacks.factory import ATTACKS, make_attack
 from asrguard.attacks.stats_penalty import StatsPenaltyAttack, StatsPenaltyConfig, utterance_features_torch
 from asrguard.audio import db
 from asrguard.detect.rivals import DistributionDetector, TransformDetector
 from asrguard.detect.rivals.distribution import utterance_features
-from asrguard.detect.rivals.transforms import down_up, down_up_torch
+from asrguard.detect.rivals.transforms import down_up, down_up_torch, random_settings
 from asrguard.errors import ConfigError, MissingCapabilityError
 from asrguard.rng import derive
 from _detect_helpers import clips, tiny_recognizer
@@ -167,6 +170,26 @@ def test_bpda_helper_and_settings_from_a_detector(rec):
     assert np.array_equal(attack.transformed(batch, "lpc").waveforms[0].detach().numpy(), own.transform("lpc", x))
     known = BPDATransformAttack(rec, BPDATransformConfig.from_detector(det.set_mask_seed(9)))
     assert known.check_seed() == 9
+
+
+def test_bpda_against_randomised_settings_transforms_as_the_detector_does(rec):
+    det = TransformDetector(rec, transforms=("resample", "quantize"), randomize=True, seed=4)
+    attack = BPDATransformAttack(rec, BPDATransformConfig.from_detector(det))
+    assert attack.config.randomize and attack.transformer.randomize
+    # without the setting a folder keeps the name it had before the setting existed
+    plain = BPDATransformAttack(rec, BPDATransformConfig(transforms="resample,quantize", transform_seed=4))
+    data = dataclasses.asdict(plain.config)
+    del data["randomize"]
+    assert plain.config_hash == config_hash(data, "bpda-transform") != attack.config_hash
+    x = torch.tensor(speechlike(0.3, seed=4), requires_grad=True)
+    batch = AudioBatch.from_waveforms([x], 16000, validate=False)
+    y = attack.transformed(batch, "resample").waveforms[0]
+    drawn = random_settings("resample", x.detach().numpy(), 4)["low_rate"]
+    assert np.array_equal(y.detach().numpy(), down_up(x.detach().numpy(), 16000, low_rate=drawn))
+    weights = torch.linspace(-1, 1, len(x))
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    (twin,) = torch.autograd.grad((down_up_torch(x, 16000, low_rate=drawn) * weights).sum(), x)
+    assert torch.allclose(grad, twin, atol=1e-6)
     for bad in ("mel,mel", "mel,echo", ""):
         with pytest.raises(ConfigError):
             BPDATransformConfig(transforms=bad)

@@ -17,7 +17,9 @@ from asrguard.detect.registry import KINDS, load_detector, make_detector, saved_
 from asrguard.detect.rivals.distribution import STATISTICS, step_statistics, utterance_features
 from asrguard.detect.rivals.noise import NoiseFloodDetector, band_noise
 from asrguard.detect.rivals.temporal import matching_prefix
-from asrguard.detect.rivals.transforms import down_up, lpc_resynthesis, mel_inversion, quantize
+from asrguard.detect.rivals.transform import TransformDetector
+from asrguard.detect.rivals.transforms import (RANDOM_RANGES, down_up, lpc_resynthesis, mel_inversion, quantize,
+                                               random_settings)
 from asrguard.errors import ConfigError
 from _detect_helpers import clips, fitted_detector, tiny_recognizer
 
@@ -93,6 +95,35 @@ def test_lpc_resynthesis_is_exact_with_the_whole_residual_and_keeps_the_envelope
 
 
 # --- noise flooding and the temporal prefix ------------------------------------------------------
+def test_randomised_transform_settings_are_per_input_within_their_ranges_and_follow_the_seed(rec, tmp_path):
+    inputs = [tone(f) for f in (220, 330, 440, 550, 660, 770)]
+    for name, ranges in RANDOM_RANGES.items():
+        draws = [random_settings(name, x, 5) for x in inputs]
+        assert all(low <= d[k] <= high and (d[k] - low) % step == 0 for d in draws
+                   for k, (low, high, step) in ranges.items())
+        assert len({tuple(d.values()) for d in draws}) > 1  # each input its own draw
+        assert draws == [random_settings(name, x, 5) for x in inputs]
+    assert [random_settings("resample", x, 5) for x in inputs] != [random_settings("resample", x, 6) for x in inputs]
+    with pytest.raises(ConfigError):
+        random_settings("echo", inputs[0], 5)
+
+    det = TransformDetector(rec, randomize=True, seed=5)
+    x = inputs[0]
+    drawn = random_settings("resample", x, 5)["low_rate"]
+    assert det.settings_for("resample", x) == {"low_rate": drawn}
+    assert np.array_equal(det.transform("resample", x), down_up(x, RATE, low_rate=drawn))
+    assert np.array_equal(det.transform("quantize", x), quantize(x, RATE, **random_settings("quantize", x, 5)))
+    plain = TransformDetector(rec, seed=5)
+    assert plain.settings_for("resample", x) == {"low_rate": 8000} and "randomize" not in plain.settings()
+    assert det.settings()["randomize"] is True
+    # the setting travels with the detector: saved, loaded and through the registry
+    det.fit(clips(4, 0))
+    assert load_detector(det.save(tmp_path / "random"), rec).randomize
+    assert make_detector("transform", rec, randomize=True).randomize
+    with pytest.raises(ConfigError, match="randomize"):
+        TransformDetector(rec, randomize="yes")
+
+
 def test_band_noise_and_the_flooding_level(rec):
     noise = band_noise(RATE, RATE, (500, 4000), np.random.default_rng(0))
     assert math.sqrt(np.mean(noise ** 2)) == pytest.approx(1.0) and band_energy(noise, 500, 4000) > 0.999

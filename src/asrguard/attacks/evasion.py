@@ -47,7 +47,7 @@ is the target and the detector, with dropout masks and noise from a seed of the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
 import numpy as np
@@ -61,6 +61,7 @@ from ..detect.rivals.transform import TransformDetector
 from ..detect.rivals.transforms import TRANSFORMS, down_up_torch
 from ..errors import ConfigError
 from ..rng import derive, generator
+from .base import config_hash
 from .cw import CWAttack, CWConfig
 from .losses import flooded
 from .verdict import DetectorVerdictAttack
@@ -209,6 +210,8 @@ class BPDATransformConfig(AdaptiveConfig):
         fresh_seeds: for a detector whose seed is secret: draw the randomised transforms' seeds afresh
             every step (an expectation over them) and check success under a seed derived from the
             attack's own ``seed``; ``transform_seed`` is then unused.
+        randomize: the detector draws each input's transform settings (``TransformDetector(randomize=True)``);
+            the attack's copies then draw theirs the same way, from the seed of the step.
     """
 
     transforms: str = "mel,lpc,resample,quantize"
@@ -221,6 +224,7 @@ class BPDATransformConfig(AdaptiveConfig):
     bits: int = 8
     transform_seed: int = 0
     fresh_seeds: bool = False
+    randomize: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -275,13 +279,14 @@ def transformed_batch(batch: AudioBatch, transformer: TransformDetector, name: s
 
     ``resample`` is differentiated through its torch twin; the others backward as the identity.
     """
-    rate, low_rate = transformer.recognizer.sample_rate, transformer.low_rate
+    rate = transformer.recognizer.sample_rate
 
     def real(w: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(transformer.transform(name, w.numpy()))
 
     def differentiable(w: torch.Tensor) -> torch.Tensor:
-        return down_up_torch(w, rate, low_rate=low_rate)
+        # the rate this input is resampled at (its own draw when the detector randomises)
+        return down_up_torch(w, rate, **transformer.settings_for("resample", w.detach().numpy()))
 
     width = batch.waveforms.shape[1]
     rows = [bpda(batch.waveforms[i, : int(n)], real, differentiable if name == "resample" else None)
@@ -309,7 +314,14 @@ class BPDATransformAttack(CWAttack):
         self.transformer = TransformDetector(recognizer, transforms=self.names, n_mels=c.n_mels,
                                              griffin_lim_iterations=c.griffin_lim_iterations, lpc_order=c.lpc_order,
                                              lpc_cutoff_hz=c.lpc_cutoff_hz, low_rate=c.low_rate, bits=c.bits,
-                                             seed=c.transform_seed)
+                                             randomize=c.randomize, seed=c.transform_seed)
+
+    @property
+    def config_hash(self) -> str:
+        data = asdict(self.config)
+        if not data["randomize"]:
+            del data["randomize"]  # folders made before the setting existed keep their names
+        return config_hash(data, self.name)
 
     def transformed(self, batch: AudioBatch, name: str, seed: int | None = None) -> AudioBatch:
         """``batch`` after transformation ``name`` (each utterance on its own samples), BPDA-wrapped.

@@ -9,6 +9,11 @@ not to. Each feature is the distance between the two transcripts
 ``normalize_text`` form); the score is their maximum (``reduce="max"``, default) or mean. All
 copies are transcribed in one batch. Nothing is learned but the threshold.
 
+With ``randomize=True`` each input also gets its own draw of the settings that change what the
+recogniser hears (mel resolution, LPC order and cutoff, down-sampling rate, quantisation step;
+:func:`~asrguard.detect.rivals.transforms.random_settings`), from the detector's seed: an attacker who
+does not know the seed must survive the whole range.
+
 Example:
     >>> det = TransformDetector(rec, transforms=("mel", "lpc")).fit(benign)   # doctest: +SKIP
     >>> det.explain("x.wav")["evidence"]["compared"][0]                       # doctest: +SKIP
@@ -25,7 +30,7 @@ from ...errors import ConfigError
 from ...rng import derive
 from ..detector import DEFAULT_TARGET_FPR
 from .base import RivalDetector, max_with_tie_break, transcript_distance
-from .transforms import TRANSFORMS, down_up, lpc_resynthesis, mel_inversion, quantize
+from .transforms import TRANSFORMS, down_up, lpc_resynthesis, mel_inversion, quantize, random_settings
 
 REDUCTIONS = ("max", "mean")
 
@@ -45,7 +50,7 @@ class TransformDetector(RivalDetector):
 
     def __init__(self, recognizer, *, transforms: Sequence[str] | str = ("mel", "lpc", "resample", "quantize"),
                  reduce: str = "max", n_mels: int = 80, griffin_lim_iterations: int = 32, lpc_order: int = 20,
-                 lpc_cutoff_hz: float = 1000.0, low_rate: int = 8000, bits: int = 8,
+                 lpc_cutoff_hz: float = 1000.0, low_rate: int = 8000, bits: int = 8, randomize: bool = False,
                  target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
         super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
         self.transforms = _names(transforms, "transforms")
@@ -59,6 +64,9 @@ class TransformDetector(RivalDetector):
         self.n_mels, self.griffin_lim_iterations = int(n_mels), int(griffin_lim_iterations)
         self.lpc_order, self.lpc_cutoff_hz = int(lpc_order), float(lpc_cutoff_hz)
         self.low_rate, self.bits = int(low_rate), int(bits)
+        if not isinstance(randomize, (bool, np.bool_)):
+            raise ConfigError(f"randomize must be true or false, got {randomize!r}")
+        self.randomize = bool(randomize)
         self.feature_names = [f"distance_{t}" for t in self.transforms]
         # settings errors surface now, not at the first input
         probe = np.zeros(self.recognizer.sample_rate // 10, dtype=np.float32)
@@ -68,7 +76,9 @@ class TransformDetector(RivalDetector):
     def settings(self) -> dict:
         return {"transforms": list(self.transforms), "reduce": self.reduce, "n_mels": self.n_mels,
                 "griffin_lim_iterations": self.griffin_lim_iterations, "lpc_order": self.lpc_order,
-                "lpc_cutoff_hz": self.lpc_cutoff_hz, "low_rate": self.low_rate, "bits": self.bits, "seed": self.seed}
+                "lpc_cutoff_hz": self.lpc_cutoff_hz, "low_rate": self.low_rate, "bits": self.bits, "seed": self.seed,
+                # only when set, so the caches and fingerprints of detectors made before the setting stay valid
+                **({"randomize": True} if self.randomize else {})}
 
     @property
     def rule(self) -> str:
@@ -78,20 +88,27 @@ class TransformDetector(RivalDetector):
     def passes(self) -> int:
         return 1 + len(self.transforms)
 
+    def settings_for(self, name: str, waveform: np.ndarray) -> dict:
+        """The settings transformation ``name`` runs with on ``waveform``: this detector's, or with
+        ``randomize`` this input's own draw."""
+        if name not in TRANSFORMS:
+            raise ConfigError(f"unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
+        if self.randomize:
+            return random_settings(name, waveform, self.seed)
+        return {"mel": {"n_mels": self.n_mels}, "lpc": {"order": self.lpc_order, "cutoff_hz": self.lpc_cutoff_hz},
+                "resample": {"low_rate": self.low_rate}, "quantize": {"bits": self.bits}}[name]
+
     def transform(self, name: str, waveform: np.ndarray) -> np.ndarray:
         """``waveform`` after the transformation ``name``, with this detector's settings and seed."""
-        rate = self.recognizer.sample_rate
+        rate, settings = self.recognizer.sample_rate, self.settings_for(name, waveform)
         if name == "mel":
-            return mel_inversion(waveform, rate, n_mels=self.n_mels, iterations=self.griffin_lim_iterations,
-                                 seed=derive(self.seed, "mel"))
+            return mel_inversion(waveform, rate, iterations=self.griffin_lim_iterations, seed=derive(self.seed, "mel"),
+                                 **settings)
         if name == "lpc":
-            return lpc_resynthesis(waveform, rate, order=self.lpc_order, cutoff_hz=self.lpc_cutoff_hz,
-                                   seed=derive(self.seed, "lpc"))
+            return lpc_resynthesis(waveform, rate, seed=derive(self.seed, "lpc"), **settings)
         if name == "resample":
-            return down_up(waveform, rate, low_rate=self.low_rate)
-        if name == "quantize":
-            return quantize(waveform, rate, bits=self.bits)
-        raise ConfigError(f"unknown transform {name!r}; choose from {', '.join(TRANSFORMS)}")
+            return down_up(waveform, rate, **settings)
+        return quantize(waveform, rate, **settings)
 
     def copies_of(self, waveform: np.ndarray) -> list[np.ndarray]:
         """The transformed copies of ``waveform`` that are transcribed, in :attr:`feature_names` order."""

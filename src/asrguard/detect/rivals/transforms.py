@@ -16,6 +16,9 @@ Each takes a mono float waveform at ``rate`` and returns a waveform of the same 
   resynthesises the frame; frames overlap-add under a Hann window. ``cutoff_hz`` at the Nyquist
   rate gives the input back; 0 gives a noise-excited coder.
 
+:func:`random_settings` draws one input's settings of a transformation from :data:`RANDOM_RANGES`
+(the detector's ``randomize`` option).
+
 The transforms are implemented with NumPy, SciPy and torch only, so the same input gives the
 same output whether or not optional libraries (librosa) are installed.
 
@@ -27,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -201,4 +205,32 @@ def lpc_resynthesis(x, rate: int, *, order: int = 20, cutoff_hz: float = 1000.0,
 #: Transformation name -> function(x, rate, **settings); the detector passes the settings it holds.
 TRANSFORMS = {"mel": mel_inversion, "lpc": lpc_resynthesis, "resample": down_up, "quantize": quantize}
 
-__all__ = ["TRANSFORMS", "down_up", "down_up_torch", "lpc_coefficients", "lpc_resynthesis", "mel_inversion", "quantize"]
+#: ``(low, high, step)``, inclusive, that :func:`random_settings` draws from, around the detector's
+#: defaults: settings that change what the recogniser hears (band, resolution, step), not only phase or
+#: noise. Down-sampling rates are multiples of 500 Hz, so the polyphase filters stay short.
+RANDOM_RANGES = {"mel": {"n_mels": (56, 104, 8)}, "lpc": {"order": (14, 26, 2), "cutoff_hz": (500, 2000, 250)},
+                 "resample": {"low_rate": (6000, 10000, 500)}, "quantize": {"bits": (7, 9, 1)}}
+
+
+def random_settings(name: str, x, seed: int) -> dict:
+    """Settings of transformation ``name`` for input ``x``, drawn uniformly from :data:`RANDOM_RANGES`.
+
+    Each input gets its own draw: the generator is seeded by ``seed`` and a digest of ``x``'s samples,
+    so the draw is reproducible given both and unknown without ``seed``.
+
+    Example:
+        >>> x = np.zeros(160, dtype=np.float32)
+        >>> random_settings("resample", x, 3) == random_settings("resample", x, 3)
+        True
+        >>> 6000 <= random_settings("resample", x, 3)["low_rate"] <= 10000
+        True
+    """
+    if name not in RANDOM_RANGES:
+        raise ConfigError(f"unknown transform {name!r}; choose from {', '.join(RANDOM_RANGES)}")
+    digest = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()[:15]
+    rng = generator(seed, "settings", name, int(digest, 16))
+    return {key: int(low + step * rng.integers(0, (high - low) // step, endpoint=True))
+            for key, (low, high, step) in RANDOM_RANGES[name].items()}
+
+__all__ = ["RANDOM_RANGES", "TRANSFORMS", "down_up", "down_up_torch", "lpc_coefficients", "lpc_resynthesis",
+           "mel_inversion", "quantize", "random_settings"]
