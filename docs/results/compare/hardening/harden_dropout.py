@@ -25,15 +25,18 @@ Folders are resumable; the summary goes to docs/results/compare/hardening/dropou
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from asrguard.asr.registry import load_recognizer
 from asrguard.attacks.dropout_evasion import DropoutEvasionAttack
 from asrguard.experiments.comparison import _fresh_detector, adaptive_summary, cell_metrics
 from asrguard.experiments.comparison.adaptive import adaptive_attack, attack_toward_cw_targets, cw_schedule
-from asrguard.experiments.comparison.inputs import FeatureSource, attack_entries, comparison_sets
+from asrguard.experiments.comparison.inputs import attack_entries
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "verdict"))
+from _fitted import fitted_uncertainty  # noqa: E402  (the comparison's detector, as verdict/ fits it)
 
 REPEATS = (0, 1, 3)
 TEST_FOLDERS = ("dropout-evasion-1d51861aa457", "dropout-evasion-670d395387f0", "dropout-evasion-d7963d8ad774")
@@ -47,19 +50,13 @@ parser.add_argument("--run", type=Path, default=Path("runs/j_mixed"))
 parser.add_argument("--features", type=Path, default=Path("runs/compare"))
 args = parser.parse_args()
 
-rec = load_recognizer(None)
-sets = comparison_sets(args.run, rec, n_english=60, n_calibration=300)
-s, rate = sets.settings, rec.sample_rate
+rec, sets, first, src, benign_rows = fitted_uncertainty(args.run, args.features)
+rate, calibration = rec.sample_rate, src.table(sets.calibration)
 
 
 def fresh():
-    return _fresh_detector("uncertainty", rec, s, 0, "all-svm")
+    return _fresh_detector("uncertainty", rec, sets.settings, 0, "all-svm")
 
-
-first = fresh()
-src = FeatureSource(first, args.run, args.features, s)
-benign_rows, calibration = src.table(sets.fit_benign), src.table(sets.calibration)
-first.fit_features(benign_rows, src.table(sets.fit_adversarial), calibration)
 
 
 def scores_of(det, entries):
