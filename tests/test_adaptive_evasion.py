@@ -179,7 +179,8 @@ def test_bpda_against_randomised_settings_transforms_as_the_detector_does(rec):
     # without the setting a folder keeps the name it had before the setting existed
     plain = BPDATransformAttack(rec, BPDATransformConfig(transforms="resample,quantize", transform_seed=4))
     data = dataclasses.asdict(plain.config)
-    del data["randomize"]
+    for later in ("randomize", "measure", "reduce", "score_limit"):
+        del data[later]
     assert plain.config_hash == config_hash(data, "bpda-transform") != attack.config_hash
     x = torch.tensor(speechlike(0.3, seed=4), requires_grad=True)
     batch = AudioBatch.from_waveforms([x], 16000, validate=False)
@@ -193,6 +194,29 @@ def test_bpda_against_randomised_settings_transforms_as_the_detector_does(rec):
     for bad in ("mel,mel", "mel,echo", ""):
         with pytest.raises(ConfigError):
             BPDATransformConfig(transforms=bad)
+
+
+def test_bpda_against_the_likelihood_measure_needs_the_detectors_own_score_under_its_threshold(rec):
+    det = TransformDetector(rec, transforms=("resample", "quantize"), measure="likelihood", reduce="mean", seed=4)
+    with pytest.raises(ConfigError, match="fit"):
+        BPDATransformConfig.from_detector(det)
+    with pytest.raises(ConfigError, match="score_limit"):
+        BPDATransformConfig(transforms="resample", measure="likelihood")
+    det.fit(clips(4, 0))
+    config = BPDATransformConfig.from_detector(det, **SHORT)
+    assert (config.measure, config.reduce, config.score_limit) == ("likelihood", "mean", det.threshold_)
+    # a clip whose copies all say what it says: only the score can then refuse it
+    x = next(x for x in clips(8, 5, seconds=0.6) if len(set(rec.transcribe([x] + det.copies_of(x)))) == 1)
+    said = rec.transcribe([x])[0]
+    score = det.score(x)
+    batch = _batch(x)
+    for limit, success in ((score + 1e-3, True), (score - 1e-3, False)):
+        attack = BPDATransformAttack(rec, dataclasses.replace(config, score_limit=limit))
+        assert attack.detector_score(x) == pytest.approx(score)  # the known seed: the detector's own score
+        assert attack.is_success(batch, [said], 0).tolist() == [success]
+        assert attack.config_hash != BPDATransformAttack(rec, dataclasses.replace(config, measure="transcript",
+                                                                                  score_limit=None)).config_hash
+    assert attack.extra_measures(x, x, said)["transform_score"] == pytest.approx(score)
 
 
 def test_bpda_attack_lowers_its_objective_within_the_bound(rec):
@@ -281,7 +305,7 @@ def combined(rec):
 
 
 def test_combined_evasion_lowers_its_objective_within_the_bound(rec, combined):
-    from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+    from asrguard.attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
     attack = CombinedEvasionAttack(rec, CombinedEvasionConfig(masks_per_step=2, **SHORT), detector=combined)
     result = _descends(attack, speechlike(0.5, seed=9))
     assert result.extra["combined_flagged"] == (result.extra["combined_score"] > combined.threshold_)
@@ -296,7 +320,7 @@ def test_combined_evasion_lowers_its_objective_within_the_bound(rec, combined):
 
 
 def test_combined_evasion_checks_with_its_own_seed_and_asks_the_detector(rec, combined, tmp_path):
-    from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+    from asrguard.attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
     attack = CombinedEvasionAttack(rec, CombinedEvasionConfig(**SHORT), detector=combined)
     assert attack.detector.seed != combined.seed and attack.detector is not combined
     assert attack.detector.threshold_ == combined.threshold_ and combined.seed == 0  # the detector is untouched

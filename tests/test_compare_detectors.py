@@ -58,6 +58,22 @@ def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(t
                 progress=False)
     with pytest.raises(ConfigError, match="mask_seed"):
         compare(tmp_path / "out", run_dir=tmp_path, craft_adaptive=2, mask_seed=1, progress=False)
+    for settings in ({"uncertainty": {"n": 8}}, {"transform": {"measure": "likelihood"}}):  # the latter: not compared
+        with pytest.raises(ConfigError, match="settings are for"):
+            compare(tmp_path / "out", run_dir=tmp_path, kinds=("uncertainty", "temporal"), settings=settings,
+                    progress=False)
+
+
+def test_the_cli_reads_kind_dot_setting_pairs():
+    from asrguard.cli.compare import _settings_option
+    from asrguard.cli.detect import parse_settings
+
+    assert _settings_option(["transform.measure=likelihood", "transform.reduce=mean",
+                             "combined.transform_measure=likelihood"], parse_settings) == {
+        "transform": {"measure": "likelihood", "reduce": "mean"}, "combined": {"transform_measure": "likelihood"}}
+    for bad in ("measure=likelihood", "transform.measure", ".measure=likelihood"):
+        with pytest.raises(ConfigError, match="KIND.KEY=VALUE"):
+            _settings_option([bad], parse_settings)
 
 
 def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, shared_data, monkeypatch):
@@ -111,6 +127,15 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     tables = (out / "tables.md").read_text()
     assert "## Adaptive attackers" in tables and "english-speech" in tables
     assert auroc_cells(tables) and not auroc_cells_lacking_n_and_interval(tables)
+
+    # a setting reaches the detector, and its own attacker aims at its score
+    likelihood = compare(tmp_path / "compare_likelihood", run_dir=tmp_path / "run", kinds=("transform",),
+                         settings={"transform": {"measure": "likelihood", "reduce": "mean"}}, craft_adaptive=2,
+                         adaptive_max_iter=3, n_english=0, n_calibration=4, progress=False)
+    assert likelihood["detectors"]["transform"]["settings"]["measure"] == "likelihood"
+    (name, crafted), = likelihood["adaptive"]["transform"].items()
+    config = json.loads((tmp_path / "compare_likelihood" / "adaptive" / name / "run.json").read_text())["config"]
+    assert config["measure"] == "likelihood" and config["score_limit"] == likelihood["detectors"]["transform"]["threshold"]
 
     def measured_again(*args, **kwargs):
         raise AssertionError("cached features should have been reused")

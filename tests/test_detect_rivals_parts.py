@@ -124,6 +124,45 @@ def test_randomised_transform_settings_are_per_input_within_their_ranges_and_fol
         TransformDetector(rec, randomize="yes")
 
 
+def test_likelihood_measure_is_the_loss_gain_of_the_inputs_own_transcript_per_second(rec, tmp_path):
+    from asrguard.asr.base import AudioBatch
+    from asrguard.detect.combined import CombinedDetector
+    from asrguard.errors import MissingCapabilityError
+    from _detect_helpers import TranscribeOnly
+
+    det = TransformDetector(rec, transforms=("resample", "quantize"), measure="likelihood", reduce="mean", seed=2)
+    assert det.feature_names == ["nll_gain_resample", "nll_gain_quantize"] and det.settings()["measure"] == "likelihood"
+    assert "measure" not in TransformDetector(rec).settings()  # older caches and fingerprints stay valid
+    inputs = [x for x in clips(6, 3, seconds=0.6) if rec.normalize_text(rec.transcribe([x])[0])]
+    assert inputs, "the tiny model transcribes none of the clips"
+    x = inputs[0]
+    copies = det.copies_of(x)
+    transcript = rec.transcribe([x])[0]
+    losses = rec.loss(AudioBatch.from_waveforms([x, *copies], RATE), [transcript] * 3).detach().numpy()
+    row = det.features(x)
+    assert np.allclose(row, (losses[1:] - losses[0]) / (len(x) / RATE), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(det.likelihood_gains(x, copies, ""), [0.0, 0.0])  # nothing heard, nothing lost
+    det.fit(inputs + clips(4, 4))
+    evidence = det.explain(x)["evidence"]["compared"]
+    assert [e["nll_gain"] for e in evidence] == pytest.approx(row.tolist())
+    assert det.score(x) == pytest.approx(row.mean())
+    loaded = load_detector(det.save(tmp_path / "likelihood"), rec)
+    assert loaded.measure == "likelihood" and loaded.score(x) == pytest.approx(det.score(x))
+    with pytest.raises(ConfigError, match="measure"):
+        TransformDetector(rec, measure="loudness")
+    with pytest.raises(MissingCapabilityError, match="loss"):
+        TransformDetector(TranscribeOnly(rec), measure="likelihood")
+    # inside the combined detector the transform member measures the same way
+    combined = CombinedDetector(rec, n=3, p=0.3, transform_measure="likelihood", seed=2)
+    assert combined.members["transform"].measure == "likelihood"
+    assert combined.settings()["transform_measure"] == "likelihood"
+    assert "transform_measure" not in CombinedDetector(rec, n=3).settings()
+    columns = [i for i, name in enumerate(combined.feature_names) if name.startswith("transform:nll_gain_")]
+    member = combined.features(x)[columns]
+    alone = TransformDetector(rec, measure="likelihood", seed=2).features(x)
+    assert np.allclose(member, alone)
+
+
 def test_band_noise_and_the_flooding_level(rec):
     noise = band_noise(RATE, RATE, (500, 4000), np.random.default_rng(0))
     assert math.sqrt(np.mean(noise ** 2)) == pytest.approx(1.0) and band_energy(noise, 500, 4000) > 0.999

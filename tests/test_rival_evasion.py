@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asrguard.asr.base import AudioBatch
-from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+from asrguard.attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
 from asrguard.attacks.factory import ATTACKS, make_attack
 from asrguard.attacks.losses import flooded
 from asrguard.attacks.rival_evasion import (FloodEvasionAttack, FloodEvasionConfig, PrefixEvasionAttack,

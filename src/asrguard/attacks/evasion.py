@@ -31,17 +31,7 @@ resynthesis and quantisation (whose gradient is zero almost everywhere) use BPDA
 Carlini & Wagner 2018): the real transform forward, the identity backward (:func:`bpda`). An
 iterate succeeds when ``x + δ`` and every transformed copy say the target.
 
-:class:`CombinedEvasionAttack` (``combined-evasion``) attacks the ``combined`` detector
-(:mod:`asrguard.detect.combined`) on all of its evidence at once, with its members' settings:
-
-    min_δ  ℓ(x + δ, t) + β_d · (1/K) Σ_k ℓ_{m_k}(x + δ, t) + γ · D + β · mean_T ℓ(T(x + δ), t)
-                       + β_n · mean_j ℓ(x + δ + n_j, t)
-
-the dropout terms as ``eot-dropout`` (its own fresh masks), the transform terms as
-``bpda-transform`` and ``n_j`` band-limited noise at each of the noise member's SNRs, drawn
-afresh every step (an expectation over the flooding). An iterate succeeds when the transcript
-is the target and the detector, with dropout masks and noise from a seed of the attacker's own
-(never the detector's), scores it at or below its threshold.
+:class:`~asrguard.attacks.combined_evasion.CombinedEvasionAttack` attacks both at once.
 """
 
 from __future__ import annotations
@@ -55,16 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from ..asr.base import AudioBatch, require
-from ..detect.combined import CombinedDetector
 from ..detect.rivals.distribution import LOG_FLOOR
-from ..detect.rivals.transform import TransformDetector
+from ..detect.rivals.transform import MEASURES, REDUCTIONS, TransformDetector
 from ..detect.rivals.transforms import TRANSFORMS, down_up_torch
 from ..errors import ConfigError
-from ..rng import derive, generator
+from ..rng import derive
 from .base import config_hash
 from .cw import CWAttack, CWConfig
-from .losses import flooded
-from .verdict import DetectorVerdictAttack
 
 
 @dataclass
@@ -212,6 +199,9 @@ class BPDATransformConfig(AdaptiveConfig):
             attack's own ``seed``; ``transform_seed`` is then unused.
         randomize: the detector draws each input's transform settings (``TransformDetector(randomize=True)``);
             the attack's copies then draw theirs the same way, from the seed of the step.
+        measure, reduce: the detector's (``TransformDetector``'s settings of those names).
+        score_limit: with ``measure="likelihood"``, success also needs the detector's score at most this
+            (its calibrated threshold; :meth:`from_detector` sets it).
     """
 
     transforms: str = "mel,lpc,resample,quantize"
@@ -225,6 +215,12 @@ class BPDATransformConfig(AdaptiveConfig):
     transform_seed: int = 0
     fresh_seeds: bool = False
     randomize: bool = False
+    measure: str = "transcript"
+    reduce: str = "max"
+    score_limit: float | None = None
+
+    #: settings added after folders were made: left out of the hash at these values, so old folders keep their names
+    LATER_DEFAULTS = {"randomize": False, "measure": "transcript", "reduce": "max", "score_limit": None}
 
     def __post_init__(self):
         super().__post_init__()
@@ -237,6 +233,11 @@ class BPDATransformConfig(AdaptiveConfig):
         self.transforms = ",".join(names)  # one spelling, so equal settings hash equally
         if self.beta < 0 or self.transform_seed < 0:
             raise ConfigError("need beta >= 0 and transform_seed >= 0")
+        if self.measure not in MEASURES or self.reduce not in REDUCTIONS:
+            raise ConfigError(f"measure must be one of {', '.join(MEASURES)} and reduce one of {', '.join(REDUCTIONS)}; "
+                              f"got {self.measure!r}, {self.reduce!r}")
+        if self.measure == "likelihood" and not isinstance(self.score_limit, (int, float)):
+            raise ConfigError("measure=likelihood needs score_limit, the detector's threshold (from_detector sets it)")
 
     @classmethod
     def from_detector(cls, detector: TransformDetector, **overrides) -> "BPDATransformConfig":
@@ -249,6 +250,10 @@ class BPDATransformConfig(AdaptiveConfig):
         known = {f.name for f in fields(cls)} - {"seed"}  # the detector's seed is not the attack's
         values = {k: v for k, v in detector.settings().items() if k in known}
         values["transforms"] = ",".join(detector.transforms)
+        if detector.measure == "likelihood":
+            if detector.threshold_ is None:
+                raise ConfigError("fit the likelihood transform detector first: its threshold is the attack's goal")
+            values["score_limit"] = float(detector.threshold_)
         if not detector.seed_is_secret:
             values["transform_seed"] = detector.seed
         else:
@@ -314,13 +319,15 @@ class BPDATransformAttack(CWAttack):
         self.transformer = TransformDetector(recognizer, transforms=self.names, n_mels=c.n_mels,
                                              griffin_lim_iterations=c.griffin_lim_iterations, lpc_order=c.lpc_order,
                                              lpc_cutoff_hz=c.lpc_cutoff_hz, low_rate=c.low_rate, bits=c.bits,
-                                             randomize=c.randomize, seed=c.transform_seed)
+                                             randomize=c.randomize, measure=c.measure, reduce=c.reduce,
+                                             seed=c.transform_seed)
+        if c.measure == "likelihood":
+            self.transformer.threshold_ = float(c.score_limit)  # the attacker's copy of the fitted detector
 
     @property
     def config_hash(self) -> str:
-        data = asdict(self.config)
-        if not data["randomize"]:
-            del data["randomize"]  # folders made before the setting existed keep their names
+        data = {k: v for k, v in asdict(self.config).items()
+                if k not in BPDATransformConfig.LATER_DEFAULTS or v != BPDATransformConfig.LATER_DEFAULTS[k]}
         return config_hash(data, self.name)
 
     def transformed(self, batch: AudioBatch, name: str, seed: int | None = None) -> AudioBatch:
@@ -349,94 +356,26 @@ class BPDATransformAttack(CWAttack):
             if not ok.any():
                 break
             ok &= self._matches(self._decode(self.transformed(batch, name)), targets)
+        if self.config.measure == "likelihood":
+            for i in np.flatnonzero(ok):
+                ok[i] = self.detector_score(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy()) \
+                    <= self.config.score_limit
         return ok
+
+    def detector_score(self, waveform: np.ndarray) -> float:
+        """The score the attacker's copy of the detector gives ``waveform`` (under :meth:`check_seed`)."""
+        self.transformer.set_mask_seed(self.check_seed())
+        return float(self.transformer.score_features(self.transformer.features(waveform)[None])[0])
 
     def extra_measures(self, original: np.ndarray, adversarial: np.ndarray, target: str) -> dict:
         batch = AudioBatch.from_waveforms([adversarial], self.recognizer.sample_rate, validate=False)
         with torch.no_grad():
             texts = [self._decode(self.transformed(batch, name))[0] for name in self.names]
         matched = self._matches(texts, [target] * len(texts))
+        scored = {"transform_score": self.detector_score(adversarial)} if self.config.measure == "likelihood" else {}
         return {**{f"transcript_{n}": t for n, t in zip(self.names, texts)},
-                "success_all_transforms": bool(matched.all())}
+                "success_all_transforms": bool(matched.all()), **scored}
 
 
-@dataclass
-class CombinedEvasionConfig(AdaptiveConfig):
-    """Settings of :class:`CombinedEvasionAttack`; the dropout rate, transforms and noise are the detector's.
-
-    Attributes:
-        detector: folder of a saved ``combined`` detector (or pass a fitted one to the attack).
-        masks_per_step: dropout draws ``K`` per step, from fresh seeds.
-        beta_dropout: weight of the draws' mean target loss; gamma: of their disagreement ``D``.
-        beta: weight of the transformed copies' mean target loss (when the detector has ``transform``).
-        beta_noise: weight of the flooded copies' mean target loss (when it has ``noise-flood``).
-        score_margin: success needs the attacker's copy of the detector this far below its threshold.
-    """
-
-    detector: str = ""
-    masks_per_step: int = 4
-    beta_dropout: float = 1.0
-    gamma: float = 1.0
-    beta: float = 1.0
-    beta_noise: float = 1.0
-    score_margin: float = 0.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.masks_per_step < 2:
-            raise ConfigError("masks_per_step must be >= 2 (the disagreement D needs two draws)")
-        if min(self.beta_dropout, self.gamma, self.beta, self.beta_noise) < 0:
-            raise ConfigError("the weights beta_dropout, gamma, beta and beta_noise must be >= 0")
-        if not self.score_margin >= 0:
-            raise ConfigError(f"score_margin must be >= 0, got {self.score_margin}")
-
-
-class CombinedEvasionAttack(DetectorVerdictAttack):
-    """CW toward the target against every kind of evidence a ``combined`` detector reads.
-
-    Example (skipped: needs a recogniser and a fitted combined detector ``det``):
-        >>> attack = CombinedEvasionAttack(recognizer, CombinedEvasionConfig(), detector=det)   # doctest: +SKIP
-        >>> attack.generate([x], ["stop"])[0].extra["combined_flagged"]                        # doctest: +SKIP
-        False
-    """
-
-    name = "combined-evasion"
-    config_class = CombinedEvasionConfig
-    detector_class, extra_key, check_key = CombinedDetector, "combined", "combined-check"
-    requires = ("transcribe", "loss", "stochastic", "posteriors")
-
-    def __init__(self, recognizer, config: CombinedEvasionConfig | None = None,
-                 detector: CombinedDetector | None = None):
-        super().__init__(recognizer, config, detector)  # self.detector: the attacker's own copy
-        detector = self.detector
-        member = detector.members.get("transform")
-        # its own transformer too: the objective reseeds it every step, which must not touch a detector in use
-        self.transform = None if member is None else TransformDetector(recognizer, **member.settings())
-        self.noise = detector.members.get("noise-flood")
-
-    def _flooded(self, batch: AudioBatch, step: int) -> list[AudioBatch]:
-        return [flooded(batch, snr, self.noise.band_hz,
-                        [generator(self.config.seed, "flood", step, index, i) for i in range(len(batch.lengths))])
-                for index, snr in enumerate(self.noise.snr_db)]
-
-    def objective(self, batch: AudioBatch, targets: Sequence[str], step: int) -> torch.Tensor:
-        c = self.config
-        mean_loss, disagreement = dropout_terms(self, batch, targets, p=self.detector.p, draws=c.masks_per_step,
-                                                seed=c.seed, step=step, disagreement=c.gamma > 0)
-        loss = self.target_loss(batch, targets) + c.beta_dropout * mean_loss
-        if disagreement is not None:
-            loss = loss + c.gamma * disagreement
-        if self.transform is not None and c.beta > 0:
-            self.transform.set_mask_seed(derive(c.seed, "bpda", step))  # its Griffin-Lim phase and LPC noise
-            copies = [self.target_loss(transformed_batch(batch, self.transform, name), targets)
-                      for name in self.transform.transforms]
-            loss = loss + c.beta * torch.stack(copies).mean(0)
-        if self.noise is not None and c.beta_noise > 0:
-            noisy = [self.target_loss(b, targets) for b in self._flooded(batch, step)]
-            loss = loss + c.beta_noise * torch.stack(noisy).mean(0)
-        return loss
-
-
-__all__ = ["AdaptiveConfig", "BPDATransformAttack", "BPDATransformConfig", "CombinedEvasionAttack",
-           "CombinedEvasionConfig", "EOTDropoutAttack", "EOTDropoutConfig", "bpda", "dropout_terms",
-           "realization_disagreement", "transformed_batch"]
+__all__ = ["AdaptiveConfig", "BPDATransformAttack", "BPDATransformConfig", "EOTDropoutAttack", "EOTDropoutConfig",
+           "bpda", "dropout_terms", "realization_disagreement", "transformed_batch"]

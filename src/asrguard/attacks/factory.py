@@ -30,9 +30,10 @@ def make_attack(name: str, recognizer, overrides: dict | None = None):
     """
     # keeps asrguard --help fast: the attacks import torch, and cli/attack.py imports this module at startup
     from .adaptive import KnownMaskAttack
+    from .combined_evasion import CombinedEvasionAttack
     from .cw import CWAttack, DRAttack, NRRAttack, USAttack
     from .dropout_evasion import DropoutEvasionAttack
-    from .evasion import BPDATransformAttack, CombinedEvasionAttack, EOTDropoutAttack
+    from .evasion import BPDATransformAttack, EOTDropoutAttack
     from .imperceptible import ImperceptibleAttack
     from .pgd import PGDAttack
     from .rival_evasion import FloodEvasionAttack, PrefixEvasionAttack

@@ -24,6 +24,16 @@ def _adaptive_option(values: list[str]) -> dict[str, list[str]]:
     return chosen
 
 
+def _settings_option(values: list[str], parse) -> dict[str, dict]:
+    chosen: dict[str, list[str]] = {}
+    for value in values:
+        kind, sep, pair = value.partition(".")
+        if not sep or not kind or "=" not in pair:
+            raise ConfigError(f"--setting {value!r}: write KIND.KEY=VALUE, e.g. transform.measure=likelihood")
+        chosen.setdefault(kind.strip(), []).append(pair)
+    return {kind: parse(pairs) for kind, pairs in chosen.items()}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``compare-detectors`` to the ``asrguard`` app."""
     from . import _setup_logging, friendly_errors
@@ -55,16 +65,20 @@ def register(app: typer.Typer) -> None:
             None, "--mask-seed", help="Draw the dropout realisations from this seed instead of the run's (nothing "
                                       "else moves): a fixed-I detector's cells are one draw of its masks. Needs "
                                       "--adaptive-n 0."),
+        setting: List[str] = typer.Option([], "--setting", metavar="KIND.KEY=VALUE",
+                                          help="A rival or combined detector's setting (repeatable), e.g. "
+                                               "transform.measure=likelihood (see docs/detectors.md)."),
     ):
         """Compare every detector on the same attacks: AUROC, TPR at 1 % FPR, false alarms, cost, adaptive."""
         from ..experiments.comparison import DEFAULT_KINDS, compare
+        from .detect import parse_settings
 
         _setup_logging(False)
         chosen = DEFAULT_KINDS if kinds.strip() == "all" else [k.strip() for k in kinds.split(",") if k.strip()]
         compare(out_dir, run_dir=run_dir, kinds=chosen,
                 adaptive=_adaptive_option(adaptive), craft_adaptive=craft_adaptive,
                 adaptive_max_iter=adaptive_max_iter, quick=quick, seed=seed, n_english=n_english,
-                mask_seed=mask_seed)
+                mask_seed=mask_seed, settings=_settings_option(setting, parse_settings))
         console = Console()
         console.print((out_dir / "tables.md").read_text(encoding="utf-8"), markup=False, highlight=False,
                       soft_wrap=True, emoji=False)

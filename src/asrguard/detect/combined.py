@@ -67,7 +67,7 @@ class CombinedDetector(RivalDetector):
 
     def __init__(self, recognizer, *, members: Sequence[str] | str = DEFAULT_MEMBERS, n: int = DEFAULT_N,
                  p: float = DEFAULT_P, C: float = DEFAULT_C, target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0,
-                 masks: str = "iid"):
+                 masks: str = "iid", transform_measure: str = "transcript"):
         super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
         names = tuple(m.strip() for m in members.split(",")) if isinstance(members, str) else tuple(members)
         unknown = [m for m in names if m not in MEMBERS]
@@ -82,7 +82,9 @@ class CombinedDetector(RivalDetector):
         self.n, self.p, self.C = int(n), float(p), float(C)
         self.extractor = FeatureExtractor(n=self.n, p=self.p, seed=self.seed, masks=masks)
         # the members share the seed: each derives its own streams from it under its own name
-        self.members = {name: MEMBERS[name](recognizer, seed=self.seed) for name in names}
+        self.transform_measure = transform_measure
+        given = {"transform": {"measure": transform_measure}} if transform_measure != "transcript" else {}
+        self.members = {name: MEMBERS[name](recognizer, seed=self.seed, **given.get(name, {})) for name in names}
         uncertainty = [name for g in UNCERTAINTY_GROUPS for name in
                        ([f"uncertainty:{g}_{k}" for k in range(1, N_MOMENTS + 1)] if g.endswith("_moments")
                         else [f"uncertainty:{g}"])]
@@ -94,7 +96,8 @@ class CombinedDetector(RivalDetector):
     def settings(self) -> dict:
         masks = self.extractor.config.masks
         return {"members": list(self.members), "n": self.n, "p": self.p, "C": self.C, "seed": self.seed,
-                **({"masks": masks} if masks != "iid" else {})}
+                **({"masks": masks} if masks != "iid" else {}),
+                **({"transform_measure": self.transform_measure} if self.transform_measure != "transcript" else {})}
 
     @property
     def rule(self) -> str:
@@ -152,7 +155,8 @@ class CombinedDetector(RivalDetector):
         member_rows, compared, start = {}, [], 1
         for name, member in self.members.items():
             end = start + len(copies[name])
-            member_rows[name], evidence = member.compare_transcripts([transcripts[0]] + transcripts[start:end])
+            member_rows[name], evidence = member.compare_copies(waveform, copies[name],
+                                                                [transcripts[0]] + transcripts[start:end])
             compared += [{**c, "what": f"{name}: {c['what']}"} for c in evidence["compared"]]
             start = end
         normalize = self.recognizer.normalize_text

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from asrguard.asr.registry import load_recognizer
-from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+from asrguard.attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
 from asrguard.detect.combined import CombinedDetector
 from asrguard.experiments.comparison import adaptive_summary, cell_metrics
 from asrguard.experiments.comparison.adaptive import (EOT_GAMMA, adaptive_attack, attack_toward_cw_targets,

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from asrguard.asr.registry import load_recognizer
-from asrguard.attacks.evasion import CombinedEvasionAttack, CombinedEvasionConfig
+from asrguard.attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
 from asrguard.detect.combined import CombinedDetector
 from asrguard.experiments.comparison import adaptive_summary
 from asrguard.experiments.comparison.adaptive import EOT_GAMMA, attack_toward_cw_targets

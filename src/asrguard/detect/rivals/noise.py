@@ -112,6 +112,10 @@ class NoiseFloodDetector(RivalDetector):
     def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
         return self.compare_transcripts(self.recognizer.transcribe([waveform] + self.noisy_copies(waveform)))
 
+    def compare_copies(self, waveform: np.ndarray, copies, transcripts: list[str]) -> tuple[np.ndarray, dict]:
+        """As :meth:`compare_transcripts`; the waveform and copies are not needed (the combined detector's call)."""
+        return self.compare_transcripts(transcripts)
+
     def compare_transcripts(self, transcripts: list[str]) -> tuple[np.ndarray, dict]:
         """Features and evidence from the transcripts of the input and of :meth:`noisy_copies`, in that order."""
         normalize = self.recognizer.normalize_text

@@ -26,6 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
+import torch
+
+from ...asr.base import AudioBatch, require
 from ...errors import ConfigError
 from ...rng import derive
 from ..detector import DEFAULT_TARGET_FPR
@@ -33,6 +36,7 @@ from .base import RivalDetector, max_with_tie_break, transcript_distance
 from .transforms import TRANSFORMS, down_up, lpc_resynthesis, mel_inversion, quantize, random_settings
 
 REDUCTIONS = ("max", "mean")
+MEASURES = ("transcript", "likelihood")
 
 
 def _names(value, what: str) -> tuple[str, ...]:
@@ -51,7 +55,7 @@ class TransformDetector(RivalDetector):
     def __init__(self, recognizer, *, transforms: Sequence[str] | str = ("mel", "lpc", "resample", "quantize"),
                  reduce: str = "max", n_mels: int = 80, griffin_lim_iterations: int = 32, lpc_order: int = 20,
                  lpc_cutoff_hz: float = 1000.0, low_rate: int = 8000, bits: int = 8, randomize: bool = False,
-                 target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
+                 measure: str = "transcript", target_fpr: float = DEFAULT_TARGET_FPR, seed: int = 0):
         super().__init__(recognizer, target_fpr=target_fpr, seed=seed)
         self.transforms = _names(transforms, "transforms")
         unknown = [t for t in self.transforms if t not in TRANSFORMS]
@@ -61,13 +65,19 @@ class TransformDetector(RivalDetector):
         if reduce not in REDUCTIONS:
             raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
         self.reduce = reduce
+        if measure not in MEASURES:
+            raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+        if measure == "likelihood":
+            require(recognizer, "loss", user="the transform detector with measure=likelihood")
+        self.measure = measure
         self.n_mels, self.griffin_lim_iterations = int(n_mels), int(griffin_lim_iterations)
         self.lpc_order, self.lpc_cutoff_hz = int(lpc_order), float(lpc_cutoff_hz)
         self.low_rate, self.bits = int(low_rate), int(bits)
         if not isinstance(randomize, (bool, np.bool_)):
             raise ConfigError(f"randomize must be true or false, got {randomize!r}")
         self.randomize = bool(randomize)
-        self.feature_names = [f"distance_{t}" for t in self.transforms]
+        prefix = "distance" if measure == "transcript" else "nll_gain"
+        self.feature_names = [f"{prefix}_{t}" for t in self.transforms]
         # settings errors surface now, not at the first input
         probe = np.zeros(self.recognizer.sample_rate // 10, dtype=np.float32)
         for name in self.transforms:
@@ -78,7 +88,8 @@ class TransformDetector(RivalDetector):
                 "griffin_lim_iterations": self.griffin_lim_iterations, "lpc_order": self.lpc_order,
                 "lpc_cutoff_hz": self.lpc_cutoff_hz, "low_rate": self.low_rate, "bits": self.bits, "seed": self.seed,
                 # only when set, so the caches and fingerprints of detectors made before the setting stay valid
-                **({"randomize": True} if self.randomize else {})}
+                **({"randomize": True} if self.randomize else {}),
+                **({"measure": self.measure} if self.measure != "transcript" else {})}
 
     @property
     def rule(self) -> str:
@@ -115,7 +126,36 @@ class TransformDetector(RivalDetector):
         return [self.transform(name, waveform) for name in self.transforms]
 
     def _measure(self, waveform: np.ndarray) -> tuple[np.ndarray, dict]:
-        return self.compare_transcripts(self.recognizer.transcribe([waveform] + self.copies_of(waveform)))
+        copies = self.copies_of(waveform)
+        return self.compare_copies(waveform, copies, self.recognizer.transcribe([waveform] + copies))
+
+    def compare_copies(self, waveform: np.ndarray, copies: Sequence[np.ndarray],
+                       transcripts: list[str]) -> tuple[np.ndarray, dict]:
+        """Features and evidence of ``waveform`` from its :meth:`copies_of` and the transcripts of both
+        (the input's first), by this detector's ``measure``."""
+        distances, evidence = self.compare_transcripts(transcripts)
+        if self.measure == "transcript":
+            return distances, evidence
+        gains = self.likelihood_gains(waveform, copies, transcripts[0])
+        for entry, gain in zip(evidence["compared"], gains):
+            entry["nll_gain"] = float(gain)
+        return gains, evidence
+
+    def likelihood_gains(self, waveform: np.ndarray, copies: Sequence[np.ndarray], transcript: str) -> np.ndarray:
+        """Per copy: the recogniser's loss of ``transcript`` on it minus on ``waveform``, per second.
+
+        Example (skipped: needs a recogniser with ``loss``):
+            >>> det = TransformDetector(rec, measure="likelihood")                           # doctest: +SKIP
+            >>> det.likelihood_gains(x, det.copies_of(x), rec.transcribe([x])[0]).shape      # doctest: +SKIP
+            (4,)
+        """
+        if not self.recognizer.normalize_text(transcript):
+            return np.zeros(len(copies))  # nothing was heard: no transcript to lose
+        rate = self.recognizer.sample_rate
+        batch = AudioBatch.from_waveforms([waveform, *copies], rate, validate=False)
+        with torch.no_grad():
+            losses = self.recognizer.loss(batch, [transcript] * len(batch)).double().numpy()
+        return (losses[1:] - losses[0]) / (len(waveform) / rate)
 
     def compare_transcripts(self, transcripts: list[str]) -> tuple[np.ndarray, dict]:
         """Features and evidence from the transcripts of the input and of :meth:`copies_of`, in that order."""
@@ -130,4 +170,4 @@ class TransformDetector(RivalDetector):
         return max_with_tie_break(rows) if self.reduce == "max" else rows.mean(axis=1)
 
 
-__all__ = ["REDUCTIONS", "TransformDetector"]
+__all__ = ["MEASURES", "REDUCTIONS", "TransformDetector"]

@@ -132,7 +132,7 @@ def _adaptive_folders(adaptive: Mapping[str, Sequence[str | Path]] | None, kinds
 def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adaptive=None, craft_adaptive: int = 0,
             adaptive_max_iter: int | None = None, quick: bool = False, seed: int = 0, n_english: int = 60,
             n_calibration: int = 300, uncertainty_classifier: str = "all-svm", mask_seed: int | None = None,
-            progress: bool = True) -> dict:
+            settings: Mapping[str, Mapping] | None = None, progress: bool = True) -> dict:
     """Run (or resume) the comparison; returns the results also written to ``OUT/results.json``.
 
     Args:
@@ -150,11 +150,18 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
             detector's uncertainty part) from this seed instead of the run's; nothing else moves (the
             split, the data, the transforms' and noise's seeds). A fixed-I detector's cells are one draw
             of its masks: other seeds show their spread. Features go to the run's cache under this seed.
+        settings: ``{kind: {setting: value}}`` for the rival and combined detectors (e.g.
+            ``{"transform": {"measure": "likelihood"}}``); the detector's row keeps its kind's name, and
+            ``results["detectors"][kind]["settings"]`` records every setting.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"unknown detector kind(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
     chosen_adaptive = _adaptive_folders(adaptive, kinds)
+    settings = {kind: dict(given) for kind, given in (settings or {}).items()}
+    if set(settings) - set(kinds) or "uncertainty" in settings:
+        raise ConfigError(f"settings are for the compared rival and combined detectors ({', '.join(kinds)}); "
+                          f"got settings for {', '.join(sorted(settings))}")
     if mask_seed is not None and craft_adaptive > 0 and {"uncertainty", "combined"} & set(kinds):
         raise ConfigError("mask_seed moves the dropout masks the cells are scored with; craft adaptive examples "
                           "against the run's own masks (craft_adaptive=0 with a mask seed)")
@@ -181,7 +188,8 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                                  sets.test_benign, sets.urban_test, *sets.attacks.values(),
                                                  *sets.held_out.values()) for e in group})
     for kind in kinds:
-        detector = _fresh_detector(kind, recognizer, sets.settings, seed, uncertainty_classifier)
+        detector = _fresh_detector(kind, recognizer, sets.settings, seed, uncertainty_classifier,
+                                   **settings.get(kind, {}))
         if kind == "uncertainty":
             detector.set_mask_seed(masks.seed)
         source = FeatureSource(detector, run_dir, out_dir, masks)  # its seed only draws the uncertainty features
@@ -230,14 +238,14 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     return results
 
 
-def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifier: str):
-    """An unfitted detector of ``kind``; the ones reading dropout draw the run's realisations, so the run's
-    cached features are their own."""
+def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifier: str, **settings):
+    """An unfitted detector of ``kind`` with ``settings`` beside the comparison's own; the ones reading dropout
+    draw the run's realisations, so the run's cached features are their own."""
     if kind in ("uncertainty", "combined"):
         extra = {"classifier": uncertainty_classifier} if kind == "uncertainty" else {}
         return make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed, masks=run.masks,
-                             target_fpr=TARGET_FPR, **extra)
-    return make_detector(kind, recognizer, seed=seed, target_fpr=TARGET_FPR)
+                             target_fpr=TARGET_FPR, **extra, **settings)
+    return make_detector(kind, recognizer, **{"seed": seed, **settings, "target_fpr": TARGET_FPR})
 
 
 def _attempted(folder: Path, sources: set) -> int:

@@ -36,7 +36,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...attacks.dropout_evasion import DropoutEvasionAttack, DropoutEvasionConfig
-from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig, CombinedEvasionAttack, CombinedEvasionConfig
+from ...attacks.combined_evasion import CombinedEvasionAttack, CombinedEvasionConfig
+from ...attacks.evasion import BPDATransformAttack, BPDATransformConfig
 from ...attacks.rival_evasion import FloodEvasionAttack, FloodEvasionConfig, PrefixEvasionAttack, RivalEvasionConfig
 from ...attacks.manifest import RUN_FILE
 from ...attacks.runner import run_attack
