@@ -14,6 +14,11 @@ their own sources, against every held-out benign test utterance and against the 
 utterances, and the scores, with CW's examples of the same sources as the reference row.
 
     python docs/results/compare/deep_margin/deep_margin.py --n 8
+    python docs/results/compare/deep_margin/deep_margin.py --n 8 --transform-measure likelihood --features runs/compare_lik
+
+With ``--transform-measure likelihood`` the combined detector's transform member measures likelihood
+(``CombinedDetector(transform_measure="likelihood")``, docs/results/compare/likelihood/); the output is then
+deep_margin_likelihood_<M>.json.
 """
 import argparse
 import json
@@ -34,12 +39,13 @@ parser.add_argument("--margin", type=float, default=None,
                     help="score margin below the threshold (default: threshold - median held-out benign score)")
 parser.add_argument("--run", type=Path, default=Path("runs/j_mixed"))
 parser.add_argument("--features", type=Path, default=Path("runs/compare"))
+parser.add_argument("--transform-measure", default="transcript", choices=("transcript", "likelihood"))
 args = parser.parse_args()
 
 rec = load_recognizer(None)
 sets = comparison_sets(args.run, rec, n_english=60, n_calibration=300)
 s, rate = sets.settings, rec.sample_rate
-det = CombinedDetector(rec, n=s.n_realizations, p=s.p_main, seed=s.seed)
+det = CombinedDetector(rec, n=s.n_realizations, p=s.p_main, seed=s.seed, transform_measure=args.transform_measure)
 src = FeatureSource(det, args.run, args.features, s)
 det.fit_features(src.table(sets.fit_benign), src.table(sets.fit_adversarial), src.table(sets.calibration))
 test_benign = det.score_features(src.table(sets.test_benign))
@@ -76,4 +82,5 @@ print(f"margin {margin:.3f} below threshold {det.threshold:.3f}; {a['reached_tar
       f"vs all {len(test_benign)} test benign {result['attack_vs_all_test_benign']['auroc']:.3f}, "
       f"vs calibration {result['attack_vs_calibration']['auroc']:.3f}; "
       f"distortion (all reaching) {a['distortion_all']}, CW {a['distortion_cw_same_sources']}")
-(Path(__file__).parent / f"deep_margin_{margin:.2f}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+measure = "" if args.transform_measure == "transcript" else f"{args.transform_measure}_"
+(Path(__file__).parent / f"deep_margin_{measure}{margin:.2f}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
