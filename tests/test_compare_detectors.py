@@ -62,6 +62,10 @@ def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(t
         with pytest.raises(ConfigError, match="settings are for"):
             compare(tmp_path / "out", run_dir=tmp_path, kinds=("uncertainty", "temporal"), settings=settings,
                     progress=False)
+    for settings in ({"temporal": {"target_fpr": 0.1}}, {"combined": {"n": 8}}):
+        with pytest.raises(ConfigError, match="the comparison sets"):
+            compare(tmp_path / "out", run_dir=tmp_path, kinds=("temporal", "combined"), settings=settings,
+                    progress=False)
 
 
 def test_the_cli_reads_kind_dot_setting_pairs():

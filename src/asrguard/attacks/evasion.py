@@ -352,14 +352,20 @@ class BPDATransformAttack(CWAttack):
 
     def is_success(self, batch: AudioBatch, targets: Sequence[str], step: int) -> np.ndarray:
         ok = super().is_success(batch, targets, step)
+        copies = []
         for name in self.names:
             if not ok.any():
                 break
-            ok &= self._matches(self._decode(self.transformed(batch, name)), targets)
+            copies.append(self.transformed(batch, name))
+            ok &= self._matches(self._decode(copies[-1]), targets)
         if self.config.measure == "likelihood":
+            # the detector's score from the copies already made under the check seed, not transformed again
             for i in np.flatnonzero(ok):
-                ok[i] = self.detector_score(batch.waveforms[i, : int(batch.lengths[i])].detach().numpy()) \
-                    <= self.config.score_limit
+                n = int(batch.lengths[i])
+                gains = self.transformer.likelihood_gains(batch.waveforms[i, :n].detach().numpy(),
+                                                          [c.waveforms[i, :n].detach().numpy() for c in copies],
+                                                          self.last_transcripts[i])
+                ok[i] = float(self.transformer.score_features(gains)[0]) <= self.config.score_limit
         return ok
 
     def detector_score(self, waveform: np.ndarray) -> float:

@@ -162,6 +162,11 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     if set(settings) - set(kinds) or "uncertainty" in settings:
         raise ConfigError(f"settings are for the compared rival and combined detectors ({', '.join(kinds)}); "
                           f"got settings for {', '.join(sorted(settings))}")
+    for kind, given in settings.items():
+        # the comparison fixes these: the threshold's false-positive rate, and the run's realisations (cached)
+        fixed = sorted(set(given) & ({"target_fpr"} | ({"n", "p", "seed", "masks"} if kind == "combined" else set())))
+        if fixed:
+            raise ConfigError(f"{kind}: the comparison sets {', '.join(fixed)} itself; leave it out of the settings")
     if mask_seed is not None and craft_adaptive > 0 and {"uncertainty", "combined"} & set(kinds):
         raise ConfigError("mask_seed moves the dropout masks the cells are scored with; craft adaptive examples "
                           "against the run's own masks (craft_adaptive=0 with a mask seed)")
@@ -245,7 +250,7 @@ def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifie
         extra = {"classifier": uncertainty_classifier} if kind == "uncertainty" else {}
         return make_detector(kind, recognizer, n=run.n_realizations, p=run.p_main, seed=run.seed, masks=run.masks,
                              target_fpr=TARGET_FPR, **extra, **settings)
-    return make_detector(kind, recognizer, **{"seed": seed, **settings, "target_fpr": TARGET_FPR})
+    return make_detector(kind, recognizer, **{"seed": seed, **settings}, target_fpr=TARGET_FPR)
 
 
 def _attempted(folder: Path, sources: set) -> int:
