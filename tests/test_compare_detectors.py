@@ -9,7 +9,7 @@ import pytest
 from asrguard.errors import ConfigError
 from asrguard.experiments.comparison import adaptive_summary, cell_metrics, compare, distortion
 from asrguard.experiments.comparison.adaptive import SCHEDULE
-from asrguard.experiments.comparison.inputs import Entry
+from asrguard.experiments.comparison.inputs import Entry, misrecognised
 from asrguard.experiments.comparison.report import tables_markdown
 from _detect_helpers import finished_attack_folders, tiny_recognizer
 from _report_checks import auroc_cells, auroc_cells_lacking_n_and_interval
@@ -46,6 +46,19 @@ def test_adaptive_summary_counts_evasions_and_compares_distortion_with_cw_on_the
                              cw_rows=cw, held_out=np.array([0.0, 0.3, 0.4]))
     assert wider["vs_benign_auroc"] == 1.0 and wider["vs_held_out_auroc"] == pytest.approx(4 / 6)
     assert wider["vs_held_out_n_benign"] == 3
+
+
+def test_misrecognised_lists_the_benign_inputs_whose_transcript_differs_from_the_reference(tmp_path):
+    recognizer = tiny_recognizer(tmp_path)
+    rng = np.random.default_rng(0)
+    clips = [0.1 * rng.standard_normal(8000).astype(np.float32) for _ in range(3)]
+    heard = recognizer.transcribe(clips)
+    # the reference as the recogniser hears it (case and spacing aside), and one it cannot have heard
+    entries = [Entry("benign", "a", "a", lambda: clips[0], {"transcript": f"  {heard[0].upper()} "}),
+               Entry("benign", "b", "b", lambda: clips[1], {"transcript": heard[1] + " zzz"}),
+               Entry("benign", "c", "c", lambda: clips[2], {"transcript": heard[2]})]
+    assert misrecognised(recognizer, entries, batch_size=2) == ["b"]
+    assert misrecognised(recognizer, []) == []
 
 
 def test_compare_refuses_unknown_detectors_and_unfinished_runs_before_any_work(tmp_path):
@@ -106,6 +119,15 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
         alarms = results["false_alarms"][kind]
         assert alarms["fsdd-digits"]["n"] == n_test and alarms["english-speech"]["n"] == 2
         assert all(0.0 <= a["rate"] <= 1.0 for a in alarms.values())
+    # each speech cell again without the benign sources the recogniser gets wrong
+    wrong = results["misrecognised_test_benign"]
+    assert wrong["of"] == n_test and wrong["n"] == len(wrong["ids"]) <= n_test
+    for kind in kinds:
+        for attack in ("cw", "dr"):
+            right = results["cells"][kind][attack]["recognised_benign"]
+            assert right["n_benign"] == n_test - wrong["n"]
+        flagged = results["flagged_test_benign"][kind]
+        assert flagged["recognised"]["n"] == n_test - wrong["n"] and flagged["misrecognised"]["n"] == wrong["n"]
     assert results["detectors"]["uncertainty"]["passes"] == 8  # the run's realisations, not the default 50
     assert results["detectors"]["distribution"]["passes"] == 1
     assert results["detectors"]["combined"]["passes"] == 8 + 1 + 4 + 4  # realisations, the input, the copies
@@ -186,6 +208,18 @@ def test_the_report_shows_every_detector_and_attack():
                "false_alarms": {"transform": {"fsdd-digits": {"rate": 0.0, "n": 15}}}, "adaptive": {}}
     tables = tables_markdown(results)
     assert "| transform (max distance) | 0.900 (0.80–1.00, n=30/30) | 0.900" in tables
+    assert "transcribes correctly" not in tables  # older results: no such cells
+    speech = {**cell, "recognised_benign": {"auroc": 0.95, "auroc_ci": [0.9, 1.0], "tpr_at_1pct_fpr": 0.8,
+                                            "n_adversarial": 30, "n_benign": 26}}
+    with_wrong = {**results, "cells": {"transform": {"cw": speech, "us": cell}},
+                  "misrecognised_test_benign": {"n": 4, "of": 30, "ids": []},
+                  "flagged_test_benign": {"transform": {"recognised": {"rate": 0.0, "n": 26},
+                                                        "misrecognised": {"rate": 0.5, "n": 4}}}}
+    tables = tables_markdown(with_wrong)
+    assert "4 of 30 benign test sources are transcribed wrongly" in tables
+    assert "| transform | 0.950 (0.90–1.00, n=30/26) |" in tables and "| transform | 80.0 |" in tables
+    assert "| transform | 0.0 (n=26) | 50.0 (n=4) |" in tables
+    assert not auroc_cells_lacking_n_and_interval(tables)
     assert "| transform | 5 | 0.0 (n=15) |" in tables and "| CW | US |" in tables
     # an adaptive row shows what evading cost, paired by source, and "–" where an older results.json lacks it
     row = {"attempted": 27, "reached_target": 27, "evaded": 11, "evasion_rate": 11 / 27,

@@ -9,8 +9,10 @@ Stages (each resumable in ``--out``):
 4. each detector fitted on the fit sets (benign and DR; the rules that learn nothing ignore
    the adversarial rows), its threshold set at 5 % false positives on the calibration set;
 5. per detector × attack: AUROC with its bootstrap interval and n, TPR at 1 % FPR, the
-   detection rate at the calibrated threshold; per detector: the false-alarm rate on every
-   held-out benign set and the recogniser passes per input; per adaptive attack folder given
+   detection rate at the calibrated threshold, and AUROC and TPR against only the benign sources
+   the recogniser transcribes correctly (a misrecognised benign input is uncertain too); per
+   detector: the false-alarm rate on every held-out benign set and the recogniser passes per
+   input; per adaptive attack folder given
    (``--adaptive KIND=FOLDER``): how many of its examples reach the target, how many of those
    the detector misses, and the distortion they needed against CW's on the same sources (also
    paired: each evading example over CW's example of its own source);
@@ -44,7 +46,7 @@ from ..common import ProgressBars, without_nan, write_json
 from ..jayashankar2020 import run as reproduce_jayashankar2020
 from ..jayashankar2020.attacks import distortion as rows_distortion
 from .adaptive import ADAPTIVE_ATTACKS, craft_adaptive as craft_adaptive_examples
-from .inputs import ComparisonSets, Entry, FeatureSource, attack_entries, comparison_sets
+from .inputs import ComparisonSets, Entry, FeatureSource, attack_entries, comparison_sets, misrecognised
 from .report import tables_markdown
 
 log = logging.getLogger(__name__)
@@ -185,8 +187,10 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     results: dict = {"run": str(run_dir), "recognizer": recognizer.fingerprint(), "seed": seed,
                      "mask_seed": masks.seed, **({"masks": masks.masks} if masks.masks != "iid" else {}),
                      "target_fpr": TARGET_FPR, "sizes": _sizes(sets), "detectors": {}, "cells": {},
-                     "false_alarms": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
+                     "false_alarms": {}, "flagged_test_benign": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
                      "attacks": list(sets.attacks)}
+    wrong = misrecognised(recognizer, sets.test_benign)
+    results["misrecognised_test_benign"] = {"n": len(wrong), "of": len(sets.test_benign), "ids": sorted(wrong)}
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
     # inputs a detector measures (some sets overlap: a held-out corpus set is part of the test sources)
     n_inputs = len({(e.kind, e.id) for group in (sets.fit_benign, sets.fit_adversarial, sets.calibration,
@@ -208,12 +212,17 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
             def scores_of(entries: list[Entry]) -> np.ndarray:
                 return detector.score_features(source.table(entries)) if entries else np.zeros(0)
 
-            results["cells"][kind] = {attack: cell_metrics(scores_of(sets.benign_for(attack)), scores_of(entries),
-                                                          threshold)
-                                      for attack, entries in sets.attacks.items()}
+            results["cells"][kind] = {attack: _attack_cell(sets, attack, scores_of, threshold, set(wrong))
+                                      for attack in sets.attacks}
             results["false_alarms"][kind] = {name: {"rate": float(np.mean(scores_of(entries) > threshold)),
                                                     "n": len(entries)}
                                              for name, entries in sets.held_out.items()}
+            # are the benign test sources it flags the ones the recogniser gets wrong?
+            results["flagged_test_benign"][kind] = {
+                group: {"rate": float(np.mean(scores_of(entries) > threshold)) if entries else None,
+                        "n": len(entries)}
+                for group, entries in (("recognised", [e for e in sets.test_benign if e.id not in wrong]),
+                                       ("misrecognised", [e for e in sets.test_benign if e.id in wrong]))}
         results["detectors"][kind] = {"name": detector.classifier.name,
                                       "passes": int(detector.feature_extractor.config.n), "threshold": threshold,
                                       "settings": _settings(detector), "seconds": time.perf_counter() - t0}
@@ -241,6 +250,17 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "tables.md", tables_markdown(results))
     return results
+
+
+def _attack_cell(sets: ComparisonSets, attack: str, scores_of, threshold: float, wrong: set) -> dict:
+    """One detector × attack cell; for speech, also against the benign sources the recogniser gets right only."""
+    benign, adversarial = sets.benign_for(attack), scores_of(sets.attacks[attack])
+    cell = cell_metrics(scores_of(benign), adversarial, threshold)
+    if attack != "us":  # UrbanSound clips have no transcript to get right
+        right = cell_metrics(scores_of([e for e in benign if e.source not in wrong]), adversarial, threshold)
+        cell["recognised_benign"] = {k: right[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial",
+                                                            "n_benign")}
+    return cell
 
 
 def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifier: str, **settings):

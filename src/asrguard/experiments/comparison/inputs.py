@@ -36,6 +36,7 @@ from ...attacks.sources import load_items
 from ...audio import load_audio
 from ...errors import AsrguardError
 from ...evaluate.detection import split_by_source
+from ...text import lower_single_spaced
 from ...uncertainty.features import FeatureTable
 from ..common import write_json
 from ..jayashankar2020.attacks import successful_examples
@@ -84,7 +85,30 @@ class ComparisonSets:
 
 
 def _utterances(kind: str, items) -> list[Entry]:
-    return [Entry(kind, it.id, it.id, (lambda it=it: it.waveform)) for it in items]
+    return [Entry(kind, it.id, it.id, (lambda it=it: it.waveform), {"transcript": it.transcript}) for it in items]
+
+
+def misrecognised(recognizer, entries: Sequence[Entry], batch_size: int = 16) -> list[str]:
+    """Ids of the benign ``entries`` the recogniser transcribes wrongly: its normalised text (lower case,
+    single spaces) unlike the reference's.
+
+    A detector of uncertainty or inconsistency sees such an input as uncertain as it is, so these
+    benign inputs tend to score like adversarial ones; the comparison reports its cells without them too.
+
+    Example:
+        >>> misrecognised(recognizer, sets.test_benign)   # doctest: +SKIP
+        ['speech-commands:speech_commands:up/fdb5155e_nohash_3']
+    """
+    def normalize(text: str) -> str:  # the recogniser's own comparison form, case and spacing aside
+        return lower_single_spaced(recognizer.normalize_text(text))
+
+    wrong = []
+    for start in range(0, len(entries), batch_size):
+        group = entries[start:start + batch_size]
+        for entry, hypothesis in zip(group, recognizer.transcribe([e.load() for e in group])):
+            if normalize(hypothesis) != normalize(entry.record.get("transcript", "")):
+                wrong.append(entry.id)
+    return wrong
 
 
 def attack_entries(name: str, info: dict, sources: set, rate: int, kind: str | None = None) -> list[Entry]:
@@ -213,4 +237,5 @@ class FeatureSource:
         return np.vstack(got) if got else np.zeros((0, len(self.detector.feature_names)))
 
 
-__all__ = ["ComparisonSets", "Entry", "FeatureSource", "RowCache", "attack_entries", "comparison_sets"]
+__all__ = ["ComparisonSets", "Entry", "FeatureSource", "RowCache", "attack_entries", "comparison_sets",
+           "misrecognised"]

@@ -26,6 +26,35 @@ def _extra(paired: Mapping | None) -> str:
     return f"{paired['mean']:+.1f} dB (n={paired['n']})"
 
 
+def _recognised_tables(results: Mapping, kinds: list, attacks: list, cells: AurocCells) -> list[str]:
+    """The speech cells again against only the benign sources the recogniser transcribes correctly, and
+    how many benign test sources each detector flags among those it transcribes right and wrong."""
+    wrong = results.get("misrecognised_test_benign")
+    speech = [a for a in attacks if all("recognised_benign" in results["cells"][k][a] for k in kinds)]
+    if not wrong or not speech:
+        return []
+    labels = [ATTACK_LABELS.get(a, a) for a in speech]
+    auroc_rows = [[kind, *(cells.format(results["cells"][kind][a]["recognised_benign"]) for a in speech)]
+                  for kind in kinds]
+    tpr_rows = [[kind, *(number_cell(results["cells"][kind][a]["recognised_benign"]["tpr_at_1pct_fpr"], percent=True)
+                         for a in speech)] for kind in kinds]
+    flagged = results.get("flagged_test_benign", {})
+
+    def share(kind: str, group: str) -> str:
+        got = flagged.get(kind, {}).get(group)
+        return f"{number_cell(got['rate'], percent=True)} (n={got['n']})" if got and got["n"] else "–"
+
+    flag_rows = [[kind, share(kind, "recognised"), share(kind, "misrecognised")] for kind in kinds]
+    return ["## Without the benign sources the recogniser gets wrong", "",
+            f"{wrong['n']} of {wrong['of']} benign test sources are transcribed wrongly (normalised text unlike the "
+            "reference). A misrecognised benign input is uncertain and unstable too, so it scores like an adversarial "
+            "one. The cells below compare each speech attack's examples with the other benign sources only.", "",
+            "### AUROC", "", *markdown_table(["detector", *labels], auroc_rows), "",
+            "### TPR at 1 % FPR [%]", "", *markdown_table(["detector", *labels], tpr_rows), "",
+            "### Benign test sources flagged at the calibrated threshold [%]", "",
+            *markdown_table(["detector", "transcribed right", "transcribed wrong"], flag_rows), ""]
+
+
 def tables_markdown(results: Mapping) -> str:
     """The comparison's Markdown report."""
     attacks = list(results["attacks"])
@@ -57,6 +86,7 @@ def tables_markdown(results: Mapping) -> str:
             "## False alarms on held-out benign sets at the calibrated threshold [%], and cost", "",
             "Passes: recogniser transcriptions (or realisations) per input.", "",
             *markdown_table(["detector", "passes", *held_out], alarm_rows), ""]
+    body += _recognised_tables(results, kinds, attacks, cells)
     if results.get("adaptive"):
         rows = []
         for kind, per in results["adaptive"].items():
