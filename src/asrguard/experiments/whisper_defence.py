@@ -103,7 +103,7 @@ def attack_stage(recognizer, items, folder: Path, args, executor) -> dict:
 
 
 def benign_stage(sources, args) -> list:
-    """Stage 2: ``--per-subset`` more utterances of each subset (none an attack source), plus
+    """Stage 2, as ``(key, waveform, speaker, subset, role, transcript)``: ``--per-subset`` more utterances of each subset (none an attack source), plus
     Speech Commands words and FSDD digits: ``--per-subset`` of the test split (held out) and
     ``--per-subset`` of the train split (fitting and calibration: short clips must be seen)."""
     root = default_data_root()
@@ -114,15 +114,15 @@ def benign_stage(sources, args) -> list:
         pool = [r for r in records if subset_of(r.source) == name]
         rng = np.random.default_rng([args.seed, 7, k])
         chosen += [pool[i] for i in sorted(rng.choice(len(pool), min(args.per_subset, len(pool)), replace=False))]
-    extra = [(f"benign:english-speech:{u.id}", u.waveform, u.speaker, subset_of(u.source), None)
+    extra = [(f"benign:english-speech:{u.id}", u.waveform, u.speaker, subset_of(u.source), None, u.transcript)
              for u in recipes.load_records(chosen)]
     for corpus, label in WORD_CORPORA:
         for u in recipes.evaluation_set(corpus, "test", root, limit=args.per_subset, seed=args.seed):
-            extra.append((f"benign:{corpus}:{u.id}", u.waveform, None, label, "test"))
+            extra.append((f"benign:{corpus}:{u.id}", u.waveform, None, label, "test", u.transcript))
         for u in recipes.evaluation_set(corpus, "train", root, limit=args.per_subset, seed=args.seed):
             speaker = f"{corpus}:{u.speaker}"
             role = speaker_role(speaker, args.seed, held_out=0.0, calibrate=CALIBRATE_TRAIN_SPLIT)
-            extra.append((f"benign:{corpus}-train:{u.id}", u.waveform, speaker, label, role))
+            extra.append((f"benign:{corpus}-train:{u.id}", u.waveform, speaker, label, role, u.transcript))
     return extra
 
 
@@ -360,7 +360,7 @@ def main(argv=None) -> int:
                 rows[key] = {"kind": name, "speaker": record.speaker, "subset": subset_of(record.source),
                              "source_of_attack": False, "target": r.get("target")}
     # the extra benign sets last: the features of sources and examples matter first in a run cut short
-    for key, waveform, speaker, subset, role in benign_stage(sources, args):
+    for key, waveform, speaker, subset, role, _ in benign_stage(sources, args):
         inputs.append((key, waveform))
         rows[key] = {"kind": "benign", "speaker": speaker, "subset": subset, "source_of_attack": False,
                      **({"role": role} if role else {})}

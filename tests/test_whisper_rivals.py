@@ -1,0 +1,99 @@
+"""The rival detectors' Whisper pilot: its sets split by speaker, its cells, its report (no Whisper run here)."""
+
+import json
+
+import numpy as np
+
+from asrguard.asr import recipes
+from asrguard.attacks.sources import load_items
+from asrguard.experiments.comparison.inputs import Entry
+from asrguard.experiments.whisper_defence import speaker_role
+from asrguard.experiments.whisper_rivals import (benign_sets, measure, misrecognised_ids, seed_uncertainty,
+                                                 tables_markdown)
+
+from _report_checks import auroc_cells, auroc_cells_lacking_n_and_interval
+
+
+def test_the_defence_runs_benign_rows_seed_the_cache_and_its_adversarial_ones_do_not(tmp_path):
+    defence = tmp_path / "features.jsonl"
+    defence.write_text("".join(json.dumps({"key": k, "features": {}}) + "\n"
+                               for k in ("benign:english-speech:a", "cw:english-speech:a", "dr:english-speech:a")))
+    cache = tmp_path / "out" / "uncertainty.jsonl"
+    cache.parent.mkdir()
+    seed_uncertainty(cache, defence)
+    assert [json.loads(line)["key"] for line in cache.read_text().splitlines()] == ["benign:english-speech:a"]
+    cache.write_text("kept\n")
+    seed_uncertainty(cache, defence)  # a run under way is never overwritten
+    assert cache.read_text() == "kept\n"
+    seed_uncertainty(tmp_path / "none.jsonl", None)
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_cell_compares_the_examples_with_their_sources_and_counts_false_alarms_per_set():
+    def entries(prefix, values):
+        return [Entry("x", f"{prefix}{i}", f"{prefix}{i}", lambda: None, {"score": v}) for i, v in enumerate(values)]
+
+    sources, examples = entries("s", [0.1, 0.2, 0.3]), entries("a", [0.9, 0.25])
+    held_out = {"an4": entries("h", [0.1, 0.6]), "words": entries("w", [0.0])}
+    result = measure(lambda group: np.array([e.record["score"] for e in group]), sources, examples, held_out, 0.5,
+                     wrong={"h1"})
+    assert round(result["cw"]["auroc"], 3) == 0.833 and result["cw"]["detection_rate"] == 0.5
+    assert result["false_alarms"] == {"an4": {"rate": 0.5, "n": 2}, "words": {"rate": 0.0, "n": 1}}
+    # the one flagged held-out input is the one transcribed wrongly
+    assert result["flagged_held_out"] == {"recognised": {"rate": 0.0, "n": 2}, "misrecognised": {"rate": 1.0, "n": 1}}
+
+
+def test_the_report_shows_each_detector_with_n_and_interval():
+    cell = {"auroc": 0.9, "auroc_ci": [0.8, 1.0], "tpr_at_1pct_fpr": 0.5, "detection_rate": 0.7,
+            "n_adversarial": 24, "n_benign": 24}
+    detector = {"name": "transform-max", "passes": 5, "cw": cell, "false_alarms": {"an4": {"rate": 0.1, "n": 10}}}
+    results = {"settings": {"n": 24, "per_subset": 40, "target_fpr": 0.05, "cw_folder": "cw-a00adbda53fe"},
+               "sizes": {"cw": 24, "calibration": 80, "held_out": {"an4": 10}},
+               "attack": {"n": 24, "n_success": 24, "mean_db_x_delta": -27.4, "median_snr_db": 13.0,
+                          "seconds_per_success": 25.0},
+               "detectors": {"transform": detector, "uncertainty": {**detector, "name": "all-svm", "passes": 50}}}
+    tables = tables_markdown(results)
+    assert "| transform (transform-max) | 0.900 (0.80–1.00, n=24/24) | 50.0 | 70.0 | 5 | 10.0 |" in tables
+    assert "transcribed right" not in tables
+    flagged = {"recognised": {"rate": 0.0, "n": 7}, "misrecognised": {"rate": 1 / 3, "n": 3}}
+    results["misrecognised_held_out"] = {"n": 3, "of": 10, "by_set": {"an4": 3}}
+    results["detectors"]["transform"]["flagged_held_out"] = flagged
+    tables = tables_markdown(results)
+    assert "wrongly (its normalised text unlike the reference; by set: an4 3)" in tables
+    assert "| transform | 0.0 (n=7) | 33.3 (n=3) |" in tables and "| uncertainty | – | – |" in tables
+    assert "24 of 24 reached the target; mean dB_x(δ) -27.4 dB" in tables
+    assert len(auroc_cells(tables)) == 2 and not auroc_cells_lacking_n_and_interval(tables)
+
+
+def test_misrecognised_ids_transcribe_only_what_the_cache_lacks(tmp_path):
+    from _detect_helpers import tiny_recognizer
+
+    recognizer = tiny_recognizer(tmp_path)
+    clip = 0.1 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    heard = recognizer.transcribe([clip])[0]
+    entries = [Entry("benign", "right", "right", lambda: clip, {"transcript": heard}),
+               Entry("benign", "wrong", "wrong", lambda: clip, {"transcript": heard + " zzz"})]
+    path = tmp_path / "misrecognised.json"
+    assert misrecognised_ids(recognizer, entries, path) == {"wrong"}
+    unreadable = [Entry("benign", e.id, e.id, lambda: 1 / 0, e.record) for e in entries]
+    assert misrecognised_ids(recognizer, unreadable[:1], path) == set()  # cached: no audio read
+    assert json.loads(path.read_text()) == {"checked": ["right", "wrong"], "wrong": ["wrong"]}
+
+
+def test_fitting_calibration_and_held_out_speakers_never_meet(shared_data):
+    sources = load_items(["english-speech"], 12, 0, shared_data, 16000, max_seconds=8.0, min_seconds=2.0)
+    records = {r.id: r for r in recipes.english_speech_records(shared_data)}
+    fit, calibration, held_out = benign_sets(sources, records, per_subset=2, seed=0)
+    assert fit and calibration and held_out and {"speech commands words", "fsdd digits"} <= set(held_out)
+    assert all(e.record["transcript"] for e in fit + calibration + [e for g in held_out.values() for e in g])
+
+    def speakers(entries):
+        ids = [e.id.split(":", 2)[2] for e in entries if e.id.startswith("benign:english-speech:")]
+        return {records[i].speaker for i in ids}
+
+    fitting, calibrating = speakers(fit), speakers(calibration)
+    testing = speakers([e for g in held_out.values() for e in g])
+    assert not calibrating & testing and not fitting & (calibrating | testing)
+    assert all(speaker_role(s, 0) == "fit" for s in fitting)
+    assert all(speaker_role(s, 0) == "calibrate" for s in calibrating)
+    assert all(speaker_role(s, 0) == "test" for s in testing)
