@@ -97,3 +97,46 @@ def test_fitting_calibration_and_held_out_speakers_never_meet(shared_data):
     assert all(speaker_role(s, 0) == "fit" for s in fitting)
     assert all(speaker_role(s, 0) == "calibrate" for s in calibrating)
     assert all(speaker_role(s, 0) == "test" for s in testing)
+
+
+def test_a_rival_is_fitted_on_dr_only_when_it_learns_and_its_rows_are_measured_once(tmp_path, monkeypatch):
+    from _detect_helpers import tiny_recognizer
+
+    from asrguard.detect.detector import threshold_for_fpr
+    from asrguard.detect.registry import make_detector
+    from asrguard.detect.rivals.base import RivalDetector
+    from asrguard.experiments.whisper_rivals import Rows, Sets, fit_and_measure_rival
+
+    recognizer = tiny_recognizer(tmp_path)
+    rng = np.random.default_rng(1)
+
+    def clips(prefix, k, scale):
+        waves = [np.clip(scale * rng.standard_normal(6000), -0.9, 0.9).astype(np.float32) for _ in range(k)]
+        return [Entry("benign" if prefix != "dr" else "dr", f"{prefix}{i}", f"{prefix}{i}", lambda w=w: w,
+                      {"transcript": ""}) for i, w in enumerate(waves)]
+
+    sets = Sets(fit_benign=clips("fit", 4, 0.05), dr=clips("dr", 4, 0.3), calibration=clips("cal", 6, 0.05),
+                cw_sources=clips("src", 3, 0.05), cw=clips("cw", 3, 0.3), held_out={"an4": clips("h", 3, 0.05)},
+                wrong={"h0"})
+    transform = make_detector("transform", recognizer, seed=0, target_fpr=0.05)
+    rows = Rows(transform, tmp_path / "features", {})
+    result = fit_and_measure_rival(transform, rows, sets)
+    assert result["fitted_on"] == "nothing" and result["cw"]["n_adversarial"] == result["cw"]["n_benign"] == 3
+    assert result["threshold"] == threshold_for_fpr(transform.score_features(rows(sets.calibration)), 0.05)
+    assert result["flagged_held_out"]["misrecognised"]["n"] == 1 and result["false_alarms"]["an4"]["n"] == 3
+
+    distribution = make_detector("distribution", recognizer, seed=0, target_fpr=0.05)
+    learned = fit_and_measure_rival(distribution, Rows(distribution, tmp_path / "features", {}), sets)
+    assert learned["fitted_on"] == "benign and DR of the fitting speakers"
+    assert distribution.metadata["n_adversarial"] == 4 and distribution.metadata["n_calibration"] == 6
+    without_dr = Sets(**{**vars(sets), "dr": []})
+    plain = make_detector("distribution", recognizer, seed=0, target_fpr=0.05)
+    assert fit_and_measure_rival(plain, Rows(plain, tmp_path / "features", {}), without_dr)["fitted_on"] == "nothing"
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("cached rows should have been reused")
+
+    monkeypatch.setattr(RivalDetector, "features", measured_again)
+    again = Rows(make_detector("transform", recognizer, seed=0, target_fpr=0.05), tmp_path / "features", {})
+    again.measure(sets.calibration + sets.cw, progress=False, label="transform")
+    assert np.array_equal(again(sets.cw), rows(sets.cw))

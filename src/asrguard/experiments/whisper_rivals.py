@@ -16,10 +16,12 @@ Whisper-defence run's sources, speakers and benign sets (:mod:`.whisper_defence`
 
 The detectors: the shipped Whisper detector (dropout uncertainty, ``all-svm``, its own
 worst-subset threshold) and the rivals that fit on benign speech alone (``transform``, with
-transcript distances and with likelihood gains, ``temporal``, ``noise-flood``). The ``distribution`` and ``combined`` detectors need adversarial
-examples of fitting speakers to fit, which this pilot does not craft.
+``--likelihood`` also measuring likelihood gains, ``temporal``, ``noise-flood``). The
+``distribution`` and ``combined`` detectors learn from adversarial examples: ``--fit-on-dr``
+crafts DR on the fitting speakers' sources (the defence run's DR) and fits them on it against
+those speakers' benign speech.
 
-    python -m asrguard.experiments.whisper_rivals --out runs/whisper_rivals --n 24 \\
+    python -m asrguard.experiments.whisper_rivals --out runs/whisper_rivals --n 24 --fit-on-dr --n-fit 24 \\
         --defence-features docs/results/whisper/defence/features.jsonl
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -178,6 +181,37 @@ class Rows:
         return np.vstack([self.memo[e.id] for e in entries])
 
 
+@dataclass
+class Sets:
+    """The entries one pilot scores: fitting (benign, DR), calibration, the CW cell, the held-out sets, and the
+    ids of held-out inputs the recogniser transcribes wrongly."""
+
+    fit_benign: list[Entry]
+    dr: list[Entry]
+    calibration: list[Entry]
+    cw_sources: list[Entry]
+    cw: list[Entry]
+    held_out: dict[str, list[Entry]]
+    wrong: set
+
+
+def fit_and_measure_rival(rival, rows: Rows, sets: Sets, *, progress: bool = False, label: str = "") -> dict:
+    """Measure the rows a rival needs, fit it (on benign and DR when it learns and DR is given; its threshold
+    at its target FPR on the calibration set) and score the CW cell and the held-out sets."""
+    learns = bool(sets.dr) and (getattr(rival, "needs_adversarial", False) or rival.kind == "distribution")
+    rows.measure(sets.calibration + sets.cw_sources + sets.cw + [e for g in sets.held_out.values() for e in g]
+                 + (sets.fit_benign + sets.dr if learns else []), progress, label or rival.kind)
+    if learns:
+        rival.fit_features(rows(sets.fit_benign), rows(sets.dr), rows(sets.calibration))
+    else:
+        rival.fit_features(rows(sets.calibration))
+    return {"name": rival.rule, "threshold": float(rival.threshold), "passes": rival.passes,
+            "threshold_rule": f"{100 * rival.target_fpr:g} % FPR on the calibration speakers",
+            "fitted_on": "benign and DR of the fitting speakers" if learns else "nothing", "settings": rival.settings(),
+            **measure(lambda entries: rival.score_features(rows(entries)), sets.cw_sources, sets.cw, sets.held_out,
+                      rival.threshold, sets.wrong)}
+
+
 def run(out: Path, *, n: int = 24, per_subset: int = 40, seed: int = 0, defence_features: Path | None = None,
         max_per_set: int | None = None, likelihood: bool = False, fit_on_dr: bool = False, n_fit: int | None = None,
         progress: bool = True) -> dict:
@@ -242,20 +276,11 @@ def run(out: Path, *, n: int = 24, per_subset: int = 40, seed: int = 0, defence_
     if dr:
         chosen += [("distribution", "distribution", {}),
                    ("combined", "combined", {"n": config.n, "p": config.p, "seed": config.seed, "masks": config.masks})]
+    sets = Sets(fit_benign, dr, calibration, cw_sources, cw, held_out, wrong)
     for name, kind, settings in chosen:
         rival = make_detector(kind, recognizer, **{"seed": seed, **settings}, target_fpr=TARGET_FPR)
-        rows = Rows(rival, out / "features", features)
-        learns = getattr(rival, "needs_adversarial", False) or kind == "distribution"
-        rows.measure(calibration + measured + (fitting if learns else []), progress, name)
-        if learns:
-            rival.fit_features(rows(fit_benign), rows(dr), rows(calibration))
-        else:
-            rival.fit_features(rows(calibration))
-        results["detectors"][name] = {"name": rival.rule, "threshold": float(rival.threshold), "passes": rival.passes,
-                                      "threshold_rule": f"{100 * TARGET_FPR:g} % FPR on the calibration speakers",
-                                      "fitted_on": "benign and DR of the fitting speakers" if learns else "nothing",
-                                      "settings": rival.settings(),
-                                      **measure(rows, cw_sources, cw, held_out, rival.threshold, wrong)}
+        results["detectors"][name] = fit_and_measure_rival(rival, Rows(rival, out / "features", features), sets,
+                                                           progress=progress, label=name)
     results["seconds"] = time.perf_counter() - t0
     results = without_nan(results)
     write_json(out / "results.json", results)
