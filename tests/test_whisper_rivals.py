@@ -61,6 +61,9 @@ def test_the_report_shows_each_detector_with_n_and_interval():
     tables = tables_markdown(results)
     assert "wrongly (its normalised text unlike the reference; by set: an4 3)" in tables
     assert "| transform | 0.0 (n=7) | 33.3 (n=3) |" in tables and "| uncertainty | – | – |" in tables
+    assert "worst-subset threshold" not in tables
+    results["detectors"]["transform"].update(worst_subset_threshold=1.5, at_worst_subset_threshold=detector)
+    assert "| transform | 1.500 | 70.0 | 10.0 |" in tables_markdown(results)
     assert "24 of 24 reached the target; mean dB_x(δ) -27.4 dB" in tables
     assert len(auroc_cells(tables)) == 2 and not auroc_cells_lacking_n_and_interval(tables)
 
@@ -115,7 +118,10 @@ def test_a_rival_is_fitted_on_dr_only_when_it_learns_and_its_rows_are_measured_o
         return [Entry("benign" if prefix != "dr" else "dr", f"{prefix}{i}", f"{prefix}{i}", lambda w=w: w,
                       {"transcript": ""}) for i, w in enumerate(waves)]
 
-    sets = Sets(fit_benign=clips("fit", 4, 0.05), dr=clips("dr", 4, 0.3), calibration=clips("cal", 6, 0.05),
+    calibration = clips("cal", 6, 0.05)
+    for i, e in enumerate(calibration):
+        e.record["subset"] = "an4" if i < 3 else "words"
+    sets = Sets(fit_benign=clips("fit", 4, 0.05), dr=clips("dr", 4, 0.3), calibration=calibration,
                 cw_sources=clips("src", 3, 0.05), cw=clips("cw", 3, 0.3), held_out={"an4": clips("h", 3, 0.05)},
                 wrong={"h0"})
     transform = make_detector("transform", recognizer, seed=0, target_fpr=0.05)
@@ -124,6 +130,11 @@ def test_a_rival_is_fitted_on_dr_only_when_it_learns_and_its_rows_are_measured_o
     assert result["fitted_on"] == "nothing" and result["cw"]["n_adversarial"] == result["cw"]["n_benign"] == 3
     assert result["threshold"] == threshold_for_fpr(transform.score_features(rows(sets.calibration)), 0.05)
     assert result["flagged_held_out"]["misrecognised"]["n"] == 1 and result["false_alarms"]["an4"]["n"] == 3
+    # and at the shipped Whisper detector's rule: the largest of the per-subset thresholds
+    calibration_scores = transform.score_features(rows(calibration))
+    assert result["worst_subset_threshold"] == max(threshold_for_fpr(calibration_scores[:3], 0.05),
+                                                   threshold_for_fpr(calibration_scores[3:], 0.05))
+    assert result["at_worst_subset_threshold"]["cw"]["n_adversarial"] == 3
 
     distribution = make_detector("distribution", recognizer, seed=0, target_fpr=0.05)
     learned = fit_and_measure_rival(distribution, Rows(distribution, tmp_path / "features", {}), sets)
