@@ -151,3 +151,15 @@ def test_a_rival_is_fitted_on_dr_only_when_it_learns_and_its_rows_are_measured_o
     again = Rows(make_detector("transform", recognizer, seed=0, target_fpr=0.05), tmp_path / "features", {})
     again.measure(sets.calibration + sets.cw, progress=False, label="transform")
     assert np.array_equal(again(sets.cw), rows(sets.cw))
+
+
+def test_the_pilot_refuses_empty_sizes_before_any_work(tmp_path):
+    import pytest
+
+    from asrguard.errors import ConfigError
+    from asrguard.experiments.whisper_rivals import run
+
+    for bad in ({"n": 0}, {"per_subset": 0}, {"n_fit": 0}, {"max_per_set": 0}):
+        with pytest.raises(ConfigError, match="must be >= 1"):
+            run(tmp_path / "out", progress=False, **bad)
+    assert not (tmp_path / "out").exists()

@@ -46,6 +46,7 @@ from ..attacks.targets import TargetSampler
 from ..audio import load_audio
 from ..data import read_jsonl
 from ..defaults import load_detector
+from ..errors import ConfigError, DataError
 from ..detect.registry import make_detector
 from ..evaluate.tables import AurocCells, markdown_table, number_cell
 from ..fileio import atomic_write_text
@@ -222,6 +223,15 @@ def fit_and_measure_rival(rival, rows: Rows, sets: Sets, *, progress: bool = Fal
 def run(out: Path, *, n: int = 24, per_subset: int = 40, seed: int = 0, defence_features: Path | None = None,
         max_per_set: int | None = None, likelihood: bool = False, fit_on_dr: bool = False, n_fit: int | None = None,
         progress: bool = True) -> dict:
+    """Run (or resume) the pilot in ``out``; returns the results also written to ``results.json`` and ``tables.md``.
+
+    Example:
+        >>> run(Path("runs/whisper_rivals"), n=24, fit_on_dr=True, n_fit=24)["detectors"]["combined"]["cw"]["auroc"]  # doctest: +SKIP
+        0.998
+    """
+    for name, value in (("n", n), ("per_subset", per_subset), ("max_per_set", max_per_set), ("n_fit", n_fit)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     recognizer = load_recognizer(RECOGNIZER)
@@ -231,6 +241,9 @@ def run(out: Path, *, n: int = 24, per_subset: int = 40, seed: int = 0, defence_
     cw = attack(recognizer, "cw", [it for it in sources if roles[it.id] == "test"][:n], out, seed, progress)
     fit_sources = [it for it in sources if roles[it.id] == "fit"][:n_fit]
     dr = attack(recognizer, "dr", fit_sources, out, seed, progress) if fit_on_dr else []
+    if not cw or (fit_on_dr and not dr):
+        raise DataError(f"{out / 'attacks'}: no {'CW' if not cw else 'DR'} example reached its target; nothing to "
+                        "score or fit on")
     by_key = {f"benign:{it.id}": it for it in sources}
     cw_sources = [Entry("benign", e.source, e.source, (lambda it=by_key[e.source]: it.waveform)) for e in cw]
 
