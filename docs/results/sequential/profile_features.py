@@ -5,7 +5,6 @@ the benchmark's 2 s clip, both cores, medians of 15). Prints JSON.
 """
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from asrguard.uncertainty.features import FeatureTable
 from asrguard.uncertainty.realizations import Realizations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from _timing import median_seconds  # noqa: E402
 from detect import two_second_utterance  # noqa: E402
 
 torch.set_num_threads(2)
@@ -23,16 +23,6 @@ detector = load_detector()
 rec, c = detector.recognizer, detector.feature_extractor.config
 waveform = two_second_utterance(16000, 2.0)
 x = torch.from_numpy(waveform.astype(np.float32))
-
-
-def median_seconds(fn, repeats: int = 15) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def draw():
@@ -51,6 +41,7 @@ def features_and_classifier():
     return detector.classifier.decision_function(FeatureTable.stack([features]))
 
 
-transcribe = median_seconds(lambda: rec.transcribe([waveform]))
-print(json.dumps({"transcribe_ms": 1e3 * transcribe, "draw_20_realisations": median_seconds(draw) / transcribe,
-                  "features_and_classifier_20": median_seconds(features_and_classifier) / transcribe}, indent=1))
+REPEATS = 15
+transcribe = median_seconds(lambda: rec.transcribe([waveform]), REPEATS)
+print(json.dumps({"transcribe_ms": 1e3 * transcribe, "draw_20_realisations": median_seconds(draw, REPEATS) / transcribe,
+                  "features_and_classifier_20": median_seconds(features_and_classifier, REPEATS) / transcribe}, indent=1))

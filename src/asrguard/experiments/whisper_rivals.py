@@ -131,9 +131,10 @@ def measure(scores, cw_sources: list[Entry], cw: list[Entry], held_out: dict, th
 def misrecognised_ids(recognizer, entries: list[Entry], path: Path) -> set:
     """Ids of ``entries`` the recogniser transcribes wrongly, cached in ``path`` (only new ids are transcribed)."""
     known = json.loads(path.read_text()) if path.exists() else {"checked": [], "wrong": []}
-    todo = [e for e in entries if e.id not in set(known["checked"])]
+    checked = set(known["checked"])
+    todo = [e for e in entries if e.id not in checked]
     if todo:
-        known = {"checked": sorted(set(known["checked"]) | {e.id for e in todo}),
+        known = {"checked": sorted(checked | {e.id for e in todo}),
                  "wrong": sorted(set(known["wrong"]) | set(misrecognised(recognizer, todo)))}
         write_json(path, known)
     return set(known["wrong"]) & {e.id for e in entries}

@@ -189,7 +189,7 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                      "target_fpr": TARGET_FPR, "sizes": _sizes(sets), "detectors": {}, "cells": {},
                      "false_alarms": {}, "flagged_test_benign": {}, "adaptive": {}, "auroc_interval": AUROC_INTERVAL,
                      "attacks": list(sets.attacks)}
-    wrong = misrecognised(recognizer, sets.test_benign)
+    wrong = set(misrecognised(recognizer, sets.test_benign))
     results["misrecognised_test_benign"] = {"n": len(wrong), "of": len(sets.test_benign), "ids": sorted(wrong)}
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
     # inputs a detector measures (some sets overlap: a held-out corpus set is part of the test sources)
@@ -212,7 +212,7 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
             def scores_of(entries: list[Entry]) -> np.ndarray:
                 return detector.score_features(source.table(entries)) if entries else np.zeros(0)
 
-            results["cells"][kind] = {attack: _attack_cell(sets, attack, scores_of, threshold, set(wrong))
+            results["cells"][kind] = {attack: _attack_cell(sets, attack, scores_of, threshold, wrong)
                                       for attack in sets.attacks}
             results["false_alarms"][kind] = {name: {"rate": float(np.mean(scores_of(entries) > threshold)),
                                                     "n": len(entries)}
