@@ -109,7 +109,8 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     out = tmp_path / "compare"
     kinds = ("uncertainty", "temporal", "distribution", "combined")
     results = compare(out, run_dir=tmp_path / "run", kinds=kinds, adaptive={"temporal": [cw_folder]},
-                      craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
+                      craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, n_benign_pool=4,
+                      progress=False)
     n_test = json.loads((tmp_path / "run" / "results.json").read_text())["split"]["n_test_sources"]
     assert set(results["cells"]) == set(kinds)
     for kind in kinds:
@@ -128,6 +129,17 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
             assert right["n_benign"] == n_test - wrong["n"]
         flagged = results["flagged_test_benign"][kind]
         assert flagged["recognised"]["n"] == n_test - wrong["n"] and flagged["misrecognised"]["n"] == wrong["n"]
+    # ... and against their sources plus four more held-out benign utterances, none a source or a calibration input
+    pool = results["misrecognised_benign_pool"]
+    assert results["sizes"]["benign_pool"] == pool["of"] == 4 and 0 <= pool["n"] <= 4
+    for kind in kinds:
+        for attack in ("cw", "dr"):
+            cell = results["cells"][kind][attack]
+            assert cell["benign_pool"]["n_benign"] == n_test + 4
+            assert cell["benign_pool_recognised"]["n_benign"] == n_test - wrong["n"] + 4 - pool["n"]
+            assert cell["benign_pool"]["n_adversarial"] == cell["n_adversarial"]
+        flagged = results["flagged_benign_pool"][kind]
+        assert flagged["recognised"]["n"] + flagged["misrecognised"]["n"] == 4
     assert results["detectors"]["uncertainty"]["passes"] == 8  # the run's realisations, not the default 50
     assert results["detectors"]["distribution"]["passes"] == 1
     assert results["detectors"]["combined"]["passes"] == 8 + 1 + 4 + 4  # realisations, the input, the copies
@@ -157,7 +169,7 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     # a setting reaches the detector, and its own attacker aims at its score
     likelihood = compare(tmp_path / "compare_likelihood", run_dir=tmp_path / "run", kinds=("transform",),
                          settings={"transform": {"measure": "likelihood", "reduce": "mean"}}, craft_adaptive=2,
-                         adaptive_max_iter=3, n_english=0, n_calibration=4, progress=False)
+                         adaptive_max_iter=3, n_english=0, n_calibration=4, n_benign_pool=0, progress=False)
     assert likelihood["detectors"]["transform"]["settings"]["measure"] == "likelihood"
     (name, crafted), = likelihood["adaptive"]["transform"].items()
     config = json.loads((tmp_path / "compare_likelihood" / "adaptive" / name / "run.json").read_text())["config"]
@@ -168,14 +180,15 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
 
     monkeypatch.setattr(RivalDetector, "features", measured_again)
     again = compare(out, run_dir=tmp_path / "run", kinds=kinds, adaptive={"temporal": [cw_folder]},
-                    craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, progress=False)
+                    craft_adaptive=2, adaptive_max_iter=3, n_english=2, n_calibration=4, n_benign_pool=4,
+                    progress=False)
     assert again["cells"] == results["cells"] and again["false_alarms"] == results["false_alarms"]
     assert again["adaptive"] == results["adaptive"]
 
     # other dropout masks: only the uncertainty features move (drawn into the run's cache under that seed;
     # the combined detector's other members are still read from the cache)
     other = compare(out, run_dir=tmp_path / "run", kinds=("uncertainty", "combined"),
-                    n_english=2, n_calibration=4, mask_seed=7, progress=False)
+                    n_english=2, n_calibration=4, n_benign_pool=0, mask_seed=7, progress=False)
     assert results["mask_seed"] == settings.seed and other["mask_seed"] == 7
     assert other["detectors"]["uncertainty"]["settings"]["seed"] == 7
     assert any((tmp_path / "run" / "features").glob("*/n8-p*-s7-*"))
@@ -192,7 +205,7 @@ def test_compare_on_a_tiny_finished_run_fills_every_cell_and_resumes(tmp_path, s
     with pytest.raises(ConfigError, match="balanced dropout masks"):
         compare(out, run_dir=balanced_run, kinds=("uncertainty",), craft_adaptive=2, progress=False)
     balanced = compare(out, run_dir=balanced_run, kinds=("uncertainty", "combined"),  # members' rows: cached
-                       n_english=2, n_calibration=4, progress=False)
+                       n_english=2, n_calibration=4, n_benign_pool=4, progress=False)
     assert balanced["masks"] == "balanced" and balanced["detectors"]["uncertainty"]["settings"]["masks"] == "balanced"
     assert any((balanced_run / "features").glob("*/n10-p*-balanced*"))
     assert "masks are balanced" in (out / "tables.md").read_text()
@@ -221,6 +234,21 @@ def test_the_report_shows_every_detector_and_attack():
     assert "| transform | 0.0 (n=26) | 50.0 (n=4) |" in tables
     assert not auroc_cells_lacking_n_and_interval(tables)
     assert "| transform | 5 | 0.0 (n=15) |" in tables and "| CW | US |" in tables
+    assert "larger benign set" not in tables  # no pool scored
+    pooled = {**speech, "benign_pool": {"auroc": 0.85, "auroc_ci": [0.8, 0.9], "tpr_at_1pct_fpr": 0.3,
+                                        "n_adversarial": 30, "n_benign": 330},
+              "benign_pool_recognised": {"auroc": 0.97, "auroc_ci": [0.95, 0.99], "tpr_at_1pct_fpr": 0.9,
+                                         "n_adversarial": 30, "n_benign": 250}}
+    tables = tables_markdown({**with_wrong, "cells": {"transform": {"cw": pooled, "us": cell}},
+                              "sizes": {**results["sizes"], "benign_pool": 300},
+                              "misrecognised_benign_pool": {"n": 76, "of": 300},
+                              "flagged_benign_pool": {"transform": {"recognised": {"rate": 0.02, "n": 224},
+                                                                    "misrecognised": {"rate": 0.25, "n": 76}}}})
+    assert "plus 300 more held-out benign utterances" in tables and "76 of the 300 wrongly" in tables
+    assert "| transform | 0.850 (0.80–0.90, n=30/330) |" in tables and "| transform | 30.0 |" in tables
+    assert "| transform | 0.970 (0.95–0.99, n=30/250) |" in tables and "| transform | 90.0 |" in tables
+    assert "| transform | 2.0 (n=224) | 25.0 (n=76) |" in tables
+    assert not auroc_cells_lacking_n_and_interval(tables)
     # an adaptive row shows what evading cost, paired by source, and "–" where an older results.json lacks it
     row = {"attempted": 27, "reached_target": 27, "evaded": 11, "evasion_rate": 11 / 27,
            "distortion_evading": {"mean_db_x_delta": -31.6, "median_snr_db": 18.3, "n": 11},

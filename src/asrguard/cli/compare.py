@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
                                               "its bound and the rest of its schedule)."),
         quick: bool = typer.Option(False, "--quick", help="Without --run: make the --quick reproduction."),
         n_english: int = typer.Option(60, help="Held-out English sentences scored for false alarms (0: none)."),
+        n_benign_pool: int = typer.Option(1000, "--benign-pool", help="More held-out benign utterances of the run's "
+                                                                     "corpora each speech cell is scored against too "
+                                                                     "(a 1 % FPR needs more than ~30 sources; 0: none)."),
         seed: int = typer.Option(0, help="Random seed (detectors, and the run made without --run)."),
         mask_seed: Optional[int] = typer.Option(
             None, "--mask-seed", help="Draw the dropout realisations from this seed instead of the run's (nothing "
@@ -78,7 +81,7 @@ def register(app: typer.Typer) -> None:
         compare(out_dir, run_dir=run_dir, kinds=chosen,
                 adaptive=_adaptive_option(adaptive), craft_adaptive=craft_adaptive,
                 adaptive_max_iter=adaptive_max_iter, quick=quick, seed=seed, n_english=n_english,
-                mask_seed=mask_seed, settings=_settings_option(setting, parse_settings))
+                n_benign_pool=n_benign_pool, mask_seed=mask_seed, settings=_settings_option(setting, parse_settings))
         console = Console()
         console.print((out_dir / "tables.md").read_text(encoding="utf-8"), markup=False, highlight=False,
                       soft_wrap=True, emoji=False)

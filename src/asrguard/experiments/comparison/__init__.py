@@ -133,8 +133,9 @@ def _adaptive_folders(adaptive: Mapping[str, Sequence[str | Path]] | None, kinds
 
 def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adaptive=None, craft_adaptive: int = 0,
             adaptive_max_iter: int | None = None, quick: bool = False, seed: int = 0, n_english: int = 60,
-            n_calibration: int = 300, uncertainty_classifier: str = "all-svm", mask_seed: int | None = None,
-            settings: Mapping[str, Mapping] | None = None, progress: bool = True) -> dict:
+            n_calibration: int = 300, n_benign_pool: int = 1000, uncertainty_classifier: str = "all-svm",
+            mask_seed: int | None = None, settings: Mapping[str, Mapping] | None = None,
+            progress: bool = True) -> dict:
     """Run (or resume) the comparison; returns the results also written to ``OUT/results.json``.
 
     Args:
@@ -147,6 +148,9 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
             overrides its steps).
         quick: when a run has to be made here, make the ``--quick`` one.
         n_english, n_calibration: sizes of the held-out English set and the extra calibration set.
+        n_benign_pool: held-out benign utterances of the run's corpora that each speech cell is scored
+            against too, beside its own sources (``cells[kind][attack]["benign_pool"]``): about 30 sources
+            cannot place a 1 % false-positive threshold (0: none).
         uncertainty_classifier: the dropout-uncertainty detector's classifier (the shipped one's).
         mask_seed: draw the dropout realisations (of the uncertainty detector and the combined
             detector's uncertainty part) from this seed instead of the run's; nothing else moves (the
@@ -178,7 +182,8 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
     t_start = time.perf_counter()
     model = json.loads((run_dir / "results.json").read_text()).get("model")
     recognizer = load_recognizer(None if model in (None, "shipped") else model)
-    sets = comparison_sets(run_dir, recognizer, n_english=n_english, n_calibration=n_calibration)
+    sets = comparison_sets(run_dir, recognizer, n_english=n_english, n_calibration=n_calibration,
+                           n_benign_pool=n_benign_pool)
     if sets.settings.masks != "iid" and craft_adaptive > 0 and {"uncertainty", "combined"} & set(kinds):
         raise ConfigError(f"the run draws {sets.settings.masks} dropout masks, and the dropout attackers know only "
                           "iid ones; score it with craft_adaptive=0 (--adaptive-n 0)")
@@ -191,11 +196,15 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                      "attacks": list(sets.attacks)}
     wrong = set(misrecognised(recognizer, sets.test_benign))
     results["misrecognised_test_benign"] = {"n": len(wrong), "of": len(sets.test_benign), "ids": sorted(wrong)}
+    if sets.benign_pool:
+        wrong_pool = set(misrecognised(recognizer, sets.benign_pool))
+        results["misrecognised_benign_pool"] = {"n": len(wrong_pool), "of": len(sets.benign_pool)}
+        wrong |= wrong_pool
     cw_rows = {e.source: e.record for e in sets.attacks.get("cw", [])}
     # inputs a detector measures (some sets overlap: a held-out corpus set is part of the test sources)
     n_inputs = len({(e.kind, e.id) for group in (sets.fit_benign, sets.fit_adversarial, sets.calibration,
-                                                 sets.test_benign, sets.urban_test, *sets.attacks.values(),
-                                                 *sets.held_out.values()) for e in group})
+                                                 sets.test_benign, sets.urban_test, sets.benign_pool,
+                                                 *sets.attacks.values(), *sets.held_out.values()) for e in group})
     for kind in kinds:
         detector = _fresh_detector(kind, recognizer, sets.settings, seed, uncertainty_classifier,
                                    **settings.get(kind, {}))
@@ -218,11 +227,10 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                                     "n": len(entries)}
                                              for name, entries in sets.held_out.items()}
             # are the benign test sources it flags the ones the recogniser gets wrong?
-            results["flagged_test_benign"][kind] = {
-                group: {"rate": float(np.mean(scores_of(entries) > threshold)) if entries else None,
-                        "n": len(entries)}
-                for group, entries in (("recognised", [e for e in sets.test_benign if e.id not in wrong]),
-                                       ("misrecognised", [e for e in sets.test_benign if e.id in wrong]))}
+            results["flagged_test_benign"][kind] = _flagged(sets.test_benign, wrong, scores_of, threshold)
+            if sets.benign_pool:
+                results.setdefault("flagged_benign_pool", {})[kind] = _flagged(sets.benign_pool, wrong, scores_of,
+                                                                               threshold)
         results["detectors"][kind] = {"name": detector.classifier.name,
                                       "passes": int(detector.feature_extractor.config.n), "threshold": threshold,
                                       "settings": _settings(detector), "seconds": time.perf_counter() - t0}
@@ -253,14 +261,31 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
 
 
 def _attack_cell(sets: ComparisonSets, attack: str, scores_of, threshold: float, wrong: set) -> dict:
-    """One detector × attack cell; for speech, also against the benign sources the recogniser gets right only."""
+    """One detector × attack cell. For speech also: against only the benign sources the recogniser gets right
+    (``recognised_benign``), and against the sources plus the benign pool, all of it (``benign_pool``) and the
+    part it gets right (``benign_pool_recognised``)."""
     benign, adversarial = sets.benign_for(attack), scores_of(sets.attacks[attack])
     cell = cell_metrics(scores_of(benign), adversarial, threshold)
-    if attack != "us":  # UrbanSound clips have no transcript to get right
-        right = cell_metrics(scores_of([e for e in benign if e.source not in wrong]), adversarial, threshold)
-        cell["recognised_benign"] = {k: right[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial",
-                                                            "n_benign")}
+    if attack == "us":  # UrbanSound clips have no transcript to get right
+        return cell
+
+    def against(entries: list[Entry]) -> dict:
+        got = cell_metrics(scores_of(entries), adversarial, threshold)
+        return {k: got[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial", "n_benign")}
+
+    cell["recognised_benign"] = against([e for e in benign if e.id not in wrong])
+    if sets.benign_pool:
+        cell["benign_pool"] = against(benign + sets.benign_pool)
+        cell["benign_pool_recognised"] = against([e for e in benign + sets.benign_pool if e.id not in wrong])
     return cell
+
+
+def _flagged(entries: list[Entry], wrong: set, scores_of, threshold: float) -> dict:
+    """How many of ``entries`` score above ``threshold``, among those the recogniser transcribes right and wrong."""
+    groups = (("recognised", [e for e in entries if e.id not in wrong]),
+              ("misrecognised", [e for e in entries if e.id in wrong]))
+    return {group: {"rate": float(np.mean(scores_of(chosen) > threshold)) if chosen else None, "n": len(chosen)}
+            for group, chosen in groups}
 
 
 def _fresh_detector(kind: str, recognizer, run, seed: int, uncertainty_classifier: str, **settings):
@@ -289,7 +314,8 @@ def _settings(detector) -> dict:
 def _sizes(sets: ComparisonSets) -> dict:
     return {"fit_benign": len(sets.fit_benign), "fit_adversarial": len(sets.fit_adversarial),
             "calibration": len(sets.calibration), "test_benign": len(sets.test_benign),
-            "urban_test": len(sets.urban_test), "attacks": {k: len(v) for k, v in sets.attacks.items()},
+            "urban_test": len(sets.urban_test), "benign_pool": len(sets.benign_pool),
+            "attacks": {k: len(v) for k, v in sets.attacks.items()},
             "held_out": {k: len(v) for k, v in sets.held_out.items()}}
 
 

@@ -8,7 +8,10 @@ shipped detector was (:func:`asrguard.experiments.jayashankar2020.fit_default_de
   source of the run; each detector's threshold is set on these;
 * ``test``: the run's test sources, benign and attacked by every attack of the run, and
   UrbanSound test clips with their US examples;
-* ``english-speech``: real English sentences (2–8 s), a benign set no detector was fitted on.
+* ``english-speech``: real English sentences (2–8 s), a benign set no detector was fitted on;
+* ``benign_pool``: more held-out utterances of the run's corpora, none of them a source or a
+  calibration input. A test cell holds about 30 benign sources, too few to place a 1 % false-positive
+  threshold; each speech cell is also scored against its sources plus this pool.
 
 Every input's features are cached, one JSON file per (detector, set, input), so a rerun
 resumes. The uncertainty detector reads and extends the run's own feature cache, which
@@ -36,6 +39,7 @@ from ...attacks.sources import load_items
 from ...audio import load_audio
 from ...errors import AsrguardError
 from ...evaluate.detection import split_by_source
+from ...rng import derive
 from ...text import lower_single_spaced
 from ...uncertainty.features import FeatureTable
 from ..common import write_json
@@ -72,6 +76,7 @@ class ComparisonSets:
     urban_test: list[Entry]
     attacks: dict[str, list[Entry]]
     held_out: dict[str, list[Entry]]
+    benign_pool: list[Entry] = field(default_factory=list)
 
     def test_sources(self) -> set:
         """Ids of every test source: speech and UrbanSound (what an adaptive attack may have attacked)."""
@@ -119,8 +124,27 @@ def attack_entries(name: str, info: dict, sources: set, rate: int, kind: str | N
             for r in successful_examples(folder, sources)]
 
 
+def held_out_pool(settings: Settings, root: Path, sample_rate: int, exclude: set, n: int,
+                  purpose: str = "benign-pool") -> list:
+    """``n`` benign held-out utterances of the run's corpora, none in ``exclude``, evenly over the corpora;
+    drawn like :func:`calibration_items`, from a seed derived from the run's and ``purpose``.
+
+    Example:
+        >>> pool = held_out_pool(Settings(), Path("../shared/data"), 16000, set(), 4)  # doctest: +SKIP
+        >>> len(pool)  # doctest: +SKIP
+        4
+    """
+    if n <= 0:
+        return []
+    per_corpus, chosen = -(-n // len(settings.corpora)), []
+    for corpus in settings.corpora:
+        pool = load_items([corpus], per_corpus + len(exclude), derive(settings.seed, purpose), root, sample_rate)
+        chosen += [item for item in pool if item.id not in exclude][:per_corpus]
+    return chosen[:n]
+
+
 def comparison_sets(run_dir, recognizer, *, n_english: int = 60, n_calibration: int = 300,
-                    validation_fraction: float = 0.3) -> ComparisonSets:
+                    validation_fraction: float = 0.3, n_benign_pool: int = 0) -> ComparisonSets:
     """The sets of a finished reproduction in ``run_dir`` (see the module docstring)."""
     results, settings, speech, train_ids, test_sources = finished_run(run_dir, recognizer)
     rate, root = recognizer.sample_rate, Path(results["data_root"])
@@ -149,13 +173,14 @@ def comparison_sets(run_dir, recognizer, *, n_english: int = 60, n_calibration: 
     if english:
         held_out["english-speech"] = _utterances("benign-english", english)
     train = settings.train_attack
+    calibration = [e for e in benign if e.source in val_sources] + _utterances("benign-calibration", extra)
+    pool = held_out_pool(settings, root, rate, source_ids | {e.id for e in calibration}, n_benign_pool)
     return ComparisonSets(
         settings=settings, run=results,
         fit_benign=[e for e in benign if e.source in fit_sources],
         fit_adversarial=attack_entries(train, results["attacks"][train], fit_sources, rate),
-        calibration=[e for e in benign if e.source in val_sources] + _utterances("benign-calibration", extra),
-        test_benign=[e for e in benign if e.source in test_sources], urban_test=urban_test,
-        attacks=attacks, held_out=held_out)
+        calibration=calibration, test_benign=[e for e in benign if e.source in test_sources], urban_test=urban_test,
+        attacks=attacks, held_out=held_out, benign_pool=_utterances("benign-pool", pool))
 
 
 class RowCache:
@@ -238,4 +263,4 @@ class FeatureSource:
 
 
 __all__ = ["ComparisonSets", "Entry", "FeatureSource", "RowCache", "attack_entries", "comparison_sets",
-           "misrecognised"]
+           "held_out_pool", "misrecognised"]
