@@ -41,6 +41,11 @@ def test_a_cell_compares_the_examples_with_their_sources_and_counts_false_alarms
     assert result["false_alarms"] == {"an4": {"rate": 0.5, "n": 2}, "words": {"rate": 0.0, "n": 1}}
     # the one flagged held-out input is the one transcribed wrongly
     assert result["flagged_held_out"] == {"recognised": {"rate": 0.0, "n": 2}, "misrecognised": {"rate": 1.0, "n": 1}}
+    # and against the sources plus every held-out input, a source counted once though a held-out set holds it
+    held_out["words"] += sources[:1]
+    pooled = measure(lambda group: np.array([e.record["score"] for e in group]), sources, examples, held_out, 0.5)
+    assert pooled["cw_vs_held_out"]["n_benign"] == 6 and pooled["cw_vs_held_out"]["n_adversarial"] == 2
+    assert round(pooled["cw_vs_held_out"]["auroc"], 3) == round((6 + 4) / 12, 3)  # 0.9 beats all six, 0.25 four
 
 
 def test_the_report_shows_each_detector_with_n_and_interval():
@@ -53,7 +58,7 @@ def test_the_report_shows_each_detector_with_n_and_interval():
                           "seconds_per_success": 25.0},
                "detectors": {"transform": detector, "uncertainty": {**detector, "name": "all-svm", "passes": 50}}}
     tables = tables_markdown(results)
-    assert "| transform (transform-max) | 0.900 (0.80–1.00, n=24/24) | 50.0 | 70.0 | 5 | 10.0 |" in tables
+    assert "| transform (transform-max) | 0.900 (0.80–1.00, n=24/24) | 50.0 | – | – | 70.0 | 5 | 10.0 |" in tables
     assert "transcribed right" not in tables
     flagged = {"recognised": {"rate": 0.0, "n": 7}, "misrecognised": {"rate": 1 / 3, "n": 3}}
     results["misrecognised_held_out"] = {"n": 3, "of": 10, "by_set": {"an4": 3}}
@@ -66,6 +71,10 @@ def test_the_report_shows_each_detector_with_n_and_interval():
     assert "| transform | 1.500 | 70.0 | 10.0 |" in tables_markdown(results)
     assert "24 of 24 reached the target; mean dB_x(δ) -27.4 dB" in tables
     assert len(auroc_cells(tables)) == 2 and not auroc_cells_lacking_n_and_interval(tables)
+    results["detectors"]["transform"]["cw_vs_held_out"] = {**cell, "auroc": 0.8, "n_benign": 199, "tpr_at_1pct_fpr": 0.25}
+    tables = tables_markdown(results)
+    assert "| 0.900 (0.80–1.00, n=24/24) | 50.0 | 0.800 (0.80–1.00, n=24/199) | 25.0 | 70.0 |" in tables
+    assert not auroc_cells_lacking_n_and_interval(tables)
 
 
 def test_misrecognised_ids_transcribe_only_what_the_cache_lacks(tmp_path):

@@ -116,13 +116,20 @@ def seed_uncertainty(path: Path, defence_features: Path | None) -> None:
 def measure(scores, cw_sources: list[Entry], cw: list[Entry], held_out: dict, threshold: float,
             wrong: set = frozenset()) -> dict:
     """The CW cell and the false alarms of one detector, from ``scores(entries)``: per held-out set, and
-    among the held-out benign inputs the recogniser transcribes right and (ids in ``wrong``) wrongly."""
+    among the held-out benign inputs the recogniser transcribes right and (ids in ``wrong``) wrongly.
+
+    ``cw_vs_held_out``: the CW examples against their sources and every held-out benign input, where a
+    1 % false-positive rate can be placed (36 sources alone cannot)."""
     every = [e for entries in held_out.values() for e in entries]
+    benign = list({e.id: e for e in cw_sources + every}.values())  # the held-out sets hold the sources too
 
     def rate(entries):
         return {"rate": float(np.mean(scores(entries) > threshold)) if entries else None, "n": len(entries)}
 
+    pooled = cell_metrics(scores(benign), scores(cw), threshold)
     return {"cw": cell_metrics(scores(cw_sources), scores(cw), threshold),
+            "cw_vs_held_out": {k: pooled[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial",
+                                                      "n_benign")},
             "false_alarms": {name: rate(entries) for name, entries in held_out.items()},
             "flagged_held_out": {"recognised": rate([e for e in every if e.id not in wrong]),
                                  "misrecognised": rate([e for e in every if e.id in wrong])}}
@@ -317,7 +324,10 @@ def tables_markdown(results: dict) -> str:
     rows = []
     for kind in kinds:
         d = results["detectors"][kind]
+        pooled = d.get("cw_vs_held_out")  # absent from results written before it existed
         rows.append([f"{kind} ({d['name']})", cells.format(d["cw"]), number_cell(d["cw"]["tpr_at_1pct_fpr"], percent=True),
+                     cells.format(pooled) if pooled else "–",
+                     number_cell(pooled["tpr_at_1pct_fpr"], percent=True) if pooled else "–",
                      number_cell(d["cw"]["detection_rate"], percent=True), str(d["passes"]),
                      *(number_cell(d["false_alarms"][h]["rate"], percent=True) for h in held)])
     a = results["attack"]
@@ -331,7 +341,10 @@ def tables_markdown(results: dict) -> str:
             f"({', '.join(f'{h} n={n}' for h, n in sizes['held_out'].items())}).", "",
             f"CW: {a['n_success']} of {a['n']} reached the target; mean dB_x(δ) {a['mean_db_x_delta']:.1f} dB, "
             f"median SNR {a['median_snr_db']:.1f} dB, {a['seconds_per_success']:.0f} s per success on this machine.",
-            "", *markdown_table(["detector", "AUROC CW", "TPR at 1 % FPR [%]", "detected at threshold [%]", "passes",
+            "", "AUROC and TPR at 1 % FPR against the examples' own sources, and against those plus every held-out benign "
+            "utterance (a 1 % FPR needs more than the sources).", "",
+            *markdown_table(["detector", "AUROC CW", "TPR at 1 % FPR [%]", "AUROC CW vs held-out",
+                             "TPR at 1 % FPR vs held-out [%]", "detected at threshold [%]", "passes",
                                  *(f"false alarms {h} [%]" for h in held)], rows), ""]
     worst = [kind for kind in kinds if "at_worst_subset_threshold" in results["detectors"][kind]]
     if worst:
