@@ -103,9 +103,10 @@ def attack_stage(recognizer, items, folder: Path, args, executor) -> dict:
 
 
 def benign_stage(sources, args) -> list:
-    """Stage 2, as ``(key, waveform, speaker, subset, role, transcript)``: ``--per-subset`` more utterances of each subset (none an attack source), plus
-    Speech Commands words and FSDD digits: ``--per-subset`` of the test split (held out) and
-    ``--per-subset`` of the train split (fitting and calibration: short clips must be seen)."""
+    """Stage 2, as ``(key, waveform, speaker, subset, role, transcript)``: ``--per-subset`` more utterances of
+    each subset (none an attack source), plus Speech Commands words and FSDD digits: ``--per-subset`` of the
+    test split (held out) and ``--per-subset`` of the train split (fitting and calibration: short clips must
+    be seen)."""
     root = default_data_root()
     taken = {it.id.split(":", 1)[1] for it in sources}
     records = [r for r in recipes.english_speech_records(root, min_seconds=2.0, max_seconds=8.0) if r.id not in taken]

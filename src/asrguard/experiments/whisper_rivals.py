@@ -53,7 +53,7 @@ from ..fileio import atomic_write_text
 from ..uncertainty.batch import extract_features
 from ..uncertainty.features import FeatureTable
 from .common import ProgressBars, without_nan, write_json
-from .comparison import TARGET_FPR, cell_metrics, distortion
+from .comparison import SUMMARY_KEYS, TARGET_FPR, cell_metrics, distortion, flagged_shares
 from .comparison.inputs import Entry, RowCache, misrecognised
 from .whisper_defence import benign_stage, speaker_role, subset_of, worst_subset_threshold
 
@@ -128,11 +128,9 @@ def measure(scores, cw_sources: list[Entry], cw: list[Entry], held_out: dict, th
 
     pooled = cell_metrics(scores(benign), scores(cw), threshold)
     return {"cw": cell_metrics(scores(cw_sources), scores(cw), threshold),
-            "cw_vs_held_out": {k: pooled[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial",
-                                                      "n_benign")},
+            "cw_vs_held_out": {k: pooled[k] for k in SUMMARY_KEYS},
             "false_alarms": {name: rate(entries) for name, entries in held_out.items()},
-            "flagged_held_out": {"recognised": rate([e for e in every if e.id not in wrong]),
-                                 "misrecognised": rate([e for e in every if e.id in wrong])}}
+            "flagged_held_out": flagged_shares(every, wrong, scores, threshold)}
 
 
 def misrecognised_ids(recognizer, entries: list[Entry], path: Path) -> set:

@@ -56,6 +56,10 @@ DEFAULT_KINDS = ("uncertainty", "distribution", "transform", "temporal", "noise-
 TARGET_FPR = 0.05
 
 
+#: What a cell keeps of :func:`cell_metrics` when it compares the same examples with another benign set.
+SUMMARY_KEYS = ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial", "n_benign")
+
+
 def cell_metrics(benign: np.ndarray, adversarial: np.ndarray, threshold: float) -> dict:
     """AUROC (interval, n), TPR at 1 % and 5 % FPR and the detection rate at ``threshold``.
 
@@ -227,10 +231,10 @@ def compare(out_dir, *, run_dir=None, kinds: Sequence[str] = DEFAULT_KINDS, adap
                                                     "n": len(entries)}
                                              for name, entries in sets.held_out.items()}
             # are the benign test sources it flags the ones the recogniser gets wrong?
-            results["flagged_test_benign"][kind] = _flagged(sets.test_benign, wrong, scores_of, threshold)
+            results["flagged_test_benign"][kind] = flagged_shares(sets.test_benign, wrong, scores_of, threshold)
             if sets.benign_pool:
-                results.setdefault("flagged_benign_pool", {})[kind] = _flagged(sets.benign_pool, wrong, scores_of,
-                                                                               threshold)
+                results.setdefault("flagged_benign_pool", {})[kind] = flagged_shares(sets.benign_pool, wrong,
+                                                                                     scores_of, threshold)
         results["detectors"][kind] = {"name": detector.classifier.name,
                                       "passes": int(detector.feature_extractor.config.n), "threshold": threshold,
                                       "settings": _settings(detector), "seconds": time.perf_counter() - t0}
@@ -271,7 +275,7 @@ def _attack_cell(sets: ComparisonSets, attack: str, scores_of, threshold: float,
 
     def against(entries: list[Entry]) -> dict:
         got = cell_metrics(scores_of(entries), adversarial, threshold)
-        return {k: got[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_adversarial", "n_benign")}
+        return {k: got[k] for k in SUMMARY_KEYS}
 
     cell["recognised_benign"] = against([e for e in benign if e.id not in wrong])
     if sets.benign_pool:
@@ -280,8 +284,15 @@ def _attack_cell(sets: ComparisonSets, attack: str, scores_of, threshold: float,
     return cell
 
 
-def _flagged(entries: list[Entry], wrong: set, scores_of, threshold: float) -> dict:
-    """How many of ``entries`` score above ``threshold``, among those the recogniser transcribes right and wrong."""
+def flagged_shares(entries: list[Entry], wrong: set, scores_of, threshold: float) -> dict:
+    """How many of ``entries`` score above ``threshold``, among those the recogniser transcribes right and (ids
+    in ``wrong``) wrongly: ``{"recognised": {"rate", "n"}, "misrecognised": {...}}`` (rate None when n is 0).
+
+    Example:
+        >>> entries = [Entry("benign", i, i, lambda: None) for i in ("a", "b", "c")]
+        >>> flagged_shares(entries, {"c"}, lambda es: np.array([{"a": 0.0, "b": 1.0, "c": 1.0}[e.id] for e in es]), 0.5)
+        {'recognised': {'rate': 0.5, 'n': 2}, 'misrecognised': {'rate': 1.0, 'n': 1}}
+    """
     groups = (("recognised", [e for e in entries if e.id not in wrong]),
               ("misrecognised", [e for e in entries if e.id in wrong]))
     return {group: {"rate": float(np.mean(scores_of(chosen) > threshold)) if chosen else None, "n": len(chosen)}
@@ -319,4 +330,5 @@ def _sizes(sets: ComparisonSets) -> dict:
             "held_out": {k: len(v) for k, v in sets.held_out.items()}}
 
 
-__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_KINDS", "adaptive_summary", "cell_metrics", "compare", "distortion"]
+__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_KINDS", "SUMMARY_KEYS", "adaptive_summary", "cell_metrics", "compare",
+           "distortion", "flagged_shares"]

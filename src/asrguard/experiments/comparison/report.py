@@ -26,6 +26,22 @@ def _extra(paired: Mapping | None) -> str:
     return f"{paired['mean']:+.1f} dB (n={paired['n']})"
 
 
+def _cell_rows(results: Mapping, kinds: list, speech: list, key: str, cells: AurocCells) -> tuple[list, list]:
+    """AUROC rows and TPR-at-1 %-FPR rows of the speech cells' ``key`` part (e.g. ``recognised_benign``)."""
+    got = {(k, a): results["cells"][k][a][key] for k in kinds for a in speech}
+    return ([[k, *(cells.format(got[k, a]) for a in speech)] for k in kinds],
+            [[k, *(number_cell(got[k, a]["tpr_at_1pct_fpr"], percent=True) for a in speech)] for k in kinds])
+
+
+def _flag_rows(flagged: Mapping, kinds: list) -> list:
+    """Per detector, the share flagged among inputs transcribed right and wrong, with n."""
+    def share(kind: str, group: str) -> str:
+        got = flagged.get(kind, {}).get(group)
+        return f"{number_cell(got['rate'], percent=True)} (n={got['n']})" if got and got["n"] else "–"
+
+    return [[kind, share(kind, "recognised"), share(kind, "misrecognised")] for kind in kinds]
+
+
 def _recognised_tables(results: Mapping, kinds: list, attacks: list, cells: AurocCells) -> list[str]:
     """The speech cells again against only the benign sources the recogniser transcribes correctly, and
     how many benign test sources each detector flags among those it transcribes right and wrong."""
@@ -34,17 +50,7 @@ def _recognised_tables(results: Mapping, kinds: list, attacks: list, cells: Auro
     if not wrong or not speech:
         return []
     labels = [ATTACK_LABELS.get(a, a) for a in speech]
-    auroc_rows = [[kind, *(cells.format(results["cells"][kind][a]["recognised_benign"]) for a in speech)]
-                  for kind in kinds]
-    tpr_rows = [[kind, *(number_cell(results["cells"][kind][a]["recognised_benign"]["tpr_at_1pct_fpr"], percent=True)
-                         for a in speech)] for kind in kinds]
-    flagged = results.get("flagged_test_benign", {})
-
-    def share(kind: str, group: str) -> str:
-        got = flagged.get(kind, {}).get(group)
-        return f"{number_cell(got['rate'], percent=True)} (n={got['n']})" if got and got["n"] else "–"
-
-    flag_rows = [[kind, share(kind, "recognised"), share(kind, "misrecognised")] for kind in kinds]
+    auroc_rows, tpr_rows = _cell_rows(results, kinds, speech, "recognised_benign", cells)
     return ["## Without the benign sources the recogniser gets wrong", "",
             f"{wrong['n']} of {wrong['of']} benign test sources are transcribed wrongly (normalised text unlike the "
             "reference). A misrecognised benign input is uncertain and unstable too, so it scores like an adversarial "
@@ -52,7 +58,8 @@ def _recognised_tables(results: Mapping, kinds: list, attacks: list, cells: Auro
             "### AUROC", "", *markdown_table(["detector", *labels], auroc_rows), "",
             "### TPR at 1 % FPR [%]", "", *markdown_table(["detector", *labels], tpr_rows), "",
             "### Benign test sources flagged at the calibrated threshold [%]", "",
-            *markdown_table(["detector", "transcribed right", "transcribed wrong"], flag_rows), ""]
+            *markdown_table(["detector", "transcribed right", "transcribed wrong"],
+                            _flag_rows(results.get("flagged_test_benign", {}), kinds)), ""]
 
 
 def _pool_tables(results: Mapping, kinds: list, attacks: list, cells: AurocCells) -> list[str]:
@@ -63,30 +70,18 @@ def _pool_tables(results: Mapping, kinds: list, attacks: list, cells: AurocCells
     if not pool or not speech:
         return []
     labels = [ATTACK_LABELS.get(a, a) for a in speech]
-
-    def rows(key: str) -> tuple[list, list]:
-        got = {(k, a): results["cells"][k][a][key] for k in kinds for a in speech}
-        return ([[k, *(cells.format(got[k, a]) for a in speech)] for k in kinds],
-                [[k, *(number_cell(got[k, a]["tpr_at_1pct_fpr"], percent=True) for a in speech)] for k in kinds])
-
-    flagged = results.get("flagged_benign_pool", {})
-
-    def share(kind: str, group: str) -> str:
-        got = flagged.get(kind, {}).get(group)
-        return f"{number_cell(got['rate'], percent=True)} (n={got['n']})" if got and got["n"] else "–"
-
     out = ["## Against a larger benign set", "",
            f"Each speech cell's examples against their own sources plus {results['sizes']['benign_pool']} more "
            "held-out benign utterances of the run's corpora (none a source, none used for calibration): enough to "
            f"place a 1 % false-positive threshold, which about 30 sources are not. The recogniser transcribes "
            f"{pool['n']} of the {pool['of']} wrongly.", ""]
     for key, title in (("benign_pool", "all of them"), ("benign_pool_recognised", "only those transcribed right")):
-        auroc, tpr = rows(key)
+        auroc, tpr = _cell_rows(results, kinds, speech, key, cells)
         out += [f"### AUROC, {title}", "", *markdown_table(["detector", *labels], auroc), "",
                 f"### TPR at 1 % FPR [%], {title}", "", *markdown_table(["detector", *labels], tpr), ""]
     return out + ["### The larger benign set flagged at the calibrated threshold [%]", "",
                   *markdown_table(["detector", "transcribed right", "transcribed wrong"],
-                                  [[k, share(k, "recognised"), share(k, "misrecognised")] for k in kinds]), ""]
+                                  _flag_rows(results.get("flagged_benign_pool", {}), kinds)), ""]
 
 
 def tables_markdown(results: Mapping) -> str:
